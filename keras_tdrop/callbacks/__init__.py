@@ -1,0 +1,1 @@
+from keras_tdrop.callbacks.ramping import RampingCallback

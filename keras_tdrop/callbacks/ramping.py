@@ -1,0 +1,197 @@
+import functools
+
+import keras
+import numpy as np
+
+from keras_tdrop import schedules
+from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.layers.targeted_dropout import TargetedDropout
+
+_SCHEDULES = ("piecewise", "linear", "constant")
+
+
+@keras.saving.register_keras_serializable(package="keras_tdrop")
+class RampingCallback(keras.callbacks.Callback):
+    """Ramps alpha and gamma of every TargetedDropout in the model.
+
+    Before every training batch the callback reads the optimizer's iteration
+    count `s` and assigns to each `TargetedDropout` (nested models included)
+    `rate = final_rate * fa(s)` and `target_rate = final_target_rate * fg(s)`,
+    where `(fa, fg) = schedule(s)`. Because the step comes from the optimizer,
+    training resumed from a checkpoint continues the ramp where it stopped.
+    The final values are each layer's own `rate`/`target_rate` (so Xtreme
+    layers end with their own gamma) unless `rate`/`target_rate` are given.
+    The values in use are written to the epoch logs as `td_rate` and
+    `td_target_rate` (means over layers), so History and TensorBoard (listed
+    after this callback) show them.
+
+    Args:
+        schedule: `"piecewise"` (for-ai/TD's ramp, the default), `"linear"`,
+            `"constant"`, or a callable `step -> (rate_fraction,
+            target_rate_fraction)`.
+        ramp_steps: steps of the ramp: `(first, total)` for `"piecewise"`
+            (default `(20000, 40000)`), `total` for `"linear"`.
+        ramp_fraction: the same as fractions of the planned training length
+            (`epochs * steps_per_epoch`), e.g. `(0.5, 1.0)`; resolved when
+            training begins. Exclusive with `ramp_steps`.
+        rate: optional float overriding every layer's final alpha.
+        target_rate: optional float overriding every layer's final gamma.
+
+    Example:
+    >>> model.fit(x, y, epochs=10, callbacks=[
+    ...     RampingCallback(ramp_fraction=(0.5, 1.0))])
+
+    Reference:
+    - [Gomez et al., 2019](https://arxiv.org/abs/1905.13678), Sec. 5.1;
+      for-ai/TD `*_piecewise` dropouts.
+    """
+
+    def __init__(
+        self,
+        schedule="piecewise",
+        ramp_steps=None,
+        ramp_fraction=None,
+        rate=None,
+        target_rate=None,
+    ):
+        super().__init__()
+        if not callable(schedule) and schedule not in _SCHEDULES:
+            raise ValueError(
+                f"`schedule` must be one of {_SCHEDULES} or a callable "
+                f"`step -> (rate_fraction, target_rate_fraction)`. "
+                f"Received: schedule={schedule!r}"
+            )
+        if ramp_steps is not None and ramp_fraction is not None:
+            raise ValueError(
+                "Pass `ramp_steps` or `ramp_fraction`, not both. Received: "
+                f"ramp_steps={ramp_steps!r}, ramp_fraction={ramp_fraction!r}"
+            )
+        if (ramp_steps is not None or ramp_fraction is not None) and (
+            callable(schedule) or schedule == "constant"
+        ):
+            raise ValueError(
+                "`ramp_steps`/`ramp_fraction` apply to the 'piecewise' and "
+                f"'linear' schedules only. Received: schedule={schedule!r}"
+            )
+        if schedule == "linear" and ramp_steps is None and ramp_fraction is None:
+            ramp_fraction = 1.0
+        if ramp_fraction is not None:
+            for value in np.ravel(ramp_fraction):
+                if not 0.0 < float(value) <= 1.0:
+                    raise ValueError(
+                        "`ramp_fraction` values must be in (0, 1]. "
+                        f"Received: ramp_fraction={ramp_fraction!r}"
+                    )
+        for name, value in (("rate", rate), ("target_rate", target_rate)):
+            if value is not None:
+                targeting_lib.check_rate(name, value)
+        self.schedule = schedule
+        self.ramp_steps = ramp_steps
+        self.ramp_fraction = ramp_fraction
+        self.rate = rate
+        self.target_rate = target_rate
+        self._fn = None
+        if ramp_fraction is None:
+            self._fn = self._make_fn(ramp_steps)
+        self._layers = []
+        self._last = None
+
+    def _make_fn(self, steps):
+        if callable(self.schedule):
+            return self.schedule
+        if self.schedule == "constant":
+            return schedules.constant
+        if self.schedule == "linear":
+            total = steps if np.ndim(steps) == 0 else steps[-1]
+            schedules.linear(0, total)
+            return functools.partial(schedules.linear, total_steps=total)
+        first, total = (20000, 40000) if steps is None else steps
+        schedules.piecewise(0, first, total)
+        return functools.partial(
+            schedules.piecewise, first_steps=first, total_steps=total
+        )
+
+    def fractions(self, step):
+        """`(rate_fraction, target_rate_fraction)` at `step`."""
+        if self._fn is None:
+            raise RuntimeError(
+                "`ramp_fraction` is resolved when training begins; call "
+                "fractions() after fit() has started."
+            )
+        rate_fraction, target_fraction = self._fn(int(step))
+        return float(rate_fraction), float(target_fraction)
+
+    def on_train_begin(self, logs=None):
+        self._layers = [
+            layer
+            for layer in self.model._flatten_layers(
+                include_self=False, recursive=True
+            )
+            if isinstance(layer, TargetedDropout)
+        ]
+        self._last = None
+        if self.ramp_fraction is not None:
+            epochs = self.params.get("epochs")
+            steps = self.params.get("steps")
+            if not epochs or not steps:
+                raise ValueError(
+                    "`ramp_fraction` needs a known training length, but fit() "
+                    f"reported epochs={epochs}, steps={steps}. Pass "
+                    "`steps_per_epoch` to fit(), or use `ramp_steps`."
+                )
+            planned = epochs * steps
+            fractions = np.ravel(self.ramp_fraction)
+            resolved = [max(1, int(round(f * planned))) for f in fractions]
+            if self.schedule == "piecewise" and len(resolved) == 1:
+                resolved = [resolved[0] // 2 or 1, resolved[0]]
+            self._fn = self._make_fn(tuple(resolved))
+        self._apply(self._current_step())
+
+    def _current_step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _apply(self, step):
+        fractions = self.fractions(step)
+        if fractions == self._last:
+            return
+        self._last = fractions
+        rate_fraction, target_fraction = fractions
+        for layer in self._layers:
+            final_rate = layer.rate if self.rate is None else self.rate
+            final_target = (
+                layer.target_rate if self.target_rate is None else self.target_rate
+            )
+            layer.set_rates(
+                min(1.0, final_rate * rate_fraction),
+                min(1.0, final_target * target_fraction),
+            )
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._apply(self._current_step())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self._layers:
+            return
+        logs["td_rate"] = float(
+            np.mean([layer.current_rate for layer in self._layers])
+        )
+        logs["td_target_rate"] = float(
+            np.mean([layer.current_target_rate for layer in self._layers])
+        )
+
+    def get_config(self):
+        if callable(self.schedule):
+            raise NotImplementedError(
+                "A RampingCallback with a custom schedule is not serializable."
+            )
+        return {
+            "schedule": self.schedule,
+            "ramp_steps": self.ramp_steps,
+            "ramp_fraction": self.ramp_fraction,
+            "rate": self.rate,
+            "target_rate": self.target_rate,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,98 @@
+"""Which variables of a layer are kernels, and which layers of a model."""
+
+import keras
+
+_KERNEL_SUFFIXES = ("kernel",)
+
+
+def kernel_variables(layer):
+    """The prunable kernels of `layer` (never biases, scales or statistics).
+
+    Every variable whose name ends in "kernel" (Dense, Conv*, EinsumDense,
+    the depthwise and pointwise kernels of separable convolutions, recurrent
+    kernels, and the four EinsumDense kernels of MultiHeadAttention).
+    """
+    return [
+        v
+        for v in layer.trainable_variables
+        if v.name.endswith(_KERNEL_SUFFIXES) and len(v.shape) >= 1
+    ]
+
+
+def iter_layers(model):
+    """All layers of `model`, depth first, descending into nested models."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer)
+        else:
+            yield layer
+
+
+def _producing_layer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history.operation
+
+
+def logits_layers(model):
+    """The layers that produce the model's outputs, through kernel-free ones.
+
+    A model ending in `Dense -> Softmax` or `Dense -> Activation` has its
+    Dense as logits layer. Returns an empty list for a model without a graph.
+    """
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return []
+    found = []
+    for tensor in keras.tree.flatten(outputs or []):
+        layer = _producing_layer(tensor)
+        while layer is not None:
+            if isinstance(layer, keras.Model):
+                nested = logits_layers(layer)
+                if nested:
+                    found.extend(nested)
+                    break
+            if kernel_variables(layer):
+                found.append(layer)
+                break
+            node = layer._inbound_nodes[0] if layer._inbound_nodes else None
+            inputs = node.input_tensors if node is not None else []
+            if len(inputs) != 1:
+                break
+            layer = _producing_layer(inputs[0])
+    return found
+
+
+def resolve_exclude(model, exclude, exclude_logits=True):
+    """A predicate `layer -> bool` from names, a callable or None."""
+    if exclude is None:
+        names, predicate = set(), None
+    elif callable(exclude):
+        names, predicate = set(), exclude
+    elif isinstance(exclude, str):
+        names, predicate = {exclude}, None
+    else:
+        try:
+            names, predicate = set(exclude), None
+        except TypeError:
+            raise TypeError(
+                "`exclude` must be None, a layer name, a list of layer names "
+                f"or a callable. Received: exclude={exclude!r}"
+            ) from None
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            raise TypeError(
+                "`exclude` names must be strings. "
+                f"Received: exclude={exclude!r}"
+            )
+    logits = {id(layer) for layer in logits_layers(model)} if exclude_logits else set()
+
+    def excluded(layer):
+        inner = getattr(layer, "layer", None)
+        ids = {id(layer)} | ({id(inner)} if inner is not None else set())
+        layer_names = {layer.name} | ({inner.name} if inner is not None else set())
+        if ids & logits or layer_names & names:
+            return True
+        return bool(predicate(layer)) if predicate is not None else False
+
+    return excluded

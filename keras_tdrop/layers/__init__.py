@@ -1,0 +1,1 @@
+from keras_tdrop.layers.targeted_dropout import TargetedDropout

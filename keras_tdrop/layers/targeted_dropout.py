@@ -1,0 +1,251 @@
+import keras
+from keras import ops
+
+from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.kernels import kernel_variables
+
+_CONV_TYPES = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_tdrop")
+class TargetedDropout(keras.layers.Wrapper):
+    """Targeted dropout on the kernels of the wrapped layer.
+
+    In training, the least important elements of each kernel (per output
+    column, the lowest-|w| weights or the lowest-L2 columns) are dropped with
+    probability `rate`, with fresh noise every step, so that the network
+    learns not to rely on them and pruning them afterwards costs little. The
+    stored weights are never modified: the wrapped layer runs on a dropped
+    copy of its kernels. Works around any layer with kernels (Dense, Conv*,
+    DepthwiseConv2D, EinsumDense, MultiHeadAttention and its four kernels).
+
+    The current alpha and gamma live in non-trainable variables, so that
+    `RampingCallback` can change them during `fit()` without retracing, and a
+    saved model resumes with the values it had.
+
+    Args:
+        layer: the `keras.layers.Layer` to wrap; it must have a kernel.
+        rate: float in [0, 1], alpha, the drop probability of targeted
+            elements (the final value when ramped).
+        target_rate: float in [0, 1], gamma, the proportion of each kernel
+            targeted (the final value when ramped).
+        targeting: `"weight"` or `"unit"`.
+        reference: `None` (exact counts, no rescaling), `"t2t"`
+            (Tensor2Tensor) or `"for_ai"` (for-ai/TD); see
+            `keras_tdrop.targeting`.
+        keep_per_column: optional int N (Xtreme): overrides `target_rate`
+            with the gamma that leaves exactly N weights per output column
+            of each kernel, `(rows - N) / rows`.
+        prune_at_inference: optional bool; by default the reference's own
+            choice: `"t2t"` prunes at inference, `"for_ai"` prunes convolution
+            kernels only, the default semantics never do.
+        seed: optional int for the dropout noise.
+
+    Call arguments:
+        The wrapped layer's, plus `training`.
+
+    Example:
+    >>> layer = TargetedDropout(keras.layers.Dense(8), rate=0.5,
+    ...                         target_rate=0.75)
+    >>> y = layer(np.ones((2, 4)), training=True)
+
+    Reference:
+    - [Gomez et al., 2019](https://arxiv.org/abs/1905.13678)
+    """
+
+    def __init__(
+        self,
+        layer,
+        rate=0.5,
+        target_rate=0.5,
+        targeting="weight",
+        reference=None,
+        keep_per_column=None,
+        prune_at_inference=None,
+        seed=None,
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "`layer` must be a keras.layers.Layer. "
+                f"Received: layer={layer!r}"
+            )
+        super().__init__(layer, **kwargs)
+        targeting_lib.check_rate("rate", rate)
+        targeting_lib.check_rate("target_rate", target_rate)
+        targeting_lib.check_targeting(targeting)
+        targeting_lib.check_reference(reference)
+        if keep_per_column is not None and (
+            isinstance(keep_per_column, bool)
+            or not isinstance(keep_per_column, int)
+            or keep_per_column < 0
+        ):
+            raise ValueError(
+                "`keep_per_column` must be None or an int >= 0. "
+                f"Received: keep_per_column={keep_per_column!r}"
+            )
+        if prune_at_inference not in (None, True, False):
+            raise TypeError(
+                "`prune_at_inference` must be None or a bool. "
+                f"Received: prune_at_inference={prune_at_inference!r}"
+            )
+        if layer.built and not kernel_variables(layer):
+            raise ValueError(
+                f"TargetedDropout needs a layer with a kernel; layer "
+                f"'{layer.name}' ({type(layer).__name__}) has none."
+            )
+        self.rate = float(rate)
+        self.target_rate = float(target_rate)
+        self.targeting = targeting
+        self.reference = reference
+        self.keep_per_column = keep_per_column
+        self.prune_at_inference = prune_at_inference
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            try:
+                self.layer.build(input_shape)
+            except TypeError:
+                # Layers whose build takes several shapes (attention) are
+                # built by their first call, in `call`.
+                if self.keep_per_column is not None:
+                    raise ValueError(
+                        "`keep_per_column` needs the kernel shapes at build "
+                        f"time; build layer '{self.layer.name}' (call it "
+                        "once) before wrapping it."
+                    ) from None
+        if self.layer.built:
+            self._check_kernels()
+            if self.keep_per_column is not None:
+                self.target_rate = self._xtreme_gammas()[0]
+        self._current_rate = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.rate),
+            trainable=False,
+            name="current_rate",
+        )
+        self._current_target_rate = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.target_rate),
+            trainable=False,
+            name="current_target_rate",
+        )
+        self.built = True
+
+    def _check_kernels(self):
+        kernels = kernel_variables(self.layer)
+        if not kernels:
+            raise ValueError(
+                f"TargetedDropout needs a layer with a kernel; layer "
+                f"'{self.layer.name}' ({type(self.layer).__name__}) has none."
+            )
+        return kernels
+
+    def _xtreme_gammas(self):
+        gammas = []
+        for kernel in kernel_variables(self.layer):
+            rows, _ = targeting_lib.matrix_shape(kernel.shape)
+            if self.keep_per_column > rows:
+                raise ValueError(
+                    "`keep_per_column` cannot exceed the column length of "
+                    f"kernel '{kernel.path}' ({rows}). Received: "
+                    f"keep_per_column={self.keep_per_column}"
+                )
+            gammas.append((rows - self.keep_per_column) / rows)
+        return gammas
+
+    def _kernel_scales(self):
+        """Per kernel, its gamma as a multiple of the layer's gamma.
+
+        1 everywhere, except with `keep_per_column`, where the layer's gamma
+        is its first kernel's and the others follow in proportion so that
+        each ends with N weights per column.
+        """
+        if self.keep_per_column is None:
+            return [1.0] * len(kernel_variables(self.layer))
+        gammas = self._xtreme_gammas()
+        return [g / gammas[0] if gammas[0] else 1.0 for g in gammas]
+
+    @property
+    def current_rate(self):
+        """The alpha in use now, as a float."""
+        return float(ops.convert_to_numpy(self._current_rate))
+
+    @property
+    def current_target_rate(self):
+        """The gamma in use now, as a float."""
+        return float(ops.convert_to_numpy(self._current_target_rate))
+
+    def set_rates(self, rate=None, target_rate=None):
+        """Assigns the current alpha and/or gamma (no retracing)."""
+        if rate is not None:
+            self._current_rate.assign(rate)
+        if target_rate is not None:
+            self._current_target_rate.assign(target_rate)
+
+    def _prunes_at_inference(self):
+        if self.prune_at_inference is not None:
+            return self.prune_at_inference
+        if self.reference == "for_ai":
+            # for-ai/TD prunes its conv layers at evaluation, not dense ones.
+            return isinstance(self.layer, _CONV_TYPES)
+        return self.reference == "t2t"
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if self.layer._call_has_training_arg:
+            kwargs["training"] = training
+        if not self.layer.built:
+            self.layer(inputs, *args, **kwargs)
+            self._check_kernels()
+        training = bool(training)
+        if not training and not self._prunes_at_inference():
+            return self.layer(inputs, *args, **kwargs)
+        kernels = kernel_variables(self.layer)
+        mapping = []
+        for kernel, scale in zip(kernels, self._kernel_scales()):
+            value = targeting_lib.targeted_dropout(
+                kernel.value,
+                self._current_rate,
+                ops.minimum(self._current_target_rate * scale, 1.0),
+                targeting=self.targeting,
+                reference=self.reference,
+                training=training,
+                prune_at_inference=True,
+                seed=self.seed_generator,
+            )
+            mapping.append((kernel, value))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = self.layer(inputs, *args, **kwargs)
+        # Updates the wrapped layer made inside the scope (normalization
+        # statistics, its own seed generators) are captured there: apply them.
+        targets = {id(kernel) for kernel in kernels}
+        for variable in self.layer.variables:
+            if id(variable) in targets:
+                continue
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "rate": self.rate,
+                "target_rate": self.target_rate,
+                "targeting": self.targeting,
+                "reference": self.reference,
+                "keep_per_column": self.keep_per_column,
+                "prune_at_inference": self.prune_at_inference,
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,196 @@
+"""Which elements of a kernel are the least important.
+
+One set of pure `keras.ops` functions decides it, for training (what targeted
+dropout may drop) and for pruning (what is removed afterwards). A kernel of any
+rank is viewed as a matrix `[rows, cols]` with `rows = prod(shape[:-1])` and
+`cols = shape[-1]` (output units or filters).
+
+Three semantics, selected by `reference`:
+
+| | `None` (default) | `"t2t"` | `"for_ai"` |
+|---|---|---|---|
+| targeted per column | exactly k, ties by index | `<=` k-th: k+1, more on ties | `<` k-th: k, fewer on ties |
+| training survivors | unscaled | scaled by 1/(1-rate) | unscaled |
+| inference | unchanged | prunes round(k*rate) (+1) | prunes the k targeted |
+
+with `k = floor(target_rate * n)` and `n` the column length (weight) or the
+number of columns (unit).
+"""
+
+import math
+
+from keras import ops
+from keras import random
+
+TARGETINGS = ("weight", "unit")
+REFERENCES = (None, "t2t", "for_ai")
+
+# floor(rate * n) computed in float32 would turn 0.29 * 100 into 28 or 29
+# depending on rounding; a relative guard of 2**-20 makes every backend agree.
+_COUNT_GUARD = 1.0 + 2.0**-20
+
+
+def check_targeting(targeting):
+    if targeting not in TARGETINGS:
+        raise ValueError(
+            f"`targeting` must be one of {TARGETINGS}. "
+            f"Received: targeting={targeting!r}"
+        )
+
+
+def check_reference(reference):
+    if reference not in REFERENCES:
+        raise ValueError(
+            f"`reference` must be one of {REFERENCES}. "
+            f"Received: reference={reference!r}"
+        )
+
+
+def check_rate(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a float in [0, 1]. Received: {name}={value!r}"
+        )
+    if not 0.0 <= value <= 1.0 or math.isnan(value):
+        raise ValueError(
+            f"`{name}` must be a float in [0, 1]. Received: {name}={value!r}"
+        )
+
+
+def matrix_shape(shape):
+    """`(rows, cols)` of a kernel shape viewed as a matrix."""
+    shape = tuple(shape)
+    if len(shape) == 0 or any(d is None for d in shape):
+        raise ValueError(
+            "A kernel must have a known, non-scalar shape. "
+            f"Received: shape={shape}"
+        )
+    return math.prod(shape[:-1]), shape[-1]
+
+
+def target_count(target_rate, n):
+    """`k = floor(target_rate * n)`, as an int32 tensor clipped to [0, n]."""
+    rate = ops.cast(target_rate, "float32")
+    k = ops.floor(rate * float(n) * _COUNT_GUARD)
+    return ops.cast(ops.clip(k, 0.0, float(n)), "int32")
+
+
+def _lowest(values, k, reference):
+    """Boolean mask of the k lowest entries of each column of `values`."""
+    n = values.shape[0]
+    ordered = ops.sort(values, axis=0)
+    if reference is None:
+        kth = ops.take(ordered, ops.maximum(k - 1, 0), axis=0)
+        below = ops.less(values, kth)
+        ties = ops.equal(values, kth)
+        room = k - ops.sum(ops.cast(below, "int32"), axis=0)
+        tie_rank = ops.cumsum(ops.cast(ties, "int32"), axis=0)
+        chosen = ops.logical_or(
+            below, ops.logical_and(ties, ops.less_equal(tie_rank, room))
+        )
+        return ops.logical_and(chosen, ops.greater(k, 0))
+    # The references read the threshold at sorted index k, which does not
+    # exist when k == n; every element is targeted then.
+    kth = ops.take(ordered, ops.minimum(k, n - 1), axis=0)
+    if reference == "t2t":
+        chosen = ops.less_equal(values, kth)
+    else:
+        chosen = ops.less(values, kth)
+    return ops.logical_or(chosen, ops.greater_equal(k, n))
+
+
+def targeted_mask(
+    kernel, target_rate, targeting="weight", reference=None, count=None
+):
+    """Boolean mask of the targeted (least important) elements of `kernel`.
+
+    Args:
+        kernel: tensor or variable of rank >= 1; the last axis holds the
+            output columns.
+        target_rate: float or scalar tensor, gamma, the proportion targeted.
+        targeting: `"weight"` (lowest |w| in each column) or `"unit"`
+            (whole columns with the lowest L2 norm).
+        reference: `None`, `"t2t"` or `"for_ai"`; see the module docstring.
+        count: optional int or scalar tensor overriding
+            `floor(target_rate * n)`.
+
+    Returns:
+        A boolean tensor of `kernel`'s shape, True where targeted.
+    """
+    check_targeting(targeting)
+    check_reference(reference)
+    shape = tuple(kernel.shape)
+    rows, cols = matrix_shape(shape)
+    matrix = ops.reshape(ops.cast(kernel, "float32"), (rows, cols))
+    if targeting == "weight":
+        values, n = ops.abs(matrix), rows
+    else:
+        norms = ops.sqrt(ops.sum(ops.square(matrix), axis=0))
+        values, n = ops.reshape(norms, (cols, 1)), cols
+    k = target_count(target_rate, n) if count is None else count
+    k = ops.cast(k, "int32")
+    mask = _lowest(values, k, reference)
+    if targeting == "unit":
+        mask = ops.broadcast_to(ops.reshape(mask, (1, cols)), (rows, cols))
+    return ops.reshape(mask, shape)
+
+
+def inference_count(target_rate, rate, n):
+    """Tensor2Tensor's pruning count at inference: round(k * rate), half even."""
+    k = ops.cast(target_count(target_rate, n), "float32")
+    return ops.cast(ops.round(k * ops.cast(rate, "float32")), "int32")
+
+
+def targeted_dropout(
+    kernel,
+    rate,
+    target_rate,
+    targeting="weight",
+    reference=None,
+    training=False,
+    prune_at_inference=None,
+    seed=None,
+):
+    """Applies targeted dropout to a kernel and returns the new kernel.
+
+    In training, each targeted element is zeroed with probability `rate`
+    (fresh noise per call, one draw per element, in unit mode too);
+    untargeted elements are returned unchanged. `reference="t2t"` scales the
+    surviving targeted elements by `1 / (1 - rate)`. At inference the kernel
+    is returned unchanged unless `prune_at_inference` (default: True for
+    `"t2t"` and `"for_ai"`, False otherwise), in which case the targeted set
+    is zeroed (for `"t2t"`: the set of `round(k * rate)`).
+
+    Args:
+        kernel: tensor of rank >= 1.
+        rate: alpha, the drop probability of targeted elements.
+        target_rate: gamma, the proportion of elements targeted.
+        targeting: `"weight"` or `"unit"`.
+        reference: `None`, `"t2t"` or `"for_ai"`.
+        training: bool.
+        prune_at_inference: bool or None (the reference's own choice).
+        seed: a `keras.random.SeedGenerator` or int for the noise.
+    """
+    if not training:
+        if prune_at_inference is None:
+            prune_at_inference = reference is not None
+        if not prune_at_inference:
+            return kernel
+        count = None
+        if reference == "t2t":
+            rows, cols = matrix_shape(kernel.shape)
+            n = rows if targeting == "weight" else cols
+            count = inference_count(target_rate, rate, n)
+        mask = targeted_mask(kernel, target_rate, targeting, reference, count)
+        return ops.where(mask, ops.zeros_like(kernel), kernel)
+
+    mask = targeted_mask(kernel, target_rate, targeting, reference)
+    rate = ops.cast(rate, "float32")
+    noise = random.uniform(tuple(kernel.shape), dtype="float32", seed=seed)
+    drop = ops.logical_and(mask, ops.less(noise, rate))
+    dropped = ops.where(drop, ops.zeros_like(kernel), kernel)
+    if reference != "t2t":
+        return dropped
+    keep_prob = ops.maximum(1.0 - rate, 1e-12)
+    scale = ops.where(mask, 1.0 / keep_prob, 1.0)
+    return dropped * ops.cast(scale, kernel.dtype)

@@ -1,0 +1,157 @@
+"""Wrap every eligible layer of a model in TargetedDropout, and unwrap."""
+
+import keras
+
+from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.kernels import kernel_variables
+from keras_tdrop.kernels import resolve_exclude
+from keras_tdrop.layers.targeted_dropout import TargetedDropout
+
+
+def _check_graph_model(model, name="model"):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`{name}` must be a keras.Model. Received: {name}={model!r}"
+        )
+    if not isinstance(model, (keras.Sequential,)) and not hasattr(
+        model, "_operations"
+    ):
+        raise ValueError(
+            f"`{name}` must be a Sequential or functional model (a graph of "
+            f"layers); a subclassed model cannot be rewritten. Received: "
+            f"{name}={type(model).__name__} '{model.name}'"
+        )
+    if isinstance(model, keras.Sequential) and not model.built:
+        raise ValueError(
+            f"`{name}` must be built (give it an Input or call it once). "
+            f"Received: unbuilt Sequential '{model.name}'"
+        )
+
+
+def _fresh(layer):
+    """A new layer of the same config, built as `layer` was (if it was)."""
+    new = layer.__class__.from_config(layer.get_config())
+    build_config = layer.get_build_config() if layer.built else None
+    if build_config:
+        new.build_from_config(build_config)
+    return new
+
+
+def clone_with_weights(model, clone_function=None):
+    """Clones a graph model (nested models too) and copies every weight.
+
+    `clone_function(layer)` may return a TargetedDropout around a fresh
+    layer, or the bare inner layer of a TargetedDropout: weights follow.
+    """
+    _check_graph_model(model)
+    pairs = []
+
+    def clone(layer):
+        new = clone_function(layer) if clone_function else None
+        if new is None:
+            new = _fresh(layer)
+        pairs.append((layer, new))
+        return new
+
+    new_model = keras.models.clone_model(
+        model, clone_function=clone, recursive=True
+    )
+    for old, new in pairs:
+        _copy_weights(old, new)
+    return new_model
+
+
+def _copy_weights(old, new):
+    old_inner = old.layer if isinstance(old, TargetedDropout) else old
+    new_inner = new.layer if isinstance(new, TargetedDropout) else new
+    new_inner.set_weights(old_inner.get_weights())
+    if isinstance(old, TargetedDropout) and isinstance(new, TargetedDropout):
+        new.set_rates(old.current_rate, old.current_target_rate)
+
+
+def apply_targeted_dropout(
+    model,
+    rate=0.5,
+    target_rate=0.5,
+    targeting="weight",
+    reference=None,
+    keep_per_column=None,
+    exclude=None,
+    exclude_logits=True,
+    seed=None,
+    **kwargs,
+):
+    """Returns a copy of `model` with every eligible layer in TargetedDropout.
+
+    Eligible: every layer with a kernel (see `keras_tdrop.kernels`) that is
+    not excluded. The layer producing the model's output (the logits, found
+    through trailing kernel-free layers such as Softmax) is excluded by
+    default, as in the references. The copy starts from `model`'s weights;
+    `model` itself is not modified.
+
+    Args:
+        model: a built Sequential or functional `keras.Model`.
+        rate, target_rate, targeting, reference, keep_per_column: passed to
+            every `TargetedDropout`.
+        exclude: layer name, list of names, or a predicate `layer -> bool`.
+        exclude_logits: bool, whether to skip the logits layer.
+        seed: optional int; layer i gets `seed + i`.
+        **kwargs: other `TargetedDropout` arguments (`prune_at_inference`).
+
+    Example:
+    >>> td_model = apply_targeted_dropout(model, rate=0.5, target_rate=0.75,
+    ...                                   exclude=["stem"])
+    """
+    _check_graph_model(model)
+    targeting_lib.check_rate("rate", rate)
+    targeting_lib.check_rate("target_rate", target_rate)
+    targeting_lib.check_targeting(targeting)
+    targeting_lib.check_reference(reference)
+    excluded = resolve_exclude(model, exclude, exclude_logits)
+    counter = [0]
+
+    def wrap(layer):
+        if isinstance(layer, TargetedDropout):
+            return None
+        if excluded(layer) or not kernel_variables(layer):
+            return None
+        layer_seed = None if seed is None else seed + counter[0]
+        counter[0] += 1
+        return TargetedDropout(
+            _fresh(layer),
+            rate=rate,
+            target_rate=target_rate,
+            targeting=targeting,
+            reference=reference,
+            keep_per_column=keep_per_column,
+            seed=layer_seed,
+            name=f"td_{layer.name}",
+            **kwargs,
+        )
+
+    return clone_with_weights(model, wrap)
+
+
+def strip_targeted_dropout(model):
+    """Returns a plain copy of `model`: every TargetedDropout unwrapped.
+
+    The inner layers keep their names and weights; nothing of targeted
+    dropout is left, so the result saves, converts and serves as any model.
+    """
+    _check_graph_model(model)
+
+    def unwrap(layer):
+        if isinstance(layer, TargetedDropout):
+            return _fresh(layer.layer)
+        return None
+
+    return clone_with_weights(model, unwrap)
+
+
+def targeted_dropout_layers(model):
+    """Every TargetedDropout in `model`, nested models included."""
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, TargetedDropout):
+            found.append(layer)
+    return found

@@ -54,11 +54,31 @@ def clone_with_weights(model, clone_function=None):
         return new
 
     new_model = keras.models.clone_model(
-        model, clone_function=clone, recursive=True
+        model,
+        input_tensors=_named_inputs(model),
+        clone_function=clone,
+        recursive=True,
     )
     for old, new in pairs:
         _copy_weights(old, new)
     return new_model
+
+
+def _named_inputs(model):
+    """New inputs with the original names (clone_model renames them)."""
+    if isinstance(model, keras.Sequential):
+        return None
+
+    def fresh_input(tensor):
+        layer = tensor._keras_history.operation
+        return keras.Input(
+            batch_shape=tensor.shape,
+            dtype=tensor.dtype,
+            sparse=tensor.sparse,
+            name=layer.name,
+        )
+
+    return keras.tree.map_structure(fresh_input, model._inputs_struct)
 
 
 def _copy_weights(old, new):

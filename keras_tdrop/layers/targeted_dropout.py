@@ -249,3 +249,8 @@ class TargetedDropout(keras.layers.Wrapper):
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Keras' Wrapper.from_config pops "layer" from the caller's dict.
+        return super().from_config(dict(config), custom_objects=custom_objects)

@@ -1,0 +1,172 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_tdrop import RampingCallback
+from keras_tdrop import TargetedDropout
+from keras_tdrop import targeted_dropout_layers
+
+
+def td_model(rate=0.8, target_rate=0.6, keep=None):
+    inputs = keras.Input((6,))
+    x = TargetedDropout(keras.layers.Dense(5, activation="relu"), rate=rate,
+                        target_rate=target_rate, keep_per_column=keep, seed=1,
+                        name="td1")(inputs)
+    x = TargetedDropout(keras.layers.Dense(4), rate=rate / 2,
+                        target_rate=target_rate / 2, seed=2, name="td2")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    return model
+
+
+def data(n=40):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 6)).astype("float32"), rng.normal(size=(n, 2))
+
+
+def piecewise(step, first, total):
+    alpha = min(1.0, step / total)
+    gamma = 0.95 * min(1.0, step / first) + 0.05 * np.clip(
+        (step - first) / (total - first), 0, 1)
+    return alpha, gamma
+
+
+class Recorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        layer = self.model.get_layer("td1")
+        self.seen.append((step, layer.current_rate, layer.current_target_rate))
+
+
+def test_fit_moves_layer_variables_along_the_ramp():
+    model = td_model()
+    recorder = Recorder()
+    x, y = data(40)  # 10 steps per epoch at batch 4
+    history = model.fit(
+        x, y, batch_size=4, epochs=6, verbose=0,
+        callbacks=[RampingCallback(ramp_steps=(20, 40)), recorder],
+    )
+    assert len(recorder.seen) == 60
+    for step, rate, target in recorder.seen:
+        alpha, gamma = piecewise(step, 20, 40)
+        assert rate == pytest.approx(0.8 * alpha, abs=1e-6)
+        assert target == pytest.approx(0.6 * gamma, abs=1e-6)
+    td2 = model.get_layer("td2")
+    assert td2.current_rate == pytest.approx(0.4)
+    assert td2.current_target_rate == pytest.approx(0.3)
+    alpha9, gamma9 = piecewise(9, 20, 40)
+    expected_rate = np.mean([0.8 * alpha9, 0.4 * alpha9])
+    assert history.history["td_rate"][0] == pytest.approx(expected_rate, abs=1e-6)
+    assert history.history["td_target_rate"][-1] == pytest.approx(0.45, abs=1e-6)
+
+
+def test_no_retracing_when_rates_change():
+    traces = []
+
+    class Counting(TargetedDropout):
+        def call(self, *args, **kwargs):
+            traces.append(1)
+            return super().call(*args, **kwargs)
+
+    inputs = keras.Input((6,))
+    layer = Counting(keras.layers.Dense(3), rate=0.5, target_rate=0.5)
+    model = keras.Model(inputs, layer(inputs))
+    model.compile("sgd", "mse")
+    x, _ = data(40)
+    traces.clear()
+    model.fit(x, np.zeros((40, 3)), batch_size=4, epochs=3, verbose=0,
+              callbacks=[RampingCallback(ramp_steps=(10, 30))])
+    assert layer.current_rate == pytest.approx(0.5 * 29 / 30)  # last step: 29
+    assert len(traces) <= 2  # one trace of the train step (two on some backends)
+
+
+def test_ramp_fraction_resolves_from_planned_length():
+    model = td_model()
+    recorder = Recorder()
+    x, y = data(40)
+    model.fit(x, y, batch_size=4, epochs=4, verbose=0,
+              callbacks=[RampingCallback(ramp_fraction=(0.25, 0.5)), recorder])
+    # 40 planned steps: gamma 95% at step 10, 100% and alpha 100% at step 20.
+    for step, rate, target in recorder.seen:
+        alpha, gamma = piecewise(step, 10, 20)
+        assert rate == pytest.approx(0.8 * alpha, abs=1e-6)
+        assert target == pytest.approx(0.6 * gamma, abs=1e-6)
+
+
+def test_resume_mid_ramp_from_saved_model(tmp_path):
+    x, y = data(40)
+    model = td_model()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+              callbacks=[RampingCallback("linear", ramp_steps=40)])
+    path = str(tmp_path / "mid.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    layer = loaded.get_layer("td1")
+    assert layer.current_rate == pytest.approx(0.8 * 9 / 40)
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 10
+    recorder = Recorder()
+    loaded.fit(x, y, batch_size=4, epochs=1, verbose=0,
+               callbacks=[RampingCallback("linear", ramp_steps=40), recorder])
+    assert recorder.seen[0][0] == 10
+    assert recorder.seen[0][1] == pytest.approx(0.8 * 10 / 40)
+
+
+def test_custom_callable_constant_and_overrides():
+    x, y = data(8)
+    model = td_model()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+              callbacks=[RampingCallback(lambda step: (0.5, 0.25))])
+    layer = model.get_layer("td1")
+    assert (layer.current_rate, layer.current_target_rate) == pytest.approx((0.4, 0.15))
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+              callbacks=[RampingCallback("constant", rate=0.1, target_rate=0.2)])
+    for layer in targeted_dropout_layers(model):
+        assert (layer.current_rate, layer.current_target_rate) == pytest.approx((0.1, 0.2))
+
+
+def test_xtreme_layers_ramp_to_their_own_gamma():
+    model = td_model(rate=0.9, keep=2)
+    x, y = data(8)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+              callbacks=[RampingCallback("constant")])
+    assert model.get_layer("td1").current_target_rate == pytest.approx(4 / 6)
+
+
+def test_config_round_trip():
+    callback = RampingCallback("piecewise", ramp_steps=(5, 10), rate=0.3)
+    clone = RampingCallback.from_config(callback.get_config())
+    assert clone.get_config() == callback.get_config()
+    assert clone.fractions(5) == pytest.approx((0.5, 0.95))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"schedule": "cosine"}, r"schedule='cosine'"),
+        ({"ramp_steps": (10, 5)}, r"first_steps=10"),
+        ({"ramp_steps": (0, 5)}, r"first_steps=0"),
+        ({"ramp_fraction": (0.5, 1.5)}, r"ramp_fraction=\(0.5, 1.5\)"),
+        ({"ramp_steps": (1, 2), "ramp_fraction": (0.5, 1.0)}, r"not both"),
+        ({"schedule": "constant", "ramp_steps": 3}, r"schedule='constant'"),
+        ({"rate": 1.2}, r"rate=1.2"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RampingCallback(**kwargs)
+
+
+def test_ramp_fraction_needs_known_length():
+    import tensorflow as tf
+
+    model = td_model()
+    x, y = data(8)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat(2)
+    dataset = dataset.filter(lambda a, b: True)  # unknown cardinality
+    with pytest.raises(ValueError, match=r"steps=None"):
+        model.fit(dataset, epochs=1, verbose=0,
+                  callbacks=[RampingCallback(ramp_fraction=(0.5, 1.0))])

@@ -124,8 +124,10 @@ def load(
     """
     _check_name(name)
     _check_limit(limit)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or (
-        batch_size < 1
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or (batch_size < 1)
     ):
         raise ValueError(
             "`batch_size` must be an int >= 1. "
@@ -150,7 +152,9 @@ def load(
         if buffer < 1:
             buffer = 10_000
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(
+        _to_float, num_parallel_calls=tf.data.AUTOTUNE
+    )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -162,9 +166,7 @@ def load_numpy(name, split="train", data_dir=None, limit=None):
     Example:
     >>> x_test, y_test = load_numpy("mnist", "test", limit=1000)
     """
-    ds = load(
-        name, split, batch_size=1024, data_dir=data_dir, limit=limit
-    )
+    ds = load(name, split, batch_size=1024, data_dir=data_dir, limit=limit)
     images, labels = [], []
     for x, y in ds.as_numpy_iterator():
         images.append(x)

@@ -36,9 +36,7 @@ def mnist_cnn(
         inputs
     )
     x = keras.layers.MaxPooling2D(name="pool1")(x)
-    x = keras.layers.Conv2D(conv_filters, 3, activation="relu", name="conv2")(
-        x
-    )
+    x = keras.layers.Conv2D(conv_filters, 3, activation="relu", name="conv2")(x)
     x = keras.layers.MaxPooling2D(name="pool2")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(units, activation="relu", name="fc1")(x)

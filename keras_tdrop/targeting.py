@@ -171,6 +171,9 @@ def targeted_dropout(
         prune_at_inference: bool or None (the reference's own choice).
         seed: a `keras.random.SeedGenerator` or int for the noise.
     """
+    check_targeting(targeting)
+    check_reference(reference)
+    matrix_shape(kernel.shape)
     if not training:
         if prune_at_inference is None:
             prune_at_inference = reference is not None
@@ -188,9 +191,11 @@ def targeted_dropout(
     rate = ops.cast(rate, "float32")
     noise = random.uniform(tuple(kernel.shape), dtype="float32", seed=seed)
     drop = ops.logical_and(mask, ops.less(noise, rate))
-    dropped = ops.where(drop, ops.zeros_like(kernel), kernel)
     if reference != "t2t":
-        return dropped
+        return ops.where(drop, ops.zeros_like(kernel), kernel)
+    # Scaled in float32 and zeroed after, so that a float16 kernel at rate
+    # ~1 gets neither 0 * inf = NaN nor an overflowing survivor scale.
     keep_prob = ops.maximum(1.0 - rate, 1e-12)
-    scale = ops.where(mask, 1.0 / keep_prob, 1.0)
-    return dropped * ops.cast(scale, kernel.dtype)
+    scaled = ops.cast(kernel, "float32") * ops.where(mask, 1.0 / keep_prob, 1.0)
+    scaled = ops.where(drop, ops.zeros_like(scaled), scaled)
+    return ops.cast(scaled, kernel.dtype)

@@ -330,10 +330,6 @@ def test_scalar_kernel_raises():
         T.targeted_dropout(w, 0.5, 0.5, reference="for_ai", training=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: default inference returns before validating its arguments",
-)
 def test_bad_arguments_raise_at_default_inference():
     w = np.ones((3, 2), "float32")
     with pytest.raises(ValueError, match="'bogus'"):
@@ -557,11 +553,6 @@ def test_low_precision_kernels(dtype, reference, targeting, alpha):
         np.testing.assert_array_equal(out[~mask], exact[~mask])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: t2t scale 1/max(1-rate, 1e-12) overflows to inf in float16, "
-    "and 0 * inf = NaN for every targeted element at rate=1",
-)
 @pytest.mark.parametrize("targeting", TARGETINGS)
 def test_float16_t2t_rate_one_has_no_nan(targeting):
     w = ops.cast(make_kernel((8, 6), "normal", seed=13), "float16")

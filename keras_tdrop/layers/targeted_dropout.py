@@ -222,16 +222,18 @@ class TargetedDropout(keras.layers.Wrapper):
                 seed=self.seed_generator,
             )
             mapping.append((kernel, value))
+        targets = {id(kernel) for kernel in kernels}
+        others = [v for v in self.layer.variables if id(v) not in targets]
+        # A nested scope does not see an enclosing one (JAX's stateless
+        # training step): hand it the current value of every other variable.
+        mapping.extend((v, v.value) for v in others)
         with keras.StatelessScope(state_mapping=mapping) as scope:
             outputs = self.layer(inputs, *args, **kwargs)
         # Updates the wrapped layer made inside the scope (normalization
         # statistics, its own seed generators) are captured there: apply them.
-        targets = {id(kernel) for kernel in kernels}
-        for variable in self.layer.variables:
-            if id(variable) in targets:
-                continue
+        for variable, (_, before) in zip(others, mapping[len(kernels):]):
             value = scope.get_current_value(variable)
-            if value is not None:
+            if value is not None and value is not before:
                 variable.assign(value)
         return outputs
 

@@ -1,0 +1,151 @@
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_tdrop import datasets
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
+    REPO.parent / "shared" / "tensorflow_datasets"
+)
+# The well-known class counts of the MNIST test split.
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+HAS_NETWORK = datasets.has_network
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """Nothing in these tests may download."""
+    monkeypatch.setattr(datasets, "has_network", lambda *a, **k: False)
+
+
+def test_load_mnist_batches():
+    ds = datasets.load(
+        "mnist", "train", batch_size=64, data_dir=DATA_DIR, limit=200
+    )
+    batches = list(ds.as_numpy_iterator())
+    assert [len(y) for _, y in batches] == [64, 64, 64, 8]
+    x, y = batches[0]
+    assert x.shape == (64, 28, 28, 1)
+    assert x.dtype == np.float32
+    assert y.dtype == np.int32
+    images = np.concatenate([b[0] for b in batches])
+    assert images.min() == 0.0
+    assert images.max() == 1.0
+    # uint8 / 255 exactly: every value is a multiple of 1/255.
+    np.testing.assert_allclose(images * 255, np.round(images * 255), atol=1e-4)
+
+
+def test_load_numpy_mnist_test_label_counts():
+    x, y = datasets.load_numpy("mnist", "test", data_dir=DATA_DIR)
+    assert x.shape == (10000, 28, 28, 1)
+    assert np.bincount(y, minlength=10).tolist() == MNIST_TEST_COUNTS
+    assert 0.12 < x.mean() < 0.14  # MNIST's mean pixel is 0.1307
+
+
+def test_load_numpy_limit_matches_load():
+    x, y = datasets.load_numpy("mnist", "train", data_dir=DATA_DIR, limit=300)
+    assert x.shape == (300, 28, 28, 1)
+    assert y.shape == (300,)
+    assert np.bincount(y, minlength=10).sum() == 300
+    assert set(np.unique(y)) == set(range(10))
+    ds = datasets.load(
+        "mnist", "train", batch_size=100, data_dir=DATA_DIR, limit=300
+    )
+    np.testing.assert_array_equal(
+        np.concatenate([b for _, b in ds.as_numpy_iterator()]), y
+    )
+
+
+def _epoch_labels(ds, epochs):
+    return [
+        np.concatenate([y for _, y in ds.as_numpy_iterator()])
+        for _ in range(epochs)
+    ]
+
+
+def test_shuffle_is_reproducible_and_reshuffles():
+    def make(seed):
+        return datasets.load(
+            "mnist",
+            "train",
+            batch_size=50,
+            data_dir=DATA_DIR,
+            shuffle=True,
+            seed=seed,
+            limit=400,
+        )
+
+    first, second = _epoch_labels(make(7), 2), _epoch_labels(make(7), 2)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    assert not np.array_equal(first[0], first[1])
+    other = _epoch_labels(make(8), 1)[0]
+    assert not np.array_equal(first[0], other)
+    # Shuffling permutes: the same examples, as a multiset.
+    _, unshuffled = datasets.load_numpy(
+        "mnist", "train", data_dir=DATA_DIR, limit=400
+    )
+    np.testing.assert_array_equal(np.sort(first[0]), np.sort(unshuffled))
+
+
+def test_load_cifar10_shapes():
+    x, y = datasets.load_numpy("cifar10", "test", data_dir=DATA_DIR, limit=20)
+    assert x.shape == (20, 32, 32, 3)
+    assert x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert y.min() >= 0 and y.max() <= 9
+
+
+def test_missing_data_fails_fast_and_says_where(tmp_path):
+    empty = tmp_path / "empty"
+    start = time.perf_counter()
+    with pytest.raises(datasets.DataUnavailableError) as info:
+        datasets.load("mnist", "train", data_dir=str(empty))
+    assert time.perf_counter() - start < 5.0
+    message = str(info.value)
+    assert str(empty) in message
+    assert "TFDS_DATA_DIR" in message
+    assert isinstance(info.value, FileNotFoundError)
+    assert not empty.exists()
+
+
+def test_missing_data_uses_env_var(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    assert datasets.resolve_data_dir() == str(tmp_path)
+    with pytest.raises(
+        datasets.DataUnavailableError, match=re.escape(str(tmp_path))
+    ):
+        datasets.load_numpy("cifar10", "test")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "imagenet"}, "Received: name='imagenet'"),
+        ({"name": "mnist", "limit": 0}, "Received: limit=0"),
+        ({"name": "mnist", "batch_size": 0}, "Received: batch_size=0"),
+    ],
+)
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        datasets.load(data_dir=DATA_DIR, **kwargs)
+
+
+def test_has_network():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert HAS_NETWORK(("127.0.0.1", port), timeout=2.0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    start = time.perf_counter()
+    assert not HAS_NETWORK(("127.0.0.1", closed), timeout=1.0)
+    assert time.perf_counter() - start < 2.0

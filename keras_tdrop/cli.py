@@ -26,6 +26,16 @@ def _unit_float(text):
     return value
 
 
+def _fraction_list(text):
+    try:
+        values = tuple(_unit_float(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated fractions in [0, 1], got {text!r}"
+        ) from None
+    return values
+
+
 def _add_data_args(parser):
     parser.add_argument(
         "--data-dir",
@@ -75,6 +85,12 @@ def _add_demo(parser):
         "0 for constant values (default 0.5)",
     )
     parser.add_argument(
+        "--fractions",
+        type=_fraction_list,
+        default=None,
+        help="comma-separated prune fractions (default 0,0.1,...,0.9)",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="print nothing but errors"
     )
 
@@ -92,6 +108,7 @@ def _run_demo(args):
         rate=args.rate,
         target_rate=args.target_rate,
         ramp_fraction=args.ramp_fraction or None,
+        **({"fractions": args.fractions} if args.fractions else {}),
         seed=args.seed,
         verbose=0 if args.quiet else 1,
     )

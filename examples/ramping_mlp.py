@@ -30,12 +30,17 @@ history = model.fit(
     epochs=3,
     callbacks=[keras_tdrop.RampingCallback(ramp_fraction=(0.25, 0.5))],
 )
-print("alpha, gamma per epoch:", history.history["td_rate"],
-      history.history["td_target_rate"])
+print(
+    "alpha, gamma per epoch:",
+    history.history["td_rate"],
+    history.history["td_target_rate"],
+)
 
 plain = keras_tdrop.strip_targeted_dropout(model)
-plain.compile(metrics=["accuracy"],
-              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+plain.compile(
+    metrics=["accuracy"],
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+)
 for targeting in ("weight", "unit"):
     for fraction in (0.0, 0.5, 0.7, 0.8, 0.9):
         pruned = prune(plain, fraction, targeting=targeting)

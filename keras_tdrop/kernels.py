@@ -85,12 +85,18 @@ def resolve_exclude(model, exclude, exclude_logits=True):
                 "`exclude` names must be strings. "
                 f"Received: exclude={exclude!r}"
             )
-    logits = {id(layer) for layer in logits_layers(model)} if exclude_logits else set()
+    logits = (
+        {id(layer) for layer in logits_layers(model)}
+        if exclude_logits
+        else set()
+    )
 
     def excluded(layer):
         inner = getattr(layer, "layer", None)
         ids = {id(layer)} | ({id(inner)} if inner is not None else set())
-        layer_names = {layer.name} | ({inner.name} if inner is not None else set())
+        layer_names = {layer.name} | (
+            {inner.name} if inner is not None else set()
+        )
         if ids & logits or layer_names & names:
             return True
         return bool(predicate(layer)) if predicate is not None else False

@@ -9,7 +9,9 @@ import math
 
 def _check_steps(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
+        raise TypeError(
+            f"`{name}` must be a number. Received: {name}={value!r}"
+        )
     if not value > 0 or math.isinf(value):
         raise ValueError(f"`{name}` must be > 0. Received: {name}={value!r}")
 
@@ -40,12 +42,15 @@ def piecewise(step, first_steps=20000, total_steps=40000, first_fraction=0.95):
     step = float(step)
     alpha = _clip01(step / total_steps)
     second = total_steps - first_steps
-    late = _clip01((step - first_steps) / second) if second else float(
-        step >= first_steps
+    late = (
+        _clip01((step - first_steps) / second)
+        if second
+        else float(step >= first_steps)
     )
-    gamma = first_fraction * _clip01(step / first_steps) + (
-        1.0 - first_fraction
-    ) * late
+    gamma = (
+        first_fraction * _clip01(step / first_steps)
+        + (1.0 - first_fraction) * late
+    )
     return alpha, gamma
 
 

@@ -7,11 +7,12 @@ rank is viewed as a matrix `[rows, cols]` with `rows = prod(shape[:-1])` and
 
 Three semantics, selected by `reference`:
 
-| | `None` (default) | `"t2t"` | `"for_ai"` |
-|---|---|---|---|
-| targeted per column | exactly k, ties by index | `<=` k-th: k+1, more on ties | `<` k-th: k, fewer on ties |
-| training survivors | unscaled | scaled by 1/(1-rate) | unscaled |
-| inference | unchanged | prunes round(k*rate) (+1) | prunes the k targeted |
+- `None` (default): exactly k targeted per column, ties broken by index;
+  survivors unscaled in training; inference unchanged.
+- `"t2t"` (Tensor2Tensor): `|w| <=` the k-th smallest, so k+1 (more on
+  ties); survivors scaled by 1/(1-rate); inference prunes round(k*rate)+1.
+- `"for_ai"` (for-ai/TD): `|w| <` the k-th smallest, so k (fewer on ties);
+  survivors unscaled; inference prunes the k targeted (conv layers).
 
 with `k = floor(target_rate * n)` and `n` the column length (weight) or the
 number of columns (unit).
@@ -136,7 +137,7 @@ def targeted_mask(
 
 
 def inference_count(target_rate, rate, n):
-    """Tensor2Tensor's pruning count at inference: round(k * rate), half even."""
+    """Tensor2Tensor's inference pruning count: round(k * rate), half even."""
     k = ops.cast(target_count(target_rate, n), "float32")
     return ops.cast(ops.round(k * ops.cast(rate, "float32")), "int32")
 

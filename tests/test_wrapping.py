@@ -31,11 +31,15 @@ X = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype("float32")
 def test_wraps_every_kernel_layer_but_logits_and_excluded():
     model = functional_model()
     before = weights_of(model)
-    td = apply_targeted_dropout(model, rate=0.4, target_rate=0.6, exclude=["stem"])
+    td = apply_targeted_dropout(
+        model, rate=0.4, target_rate=0.6, exclude=["stem"]
+    )
     wrapped = {layer.layer.name for layer in targeted_dropout_layers(td)}
     assert wrapped == {"conv2", "fc1"}
     for layer in targeted_dropout_layers(td):
-        assert (layer.current_rate, layer.current_target_rate) == pytest.approx((0.4, 0.6))
+        assert (layer.current_rate, layer.current_target_rate) == pytest.approx(
+            (0.4, 0.6)
+        )
     # The caller's model is untouched: same layers, same weights.
     assert not any(isinstance(layer, TargetedDropout) for layer in model.layers)
     after = weights_of(model)
@@ -43,16 +47,22 @@ def test_wraps_every_kernel_layer_but_logits_and_excluded():
     for path in before:
         np.testing.assert_array_equal(before[path], after[path])
     # Inference of the wrapped model is the original's (default semantics).
-    np.testing.assert_allclose(td.predict(X, verbose=0), model.predict(X, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        td.predict(X, verbose=0), model.predict(X, verbose=0), atol=1e-6
+    )
 
 
 def test_exclude_predicate_and_logits_option():
     model = functional_model()
     td = apply_targeted_dropout(
-        model, exclude=lambda layer: isinstance(layer, keras.layers.Conv2D),
+        model,
+        exclude=lambda layer: isinstance(layer, keras.layers.Conv2D),
         exclude_logits=False,
     )
-    assert {layer.layer.name for layer in targeted_dropout_layers(td)} == {"fc1", "logits"}
+    assert {layer.layer.name for layer in targeted_dropout_layers(td)} == {
+        "fc1",
+        "logits",
+    }
 
 
 def test_strip_returns_plain_model_with_trained_weights():
@@ -62,8 +72,12 @@ def test_strip_returns_plain_model_with_trained_weights():
     td.fit(X, np.array([0, 1, 2, 0]), epochs=2, verbose=0)
     plain = strip_targeted_dropout(td)
     assert not targeted_dropout_layers(plain)
-    assert [layer.name for layer in plain.layers] == [layer.name for layer in model.layers]
-    np.testing.assert_allclose(plain.predict(X, verbose=0), td.predict(X, verbose=0), atol=1e-6)
+    assert [layer.name for layer in plain.layers] == [
+        layer.name for layer in model.layers
+    ]
+    np.testing.assert_allclose(
+        plain.predict(X, verbose=0), td.predict(X, verbose=0), atol=1e-6
+    )
     conv2 = plain.get_layer("conv2")
     np.testing.assert_array_equal(
         ops.convert_to_numpy(conv2.kernel),
@@ -73,17 +87,24 @@ def test_strip_returns_plain_model_with_trained_weights():
 
 def test_sequential_and_nested_models():
     inner = keras.Sequential(
-        [keras.Input((5,)), keras.layers.Dense(7, name="inner_fc")], name="block"
+        [keras.Input((5,)), keras.layers.Dense(7, name="inner_fc")],
+        name="block",
     )
     inputs = keras.Input((5,))
     x = inner(inputs)
     outputs = keras.layers.Dense(2, name="head")(x)
     model = keras.Model(inputs, outputs)
     td = apply_targeted_dropout(model, seed=0)
-    assert [layer.layer.name for layer in targeted_dropout_layers(td)] == ["inner_fc"]
+    assert [layer.layer.name for layer in targeted_dropout_layers(td)] == [
+        "inner_fc"
+    ]
     x = np.ones((3, 5), "float32")
-    np.testing.assert_allclose(td.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
-    seq = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4), keras.layers.Dense(2)])
+    np.testing.assert_allclose(
+        td.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+    seq = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(4), keras.layers.Dense(2)]
+    )
     td_seq = apply_targeted_dropout(seq)
     assert isinstance(td_seq.layers[0], TargetedDropout)
     assert not isinstance(td_seq.layers[1], TargetedDropout)

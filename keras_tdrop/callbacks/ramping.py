@@ -73,7 +73,11 @@ class RampingCallback(keras.callbacks.Callback):
                 "`ramp_steps`/`ramp_fraction` apply to the 'piecewise' and "
                 f"'linear' schedules only. Received: schedule={schedule!r}"
             )
-        if schedule == "linear" and ramp_steps is None and ramp_fraction is None:
+        if (
+            schedule == "linear"
+            and ramp_steps is None
+            and ramp_fraction is None
+        ):
             ramp_fraction = 1.0
         if ramp_fraction is not None:
             for value in np.ravel(ramp_fraction):
@@ -159,7 +163,9 @@ class RampingCallback(keras.callbacks.Callback):
         for layer in self._layers:
             final_rate = layer.rate if self.rate is None else self.rate
             final_target = (
-                layer.target_rate if self.target_rate is None else self.target_rate
+                layer.target_rate
+                if self.target_rate is None
+                else self.target_rate
             )
             layer.set_rates(
                 min(1.0, final_rate * rate_fraction),

@@ -231,7 +231,7 @@ class TargetedDropout(keras.layers.Wrapper):
             outputs = self.layer(inputs, *args, **kwargs)
         # Updates the wrapped layer made inside the scope (normalization
         # statistics, its own seed generators) are captured there: apply them.
-        for variable, (_, before) in zip(others, mapping[len(kernels):]):
+        for variable, (_, before) in zip(others, mapping[len(kernels) :]):
             value = scope.get_current_value(variable)
             if value is not None and value is not before:
                 variable.assign(value)

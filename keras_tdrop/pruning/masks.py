@@ -1,4 +1,4 @@
-"""Post hoc pruning masks, chosen by the same targeting functions as training."""
+"""Post hoc pruning masks, chosen by the targeting functions of training."""
 
 import keras
 import numpy as np
@@ -12,7 +12,9 @@ from keras_tdrop.kernels import resolve_exclude
 
 def _check_model(model):
     if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: model={model!r}"
+        )
     if not model.built:
         raise ValueError(
             f"`model` must be built before pruning. Received: unbuilt model "

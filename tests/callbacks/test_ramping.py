@@ -9,11 +9,21 @@ from keras_tdrop import targeted_dropout_layers
 
 def td_model(rate=0.8, target_rate=0.6, keep=None):
     inputs = keras.Input((6,))
-    x = TargetedDropout(keras.layers.Dense(5, activation="relu"), rate=rate,
-                        target_rate=target_rate, keep_per_column=keep, seed=1,
-                        name="td1")(inputs)
-    x = TargetedDropout(keras.layers.Dense(4), rate=rate / 2,
-                        target_rate=target_rate / 2, seed=2, name="td2")(x)
+    x = TargetedDropout(
+        keras.layers.Dense(5, activation="relu"),
+        rate=rate,
+        target_rate=target_rate,
+        keep_per_column=keep,
+        seed=1,
+        name="td1",
+    )(inputs)
+    x = TargetedDropout(
+        keras.layers.Dense(4),
+        rate=rate / 2,
+        target_rate=target_rate / 2,
+        seed=2,
+        name="td2",
+    )(x)
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
     model.compile(keras.optimizers.SGD(0.01), "mse")
     return model
@@ -27,7 +37,8 @@ def data(n=40):
 def piecewise(step, first, total):
     alpha = min(1.0, step / total)
     gamma = 0.95 * min(1.0, step / first) + 0.05 * np.clip(
-        (step - first) / (total - first), 0, 1)
+        (step - first) / (total - first), 0, 1
+    )
     return alpha, gamma
 
 
@@ -47,7 +58,11 @@ def test_fit_moves_layer_variables_along_the_ramp():
     recorder = Recorder()
     x, y = data(40)  # 10 steps per epoch at batch 4
     history = model.fit(
-        x, y, batch_size=4, epochs=6, verbose=0,
+        x,
+        y,
+        batch_size=4,
+        epochs=6,
+        verbose=0,
         callbacks=[RampingCallback(ramp_steps=(20, 40)), recorder],
     )
     assert len(recorder.seen) == 60
@@ -60,8 +75,12 @@ def test_fit_moves_layer_variables_along_the_ramp():
     assert td2.current_target_rate == pytest.approx(0.3)
     alpha9, gamma9 = piecewise(9, 20, 40)
     expected_rate = np.mean([0.8 * alpha9, 0.4 * alpha9])
-    assert history.history["td_rate"][0] == pytest.approx(expected_rate, abs=1e-6)
-    assert history.history["td_target_rate"][-1] == pytest.approx(0.45, abs=1e-6)
+    assert history.history["td_rate"][0] == pytest.approx(
+        expected_rate, abs=1e-6
+    )
+    assert history.history["td_target_rate"][-1] == pytest.approx(
+        0.45, abs=1e-6
+    )
 
 
 def test_no_retracing_when_rates_change():
@@ -78,18 +97,32 @@ def test_no_retracing_when_rates_change():
     model.compile("sgd", "mse")
     x, _ = data(40)
     traces.clear()
-    model.fit(x, np.zeros((40, 3)), batch_size=4, epochs=3, verbose=0,
-              callbacks=[RampingCallback(ramp_steps=(10, 30))])
+    model.fit(
+        x,
+        np.zeros((40, 3)),
+        batch_size=4,
+        epochs=3,
+        verbose=0,
+        callbacks=[RampingCallback(ramp_steps=(10, 30))],
+    )
     assert layer.current_rate == pytest.approx(0.5 * 29 / 30)  # last step: 29
-    assert len(traces) <= 2  # one trace of the train step (two on some backends)
+    assert (
+        len(traces) <= 2
+    )  # one trace of the train step (two on some backends)
 
 
 def test_ramp_fraction_resolves_from_planned_length():
     model = td_model()
     recorder = Recorder()
     x, y = data(40)
-    model.fit(x, y, batch_size=4, epochs=4, verbose=0,
-              callbacks=[RampingCallback(ramp_fraction=(0.25, 0.5)), recorder])
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=4,
+        verbose=0,
+        callbacks=[RampingCallback(ramp_fraction=(0.25, 0.5)), recorder],
+    )
     # 40 planned steps: gamma 95% at step 10, 100% and alpha 100% at step 20.
     for step, rate, target in recorder.seen:
         alpha, gamma = piecewise(step, 10, 20)
@@ -100,8 +133,14 @@ def test_ramp_fraction_resolves_from_planned_length():
 def test_resume_mid_ramp_from_saved_model(tmp_path):
     x, y = data(40)
     model = td_model()
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
-              callbacks=[RampingCallback("linear", ramp_steps=40)])
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[RampingCallback("linear", ramp_steps=40)],
+    )
     path = str(tmp_path / "mid.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -109,8 +148,14 @@ def test_resume_mid_ramp_from_saved_model(tmp_path):
     assert layer.current_rate == pytest.approx(0.8 * 9 / 40)
     assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 10
     recorder = Recorder()
-    loaded.fit(x, y, batch_size=4, epochs=1, verbose=0,
-               callbacks=[RampingCallback("linear", ramp_steps=40), recorder])
+    loaded.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[RampingCallback("linear", ramp_steps=40), recorder],
+    )
     assert recorder.seen[0][0] == 10
     assert recorder.seen[0][1] == pytest.approx(0.8 * 10 / 40)
 
@@ -118,21 +163,43 @@ def test_resume_mid_ramp_from_saved_model(tmp_path):
 def test_custom_callable_constant_and_overrides():
     x, y = data(8)
     model = td_model()
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
-              callbacks=[RampingCallback(lambda step: (0.5, 0.25))])
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[RampingCallback(lambda step: (0.5, 0.25))],
+    )
     layer = model.get_layer("td1")
-    assert (layer.current_rate, layer.current_target_rate) == pytest.approx((0.4, 0.15))
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
-              callbacks=[RampingCallback("constant", rate=0.1, target_rate=0.2)])
+    assert (layer.current_rate, layer.current_target_rate) == pytest.approx(
+        (0.4, 0.15)
+    )
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[RampingCallback("constant", rate=0.1, target_rate=0.2)],
+    )
     for layer in targeted_dropout_layers(model):
-        assert (layer.current_rate, layer.current_target_rate) == pytest.approx((0.1, 0.2))
+        assert (layer.current_rate, layer.current_target_rate) == pytest.approx(
+            (0.1, 0.2)
+        )
 
 
 def test_xtreme_layers_ramp_to_their_own_gamma():
     model = td_model(rate=0.9, keep=2)
     x, y = data(8)
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
-              callbacks=[RampingCallback("constant")])
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[RampingCallback("constant")],
+    )
     assert model.get_layer("td1").current_target_rate == pytest.approx(4 / 6)
 
 
@@ -168,5 +235,9 @@ def test_ramp_fraction_needs_known_length():
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat(2)
     dataset = dataset.filter(lambda a, b: True)  # unknown cardinality
     with pytest.raises(ValueError, match=r"steps=None"):
-        model.fit(dataset, epochs=1, verbose=0,
-                  callbacks=[RampingCallback(ramp_fraction=(0.5, 1.0))])
+        model.fit(
+            dataset,
+            epochs=1,
+            verbose=0,
+            callbacks=[RampingCallback(ramp_fraction=(0.5, 1.0))],
+        )

@@ -15,7 +15,9 @@ def exact_lowest(values, k):
 
 def effective_kernel(layer, rows, training=True):
     """The kernel a wrapped bias-free Dense used: its output on eye(rows)."""
-    return ops.convert_to_numpy(layer(np.eye(rows, dtype="float32"), training=training))
+    return ops.convert_to_numpy(
+        layer(np.eye(rows, dtype="float32"), training=training)
+    )
 
 
 def dense(units, kernel):
@@ -64,8 +66,13 @@ class TargetedDropoutLayerTest(testing.TestCase):
 def test_rate_one_drops_exactly_the_targeted_set(targeting, gamma):
     rng = np.random.default_rng(0)
     kernel = rng.normal(size=(20, 8)).astype("float32")
-    layer = TargetedDropout(dense(8, kernel), rate=1.0, target_rate=gamma,
-                            targeting=targeting, seed=0)
+    layer = TargetedDropout(
+        dense(8, kernel),
+        rate=1.0,
+        target_rate=gamma,
+        targeting=targeting,
+        seed=0,
+    )
     got = effective_kernel(layer, 20)
     if targeting == "weight":
         k = int(np.floor(np.float32(gamma) * 20 * (1 + 2**-20)))
@@ -73,7 +80,9 @@ def test_rate_one_drops_exactly_the_targeted_set(targeting, gamma):
     else:
         k = int(np.floor(np.float32(gamma) * 8 * (1 + 2**-20)))
         norms = np.linalg.norm(kernel, axis=0)
-        targeted = np.broadcast_to(exact_lowest(norms[:, None], k).T, kernel.shape)
+        targeted = np.broadcast_to(
+            exact_lowest(norms[:, None], k).T, kernel.shape
+        )
     np.testing.assert_array_equal(got, np.where(targeted, 0.0, kernel))
 
 
@@ -103,8 +112,9 @@ def test_dropped_fraction_of_targeted_is_alpha_and_untargeted_never_change():
     rng = np.random.default_rng(2)
     kernel = rng.normal(size=(40, 25)).astype("float32")
     alpha, gamma = 0.66, 0.75
-    layer = TargetedDropout(dense(25, kernel), rate=alpha, target_rate=gamma,
-                            seed=3)
+    layer = TargetedDropout(
+        dense(25, kernel), rate=alpha, target_rate=gamma, seed=3
+    )
     targeted = exact_lowest(np.abs(kernel), 30)
     dropped, steps = 0, 60
     previous = None
@@ -112,7 +122,9 @@ def test_dropped_fraction_of_targeted_is_alpha_and_untargeted_never_change():
         got = effective_kernel(layer, 40)
         np.testing.assert_array_equal(got[~targeted], kernel[~targeted])
         kept = got[targeted] != 0
-        np.testing.assert_array_equal(got[targeted][kept], kernel[targeted][kept])
+        np.testing.assert_array_equal(
+            got[targeted][kept], kernel[targeted][kept]
+        )
         dropped += int((~kept).sum())
         if previous is not None:
             assert np.any(previous != got), "noise must be fresh every step"
@@ -129,8 +141,9 @@ def test_t2t_rescales_survivors_and_prunes_round_k_alpha_plus_one():
     rng = np.random.default_rng(4)
     kernel = rng.normal(size=(10, 6)).astype("float32")
     alpha, gamma = 0.5, 0.5
-    layer = TargetedDropout(dense(6, kernel), rate=alpha, target_rate=gamma,
-                            reference="t2t", seed=5)
+    layer = TargetedDropout(
+        dense(6, kernel), rate=alpha, target_rate=gamma, reference="t2t", seed=5
+    )
     absk = np.abs(kernel)
     thres = np.sort(absk, axis=0)[5]
     targeted = absk <= thres
@@ -138,7 +151,8 @@ def test_t2t_rescales_survivors_and_prunes_round_k_alpha_plus_one():
     np.testing.assert_array_equal(got[~targeted], kernel[~targeted])
     survivors = got[targeted] != 0
     np.testing.assert_allclose(
-        got[targeted][survivors], kernel[targeted][survivors] / (1 - alpha),
+        got[targeted][survivors],
+        kernel[targeted][survivors] / (1 - alpha),
         rtol=1e-6,
     )
     # Inference prunes k' = round(5 * 0.5) = 2 (half to even), so 3 per column.
@@ -158,11 +172,15 @@ def test_for_ai_prunes_conv_at_inference_but_not_dense():
     conv.build((None, 1, 12))
     conv.kernel.assign(kernel[None])
     wrapped = TargetedDropout(conv, 0.5, 0.5, reference="for_ai")
-    got = ops.convert_to_numpy(wrapped(np.eye(12, dtype="float32")[:, None], training=False))[:, 0]
+    got = ops.convert_to_numpy(
+        wrapped(np.eye(12, dtype="float32")[:, None], training=False)
+    )[:, 0]
     absk = np.abs(kernel)
     targeted = absk < np.sort(absk, axis=0)[6]
     np.testing.assert_array_equal(got, np.where(targeted, 0.0, kernel))
-    forced = TargetedDropout(dense(4, kernel), 0.5, 0.5, prune_at_inference=True)
+    forced = TargetedDropout(
+        dense(4, kernel), 0.5, 0.5, prune_at_inference=True
+    )
     assert (effective_kernel(forced, 12, False) == 0).sum() == 6 * 4
 
 
@@ -201,7 +219,9 @@ def test_multi_head_attention_all_four_kernels_targeted():
     np.testing.assert_allclose(out, np.broadcast_to(bias, out.shape), atol=1e-6)
     assert len(mha.trainable_variables) == 8
     inference = ops.convert_to_numpy(layer(query, value))
-    np.testing.assert_allclose(inference, ops.convert_to_numpy(mha(query, value)))
+    np.testing.assert_allclose(
+        inference, ops.convert_to_numpy(mha(query, value))
+    )
 
 
 def test_xtreme_on_built_attention_keeps_n_in_every_kernel():
@@ -228,8 +248,10 @@ def test_normalization_updates_inside_wrapper_are_kept():
     )
     layer = TargetedDropout(block, rate=0.5, target_rate=0.5, seed=1)
     before = ops.convert_to_numpy(block.layers[1].moving_mean).copy()
-    layer(np.random.default_rng(0).normal(3.0, 1.0, (32, 4)).astype("float32"),
-          training=True)
+    layer(
+        np.random.default_rng(0).normal(3.0, 1.0, (32, 4)).astype("float32"),
+        training=True,
+    )
     after = ops.convert_to_numpy(block.layers[1].moving_mean)
     # Inputs near 3 through a ones kernel with at least 2 of 4 weights kept
     # per column give batch means >= ~6; momentum 0.99 moves the mean >= 0.05.
@@ -240,12 +262,18 @@ def test_functional_sequential_fit_evaluate_predict_and_tf_function():
     rng = np.random.default_rng(11)
     x = rng.normal(size=(32, 6)).astype("float32")
     y = rng.integers(0, 3, 32)
-    seq = keras.Sequential([
-        keras.Input((6,)),
-        TargetedDropout(keras.layers.Dense(8, activation="relu"), 0.5, 0.5, seed=1),
-        keras.layers.Dense(3),
-    ])
-    seq.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    seq = keras.Sequential(
+        [
+            keras.Input((6,)),
+            TargetedDropout(
+                keras.layers.Dense(8, activation="relu"), 0.5, 0.5, seed=1
+            ),
+            keras.layers.Dense(3),
+        ]
+    )
+    seq.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     history = seq.fit(x, y, epochs=2, batch_size=8, verbose=0)
     assert len(history.history["loss"]) == 2
     assert np.isfinite(seq.evaluate(x, y, verbose=0))
@@ -262,9 +290,15 @@ def test_functional_sequential_fit_evaluate_predict_and_tf_function():
 
 def test_save_load_keeps_config_weights_and_current_rates(tmp_path):
     inputs = keras.Input((5,))
-    td = TargetedDropout(keras.layers.Dense(4), rate=0.7, target_rate=0.8,
-                         targeting="unit", reference="for_ai", seed=3,
-                         prune_at_inference=False)
+    td = TargetedDropout(
+        keras.layers.Dense(4),
+        rate=0.7,
+        target_rate=0.8,
+        targeting="unit",
+        reference="for_ai",
+        seed=3,
+        prune_at_inference=False,
+    )
     model = keras.Model(inputs, td(inputs))
     td.set_rates(0.2, 0.3)
     path = str(tmp_path / "m.keras")
@@ -273,7 +307,11 @@ def test_save_load_keeps_config_weights_and_current_rates(tmp_path):
     layer = loaded.layers[1]
     assert isinstance(layer, TargetedDropout)
     assert (layer.rate, layer.target_rate) == (0.7, 0.8)
-    assert (layer.targeting, layer.reference, layer.seed) == ("unit", "for_ai", 3)
+    assert (layer.targeting, layer.reference, layer.seed) == (
+        "unit",
+        "for_ai",
+        3,
+    )
     assert layer.current_rate == pytest.approx(0.2)
     assert layer.current_target_rate == pytest.approx(0.3)
     np.testing.assert_array_equal(

@@ -45,15 +45,23 @@ def test_masks_match_reference_counts(targeting, fraction):
     masks = compute_masks(model, fraction, targeting)
     assert set(masks) == {"conv/kernel", "fc/kernel"}
     for path, mask in masks.items():
-        kernel = ops.convert_to_numpy(model.get_layer(path.split("/")[0]).kernel)
+        kernel = ops.convert_to_numpy(
+            model.get_layer(path.split("/")[0]).kernel
+        )
         assert mask.shape == kernel.shape and mask.dtype == np.float32
-        np.testing.assert_array_equal(mask, for_ai_prune(kernel, fraction, targeting))
+        np.testing.assert_array_equal(
+            mask, for_ai_prune(kernel, fraction, targeting)
+        )
         matrix = mask.reshape(-1, kernel.shape[-1])
         rows, cols = matrix.shape
         if targeting == "weight":
-            np.testing.assert_array_equal((matrix == 0).sum(axis=0), int(fraction * rows + 1e-9))
+            np.testing.assert_array_equal(
+                (matrix == 0).sum(axis=0), int(fraction * rows + 1e-9)
+            )
         else:
-            assert (matrix == 0).all(axis=0).sum() == int(fraction * cols + 1e-9)
+            assert (matrix == 0).all(axis=0).sum() == int(
+                fraction * cols + 1e-9
+            )
 
 
 def test_prune_returns_copy_and_leaves_biases_and_logits():

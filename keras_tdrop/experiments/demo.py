@@ -6,16 +6,16 @@ import time
 import warnings
 
 import keras
-import numpy as np
 
 from keras_tdrop import datasets
 from keras_tdrop import models
-from keras_tdrop import pruning
 from keras_tdrop.callbacks.ramping import RampingCallback
+from keras_tdrop.pruning.sweep import FRACTIONS
+from keras_tdrop.pruning.sweep import check_fractions
+from keras_tdrop.pruning.sweep import prune_sweep
 from keras_tdrop.wrapping import apply_targeted_dropout
 from keras_tdrop.wrapping import strip_targeted_dropout
 
-FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 COLUMNS = ("prune_fraction", "sparsity", "accuracy_plain", "accuracy_targeted")
 EXCLUDE = ("stem",)
 
@@ -27,39 +27,6 @@ def _compile(model, learning_rate=1e-3):
         metrics=["accuracy"],
     )
     return model
-
-
-def _check_fractions(fractions):
-    fractions = tuple(float(f) for f in fractions)
-    if not fractions or any(not 0.0 <= f <= 1.0 for f in fractions):
-        raise ValueError(
-            "`fractions` must be a non-empty sequence of floats in [0, 1]. "
-            f"Received: fractions={fractions!r}"
-        )
-    return fractions
-
-
-class _Sweeper:
-    """Prunes one compiled model in place, always from its trained weights."""
-
-    def __init__(self, model):
-        self.model = model
-        self.kernels = pruning.prunable_kernels(model, exclude=list(EXCLUDE))
-        self.trained = [
-            keras.ops.convert_to_numpy(k.value) for k in self.kernels
-        ]
-
-    def evaluate(self, fraction, test):
-        for kernel, value in zip(self.kernels, self.trained):
-            kernel.assign(value)
-        masks = pruning.compute_masks(
-            self.model, fraction, targeting="weight", exclude=list(EXCLUDE)
-        )
-        pruning.apply_masks(self.model, masks, inplace=True)
-        removed = sum(m.size - np.count_nonzero(m) for m in masks.values())
-        total = sum(m.size for m in masks.values())
-        accuracy = self.model.evaluate(test, verbose=0, return_dict=True)
-        return removed / total, float(accuracy["accuracy"])
 
 
 def format_table(rows):
@@ -161,7 +128,7 @@ def run_demo(
     >>> rows = run_demo("demo_out", epochs=1, train_limit=2000)
     >>> rows[-1]["accuracy_targeted"] > rows[-1]["accuracy_plain"]
     """
-    fractions = _check_fractions(fractions)
+    fractions = check_fractions(fractions)
     try:
         import matplotlib  # noqa: F401
 
@@ -220,28 +187,31 @@ def run_demo(
         callbacks=callbacks,
         verbose=verbose,
     )
-    sweepers = (
-        _Sweeper(plain),
-        _Sweeper(_compile(strip_targeted_dropout(targeted))),
-    )
-
-    rows = []
-    for i, fraction in enumerate(fractions, start=1):
-        sparsity, plain_acc = sweepers[0].evaluate(fraction, test)
-        _, targeted_acc = sweepers[1].evaluate(fraction, test)
-        rows.append(
-            {
-                "prune_fraction": fraction,
-                "sparsity": sparsity,
-                "accuracy_plain": plain_acc,
-                "accuracy_targeted": targeted_acc,
-            }
+    swept = []
+    for label, model in (
+        ("plain", plain),
+        ("targeted", _compile(strip_targeted_dropout(targeted))),
+    ):
+        say(f"Pruning the {label} model.")
+        swept.append(
+            prune_sweep(
+                model,
+                test,
+                fractions,
+                targeting="weight",
+                exclude=list(EXCLUDE),
+                verbose=verbose,
+            )
         )
-        say(
-            f"[{i}/{len(fractions)}] pruned {fraction:.0%}: sparsity "
-            f"{sparsity:.4f}, accuracy plain {plain_acc:.4f}, targeted "
-            f"{targeted_acc:.4f}"
-        )
+    rows = [
+        {
+            "prune_fraction": p["fraction"],
+            "sparsity": p["sparsity"],
+            "accuracy_plain": p["accuracy"],
+            "accuracy_targeted": t["accuracy"],
+        }
+        for p, t in zip(*swept)
+    ]
 
     write_csv(rows, os.path.join(out_dir, "demo.csv"))
     if can_plot:

@@ -5,7 +5,7 @@ import numpy as np
 
 from keras_tdrop import schedules
 from keras_tdrop import targeting as targeting_lib
-from keras_tdrop.layers.targeted_dropout import TargetedDropout
+from keras_tdrop.wrapping import targeted_dropout_layers
 
 _SCHEDULES = ("piecewise", "linear", "constant")
 
@@ -126,13 +126,7 @@ class RampingCallback(keras.callbacks.Callback):
         return float(rate_fraction), float(target_fraction)
 
     def on_train_begin(self, logs=None):
-        self._layers = [
-            layer
-            for layer in self.model._flatten_layers(
-                include_self=False, recursive=True
-            )
-            if isinstance(layer, TargetedDropout)
-        ]
+        self._layers = targeted_dropout_layers(self.model)
         self._last = None
         if self.ramp_fraction is not None:
             epochs = self.params.get("epochs")

@@ -95,11 +95,8 @@ class TargetedDropout(keras.layers.Wrapper):
                 "`prune_at_inference` must be None or a bool. "
                 f"Received: prune_at_inference={prune_at_inference!r}"
             )
-        if layer.built and not kernel_variables(layer):
-            raise ValueError(
-                f"TargetedDropout needs a layer with a kernel; layer "
-                f"'{layer.name}' ({type(layer).__name__}) has none."
-            )
+        if layer.built:
+            self._check_kernels()
         self.rate = float(rate)
         self.target_rate = float(target_rate)
         self.targeting = targeting
@@ -141,13 +138,11 @@ class TargetedDropout(keras.layers.Wrapper):
         self.built = True
 
     def _check_kernels(self):
-        kernels = kernel_variables(self.layer)
-        if not kernels:
+        if not kernel_variables(self.layer):
             raise ValueError(
                 f"TargetedDropout needs a layer with a kernel; layer "
                 f"'{self.layer.name}' ({type(self.layer).__name__}) has none."
             )
-        return kernels
 
     def _xtreme_gammas(self):
         gammas = []

@@ -8,6 +8,7 @@ from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.kernels import iter_layers
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
+from keras_tdrop.wrapping import clone_with_weights
 
 
 def _check_model(model):
@@ -108,8 +109,6 @@ def apply_masks(model, masks, inplace=False):
 
 
 def _copy(model):
-    from keras_tdrop.wrapping import clone_with_weights
-
     copy = clone_with_weights(model)
     original = [v.path for v in model.variables]
     copied = [v.path for v in copy.variables]

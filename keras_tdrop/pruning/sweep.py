@@ -7,6 +7,7 @@ from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.pruning.masks import apply_masks
 from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.pruning.masks import prunable_kernels
+from keras_tdrop.wrapping import clone_with_weights
 
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -113,8 +114,6 @@ def prune_sweep(
 
 
 def _compiled_copy(model, metrics):
-    from keras_tdrop.wrapping import clone_with_weights
-
     copy = clone_with_weights(model)
     if metrics is not None:
         copy.compile(

@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,plots,litert]"
+	$(PY) -m pip install -q -e ".[dev,plots,litert,tfmot]"
 	touch $@
 
 demo: $(VENV)/.installed

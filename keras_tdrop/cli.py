@@ -114,6 +114,233 @@ def _run_demo(args):
     )
 
 
+def _limit_or_all(text):
+    return None if text == "all" else _positive_int(text)
+
+
+def _int_list(text):
+    try:
+        return tuple(_positive_int(part) for part in text.split(","))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints >= 1, got {text!r}"
+        ) from None
+
+
+def _add_autoencoder(parser):
+    parser.add_argument(
+        "--out",
+        default="autoencoder_out",
+        help="folder for autoencoder.csv, autoencoder.png, reconstructions.png",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("TFDS_DATA_DIR"),
+        help="TFDS data directory with prepared datasets "
+        "(default: $TFDS_DATA_DIR, else TFDS' default)",
+    )
+    parser.add_argument("--latent-dim", type=_positive_int, default=32)
+    parser.add_argument(
+        "--fixed-widths",
+        type=_int_list,
+        default=(2, 4, 8, 16, 32),
+        help="widths of the standard autoencoders trained for comparison "
+        "(default 2,4,8,16,32)",
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=3)
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument(
+        "--train-limit",
+        type=_limit_or_all,
+        default=2048,
+        help="training images used, or 'all' (default 2048)",
+    )
+    parser.add_argument(
+        "--test-limit",
+        type=_limit_or_all,
+        default=300,
+        help="test images evaluated, or 'all' (default 300)",
+    )
+    parser.add_argument(
+        "--filters",
+        type=_positive_int,
+        default=16,
+        help="conv channels (default 16; the paper's is 32)",
+    )
+    parser.add_argument(
+        "--mode", choices=("triangular", "random"), default="triangular"
+    )
+    parser.add_argument(
+        "--plateau-patience",
+        type=_positive_int,
+        default=None,
+        help="the paper's schedule: learning rate / 10 after this many "
+        "epochs without a 2%% fall of the loss, stop at the fifth (paper: 15)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quiet", action="store_true", help="print nothing but errors"
+    )
+
+
+def _run_autoencoder(args):
+    from keras_tdrop.experiments.autoencoder import run_autoencoder
+
+    run_autoencoder(
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        latent_dim=args.latent_dim,
+        fixed_widths=args.fixed_widths,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        filters=args.filters,
+        mode=args.mode,
+        plateau_patience=args.plateau_patience,
+        seed=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
+
+
+def _add_train(parser):
+    parser.add_argument(
+        "experiment",
+        help="a named experiment (keras_tdrop.experiments.registry), e.g. "
+        "none, targeted_weight_0.66_0.75, ramping_weight, "
+        "random_prune_weight_0.9, toy_targeted; 'list' prints them all",
+    )
+    parser.add_argument(
+        "--out", default=None, help="run folder (default runs/EXP_MODEL)"
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="resnet{depth} (resnet8, resnet20, resnet32), toy_mlp, "
+        "mnist_cnn or mnist_mlp (default: the experiment's, else resnet32)",
+    )
+    parser.add_argument(
+        "--width", type=float, default=None, help="resnet width (default 1)"
+    )
+    parser.add_argument(
+        "--data", choices=("cifar10", "mnist"), default="cifar10"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="training epochs (default: the recipe's, 256)",
+    )
+    _add_data_args(parser)
+    parser.set_defaults(batch_size=None)
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="initial learning rate (default: the recipe's, 0.4)",
+    )
+    parser.add_argument(
+        "--fractions",
+        type=_fraction_list,
+        default=None,
+        help="comma-separated prune fractions (default 0,0.1,...,0.9)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="print nothing but errors"
+    )
+    parser.add_argument(
+        "--epoch-lines",
+        action="store_true",
+        help="one line per epoch instead of progress bars (for log files)",
+    )
+
+
+def _run_train(args):
+    from keras_tdrop.experiments import registry
+
+    if args.experiment == "list":
+        for name in registry.names():
+            print(f"{name:28s} {registry.EXPERIMENTS[name]['description']}")
+        return
+    from keras_tdrop.experiments.train import train
+
+    train(
+        args.experiment,
+        out_dir=args.out,
+        model=args.model,
+        width=args.width,
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        learning_rate=args.learning_rate,
+        **({"fractions": args.fractions} if args.fractions else {}),
+        verbose=0 if args.quiet else (2 if args.epoch_lines else 1),
+    )
+
+
+def _add_compare(parser):
+    parser.add_argument("runs", nargs="+", help="finished run folders")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for compare.png and compare_{weight,unit}.csv",
+    )
+    parser.add_argument(
+        "--fractions",
+        type=_fraction_list,
+        default=None,
+        help="comma-separated prune fractions to show (default: all)",
+    )
+
+
+def _run_compare(args):
+    from keras_tdrop.experiments.compare import compare
+
+    compare(args.runs, out=args.out, fractions=args.fractions)
+
+
+def _add_analyze(parser):
+    parser.add_argument("runs", nargs="+", help="finished run folders")
+    parser.add_argument(
+        "--fraction",
+        type=_unit_float,
+        default=0.75,
+        help="prune fraction of the Eq. 3 estimate (default 0.75)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="folder for table1.csv and figure1.png"
+    )
+    parser.add_argument(
+        "--block-size",
+        type=_positive_int,
+        default=200,
+        help="weights in the theta*H*theta block of figure1.png",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("TFDS_DATA_DIR"),
+        help="TFDS data directory (default: $TFDS_DATA_DIR)",
+    )
+
+
+def _run_analyze(args):
+    from keras_tdrop.experiments.analyze import analyze
+
+    analyze(
+        args.runs,
+        fraction=args.fraction,
+        out=args.out,
+        block_size=args.block_size,
+        data_dir=args.data_dir,
+    )
+
+
 _COMMANDS = {
     "demo": (
         "train a small MNIST CNN plainly and with targeted dropout, then "
@@ -121,7 +348,44 @@ _COMMANDS = {
         _add_demo,
         _run_demo,
     ),
+    "autoencoder": (
+        "train the Triangular Dropout paper's MNIST autoencoder and compare "
+        "its loss at every code width with truncated and fixed-width ones",
+        _add_autoencoder,
+        _run_autoencoder,
+    ),
+    "train": (
+        "train a named experiment of the Targeted Dropout paper into a run "
+        "folder, then sweep its weight and unit pruning",
+        _add_train,
+        _run_train,
+    ),
+    "compare": (
+        "print the paper-style table (prune % x runs) of finished runs and "
+        "plot their pruning curves together",
+        _add_compare,
+        _run_compare,
+    ),
+    "analyze": (
+        "the paper's Table 1 and Figure 1 for trained runs: estimated "
+        "(Eq. 3, Hessian-vector products) and measured loss change of "
+        "pruning, accuracy before and after",
+        _add_analyze,
+        _run_analyze,
+    ),
+    "sweep": (
+        "prune saved models (MODEL.keras ...) at each fraction and evaluate "
+        "them on MNIST or CIFAR-10: table, sweep.csv, sweep.png",
+        lambda parser: _sweep().add_arguments(parser),
+        lambda args: _sweep().run(args),
+    ),
 }
+
+
+def _sweep():
+    from keras_tdrop.experiments import sweep
+
+    return sweep
 
 
 def build_parser():

@@ -92,6 +92,32 @@ def _to_float(images, labels):
     return tf.cast(images, tf.float32) / 255.0, tf.cast(labels, tf.int32)
 
 
+def augment_image(image, seed, pad=4):
+    """Pads by `pad` zeros, crops back at random and flips left-right at
+    random (CIFAR-10's standard augmentation), with a stateless `seed`
+    (a shape-(2,) int tensor): the same seed gives the same image."""
+    height, width = image.shape[0], image.shape[1]
+    crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2)
+    )
+    padded = tf.image.resize_with_crop_or_pad(
+        image, height + 2 * pad, width + 2 * pad
+    )
+    cropped = tf.image.stateless_random_crop(
+        padded, tf.shape(image), seed=crop_seed
+    )
+    return tf.image.stateless_random_flip_left_right(cropped, seed=flip_seed)
+
+
+def _augment_pair(pair, seed):
+    image, label = pair
+    return augment_image(image, seed), label
+
+
+def _standardize(image, label):
+    return tf.image.per_image_standardization(image), label
+
+
 def load(
     name,
     split="train",
@@ -100,13 +126,16 @@ def load(
     shuffle=False,
     seed=None,
     limit=None,
+    augment=False,
+    standardize=False,
 ):
     """Returns a batched, prefetched `tf.data.Dataset` of `(image, label)`.
 
     Images are float32 in [0, 1] with shape `(height, width, channels)`,
     labels int32. Examples are cached in memory after the first pass, so
     later epochs do not decode again. Two datasets made with the same
-    arguments and `seed` yield the same batches in the same order.
+    arguments and `seed` yield the same batches in the same order (and the
+    same augmentations); every epoch draws new ones.
 
     Args:
         name: `"mnist"` or `"cifar10"`.
@@ -117,9 +146,15 @@ def load(
         shuffle: bool, whether to reshuffle the examples every epoch.
         seed: optional int for the shuffle order.
         limit: optional int, keep only the first `limit` examples.
+        augment: bool, pad 4 + random crop + random horizontal flip of
+            every example (`augment_image`), as the references train.
+        standardize: bool, per-image standardisation
+            (`tf.image.per_image_standardization`: zero mean, unit
+            variance per image) after augmentation.
 
     Example:
     >>> train = load("mnist", "train", batch_size=128, shuffle=True, seed=0)
+    >>> cifar = load("cifar10", augment=True, standardize=True, shuffle=True)
     >>> model.fit(train, epochs=2)
     """
     _check_name(name)
@@ -152,10 +187,22 @@ def load(
         if buffer < 1:
             buffer = 10_000
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(
-        _to_float, num_parallel_calls=tf.data.AUTOTUNE
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    if not (augment or standardize):
+        ds = ds.batch(batch_size).map(
+            _to_float, num_parallel_calls=tf.data.AUTOTUNE
+        )
+        return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        seeds = tf.data.Dataset.random(
+            seed=seed, rerandomize_each_iteration=True
+        ).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            _augment_pair, num_parallel_calls=tf.data.AUTOTUNE
+        )
+    if standardize:
+        ds = ds.map(_standardize, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def load_numpy(name, split="train", data_dir=None, limit=None):

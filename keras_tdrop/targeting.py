@@ -20,6 +20,7 @@ number of columns (unit).
 
 import math
 
+import keras
 from keras import ops
 from keras import random
 
@@ -76,27 +77,89 @@ def target_count(target_rate, n):
     return ops.cast(ops.clip(k, 0.0, float(n)), "int32")
 
 
-def _lowest(values, k, reference):
-    """Boolean mask of the k lowest entries of each column of `values`."""
-    n = values.shape[0]
-    ordered = ops.sort(values, axis=0)
-    if reference is None:
-        kth = ops.take(ordered, ops.maximum(k - 1, 0), axis=0)
-        below = ops.less(values, kth)
-        ties = ops.equal(values, kth)
-        room = k - ops.sum(ops.cast(below, "int32"), axis=0)
-        tie_rank = ops.cumsum(ops.cast(ties, "int32"), axis=0)
-        chosen = ops.logical_or(
-            below, ops.logical_and(ties, ops.less_equal(tie_rank, room))
+def _partial_selection():
+    """Whether `top_k` with a tensor `k` can pick the k-th value here.
+
+    TensorFlow outside XLA selects in linear time (`top_k`, unsorted); XLA
+    (JAX, TensorFlow's `jit_compile`) needs a static `k`, and PyTorch a
+    Python int (a host synchronisation): they count instead.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return True
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - private module moved
+        return False
+    graph = tf.compat.v1.get_default_graph()
+    return not control_flow_util.GraphOrParentsInXlaContext(graph)
+
+
+def _kth_smallest(scores, j):
+    """The j-th smallest (0-based) entry of each row of `scores` ([c, n])."""
+    if _partial_selection():
+        top, _ = ops.top_k(ops.negative(scores), j + 1, sorted=False)
+        return ops.negative(ops.min(top, axis=-1, keepdims=True))
+    # Scores are >= 0, and the bit patterns of non-negative float32 values,
+    # read as int32, are in the same order as the values: 31 counting passes
+    # settle the k-th value bit by bit, exactly, in linear time and with
+    # static shapes (a full sort is several times slower under XLA).
+    bits = ops.view(ops.cast(scores, "float32"), "int32")
+
+    def settle_bit(_, carry):
+        low, step = carry
+        candidate = low + step
+        count = ops.sum(
+            ops.cast(ops.less(bits, candidate), "int32"), axis=-1, keepdims=True
         )
+        low = ops.where(ops.less_equal(count, j), candidate, low)
+        return low, ops.floor_divide(step, 2)
+
+    start = (
+        ops.zeros((scores.shape[0], 1), "int32"),
+        ops.convert_to_tensor(2**30, "int32"),
+    )
+    low, _ = ops.fori_loop(0, 31, settle_bit, start)
+    return ops.view(low, "float32")
+
+
+def _lowest(scores, k, reference):
+    """Boolean mask of the k lowest entries of each row of `scores`.
+
+    `scores` is `[c, n]`: one row per column of the kernel (weight
+    targeting) or a single row of column norms (unit targeting), so that
+    selections and running sums run along the contiguous last axis.
+    """
+    n = scores.shape[-1]
+    if reference is None:
+        kth = _kth_smallest(scores, ops.maximum(k - 1, 0))
+        below = ops.less(scores, kth)
+        ties = ops.equal(scores, kth)
+        room = k - ops.sum(ops.cast(below, "int32"), axis=-1, keepdims=True)
+        excess = ops.sum(ops.cast(ties, "int32"), axis=-1, keepdims=True)
+
+        def by_index():
+            rank = ops.cumsum(ops.cast(ties, "int32"), axis=-1)
+            return ops.logical_and(ties, ops.less_equal(rank, room))
+
+        # Usually only the k-th value itself sits at the threshold; ranking
+        # the ties by index (a running sum) is needed only when there are
+        # more of them than room.
+        tied = ops.cond(
+            ops.any(ops.greater(excess, room)), by_index, lambda: ties
+        )
+        chosen = ops.logical_or(below, tied)
         return ops.logical_and(chosen, ops.greater(k, 0))
     # The references read the threshold at sorted index k, which does not
     # exist when k == n; every element is targeted then.
-    kth = ops.take(ordered, ops.minimum(k, n - 1), axis=0)
+    kth = _kth_smallest(scores, ops.minimum(k, n - 1))
     if reference == "t2t":
-        chosen = ops.less_equal(values, kth)
+        chosen = ops.less_equal(scores, kth)
     else:
-        chosen = ops.less(values, kth)
+        chosen = ops.less(scores, kth)
     return ops.logical_or(chosen, ops.greater_equal(k, n))
 
 
@@ -124,16 +187,16 @@ def targeted_mask(
     rows, cols = matrix_shape(shape)
     matrix = ops.reshape(ops.cast(kernel, "float32"), (rows, cols))
     if targeting == "weight":
-        values, n = ops.abs(matrix), rows
+        scores, n = ops.transpose(ops.abs(matrix)), rows
     else:
         norms = ops.sqrt(ops.sum(ops.square(matrix), axis=0))
-        values, n = ops.reshape(norms, (cols, 1)), cols
+        scores, n = ops.reshape(norms, (1, cols)), cols
     k = target_count(target_rate, n) if count is None else count
     k = ops.cast(k, "int32")
-    mask = _lowest(values, k, reference)
+    mask = _lowest(scores, k, reference)
     if targeting == "unit":
-        mask = ops.broadcast_to(ops.reshape(mask, (1, cols)), (rows, cols))
-    return ops.reshape(mask, shape)
+        return ops.reshape(ops.broadcast_to(mask, (rows, cols)), shape)
+    return ops.reshape(ops.transpose(mask), shape)
 
 
 def inference_count(target_rate, rate, n):

@@ -81,9 +81,22 @@ def _named_inputs(model):
     return keras.tree.map_structure(fresh_input, model._inputs_struct)
 
 
+def _inner(layer):
+    """The layer holding the original weights, inside a kernel wrapper."""
+    if isinstance(layer, TargetedDropout) or getattr(
+        layer, "_wraps_kernels", False
+    ):
+        return layer.layer
+    return layer
+
+
 def _copy_weights(old, new):
-    old_inner = old.layer if isinstance(old, TargetedDropout) else old
-    new_inner = new.layer if isinstance(new, TargetedDropout) else new
+    # Two kernel wrappers of one kind (keras_tdrop.baselines): all weights.
+    if type(old) is type(new) and getattr(new, "_wraps_kernels", False):
+        new.set_weights(old.get_weights())
+        return
+    old_inner = _inner(old)
+    new_inner = _inner(new)
     new_inner.set_weights(old_inner.get_weights())
     if isinstance(old, TargetedDropout) and isinstance(new, TargetedDropout):
         new.set_rates(old.current_rate, old.current_target_rate)

@@ -149,3 +149,100 @@ def test_has_network():
     start = time.perf_counter()
     assert not HAS_NETWORK(("127.0.0.1", closed), timeout=1.0)
     assert time.perf_counter() - start < 2.0
+
+
+def _crops(image, pad=4):
+    """Every pad-crop-flip of `image`: {(dy, dx, flipped): array}."""
+    h, w, _ = image.shape
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+    out = {}
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[dy : dy + h, dx : dx + w]
+            out[(dy, dx, False)] = crop
+            out[(dy, dx, True)] = crop[:, ::-1]
+    return out
+
+
+def _which_crop(augmented, image):
+    found = [
+        key
+        for key, crop in _crops(image).items()
+        if np.array_equal(crop, augmented)
+    ]
+    assert found, "the augmented image is no pad-crop-flip of the original"
+    return found[0]
+
+
+def test_augment_image_is_a_pad_crop_flip():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    image = rng.random((8, 8, 3)).astype("float32") + 0.1  # no zero pixel
+    keys = []
+    for i in range(300):
+        out = datasets.augment_image(
+            tf.constant(image), tf.constant([i, 7], "int64")
+        ).numpy()
+        keys.append(_which_crop(out, image))
+        again = datasets.augment_image(
+            tf.constant(image), tf.constant([i, 7], "int64")
+        ).numpy()
+        np.testing.assert_array_equal(out, again)
+    flips = sum(k[2] for k in keys)
+    # Binomial(300, 0.5): mean 150, sd 8.7; 4 sd either side.
+    assert 115 <= flips <= 185
+    offsets = {(k[0], k[1]) for k in keys}
+    assert len(offsets) > 60  # of 81, uniform: ~79 expected in 300 draws
+    assert {k[0] for k in keys} == set(range(9))
+
+
+def test_load_cifar10_augmented_examples_match_originals():
+    x, y = datasets.load_numpy("cifar10", "train", data_dir=DATA_DIR, limit=24)
+    ds = datasets.load(
+        "cifar10",
+        "train",
+        batch_size=10,
+        data_dir=DATA_DIR,
+        limit=24,
+        augment=True,
+        seed=3,
+    )
+    epochs = [
+        np.concatenate([b for b, _ in ds.as_numpy_iterator()]) for _ in range(2)
+    ]
+    labels = np.concatenate([b for _, b in ds.as_numpy_iterator()])
+    np.testing.assert_array_equal(labels, y)
+    keys = [[_which_crop(a, o) for a, o in zip(e, x)] for e in epochs]
+    assert keys[0] != keys[1]  # every epoch draws new crops
+    again = datasets.load(
+        "cifar10",
+        "train",
+        batch_size=10,
+        data_dir=DATA_DIR,
+        limit=24,
+        augment=True,
+        seed=3,
+    )
+    np.testing.assert_array_equal(
+        np.concatenate([b for b, _ in again.as_numpy_iterator()]), epochs[0]
+    )
+
+
+def test_load_standardize_matches_numpy():
+    x, _ = datasets.load_numpy("cifar10", "test", data_dir=DATA_DIR, limit=12)
+    ds = datasets.load(
+        "cifar10",
+        "test",
+        batch_size=5,
+        data_dir=DATA_DIR,
+        limit=12,
+        standardize=True,
+    )
+    got = np.concatenate([b for b, _ in ds.as_numpy_iterator()])
+    flat = x.reshape(len(x), -1).astype("float64")
+    std = np.maximum(flat.std(axis=1), 1 / np.sqrt(flat.shape[1]))
+    expected = (flat - flat.mean(axis=1, keepdims=True)) / std[:, None]
+    np.testing.assert_allclose(got.reshape(len(x), -1), expected, atol=1e-4)
+    np.testing.assert_allclose(got.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(got.std(axis=(1, 2, 3)), 1, atol=1e-4)

@@ -1,4 +1,5 @@
 import functools
+import numbers
 
 import keras
 import numpy as np
@@ -8,6 +9,23 @@ from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.wrapping import targeted_dropout_layers
 
 _SCHEDULES = ("piecewise", "linear", "constant")
+
+
+def _is_steps(steps, schedule):
+    """Whether `steps` has the structure `schedule` reads: a pair of numbers
+    for "piecewise", a number (or a pair, of which the last) for "linear".
+    Values are checked by the schedule functions themselves."""
+
+    def number(value):
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    if number(steps):
+        return schedule == "linear"
+    return (
+        isinstance(steps, (tuple, list))
+        and len(steps) == 2
+        and all(number(s) for s in steps)
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_tdrop")
@@ -72,6 +90,12 @@ class RampingCallback(keras.callbacks.Callback):
             raise ValueError(
                 "`ramp_steps`/`ramp_fraction` apply to the 'piecewise' and "
                 f"'linear' schedules only. Received: schedule={schedule!r}"
+            )
+        if ramp_steps is not None and not _is_steps(ramp_steps, schedule):
+            shape = "(first, total)" if schedule == "piecewise" else "total"
+            raise ValueError(
+                f"`ramp_steps` must be {shape} steps for the {schedule!r} "
+                f"schedule. Received: ramp_steps={ramp_steps!r}"
             )
         if (
             schedule == "linear"

@@ -1,6 +1,5 @@
 """The demo: plain vs targeted dropout training, then a pruning sweep."""
 
-import csv
 import os
 import time
 import warnings
@@ -10,6 +9,10 @@ import keras
 from keras_tdrop import datasets
 from keras_tdrop import models
 from keras_tdrop.callbacks.ramping import RampingCallback
+from keras_tdrop.pruning.report import compare_sweeps
+from keras_tdrop.pruning.report import format_sweep
+from keras_tdrop.pruning.report import plot_sweeps
+from keras_tdrop.pruning.report import write_csv
 from keras_tdrop.pruning.sweep import FRACTIONS
 from keras_tdrop.pruning.sweep import check_fractions
 from keras_tdrop.pruning.sweep import prune_sweep
@@ -27,54 +30,6 @@ def _compile(model, learning_rate=1e-3):
         metrics=["accuracy"],
     )
     return model
-
-
-def format_table(rows):
-    """The rows of `run_demo` as a fixed-width text table."""
-    lines = [
-        f"{'prune %':>7}  {'sparsity':>8}  {'plain':>7}  {'targeted':>8}",
-        f"{'-' * 7}  {'-' * 8}  {'-' * 7}  {'-' * 8}",
-    ]
-    for row in rows:
-        lines.append(
-            f"{row['prune_fraction'] * 100:>6.0f}%  {row['sparsity']:>8.4f}  "
-            f"{row['accuracy_plain']:>7.4f}  {row['accuracy_targeted']:>8.4f}"
-        )
-    return "\n".join(lines)
-
-
-def write_csv(rows, path):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: f"{row[k]:.6f}" for k in COLUMNS})
-
-
-def plot(rows, path, title="MNIST CNN, weight pruning"):
-    # Figure + Agg canvas rather than pyplot: no global backend is changed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    x = [row["prune_fraction"] * 100 for row in rows]
-    ax.plot(x, [r["accuracy_plain"] for r in rows], "o-", label="plain")
-    ax.plot(
-        x,
-        [r["accuracy_targeted"] for r in rows],
-        "s-",
-        label="targeted dropout",
-    )
-    ax.set_xlabel("pruned weights per column (%)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.set_ylim(0.0, 1.0)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
 
 
 def run_demo(
@@ -187,37 +142,32 @@ def run_demo(
         callbacks=callbacks,
         verbose=verbose,
     )
-    swept = []
+    swept = {}
     for label, model in (
         ("plain", plain),
         ("targeted", _compile(strip_targeted_dropout(targeted))),
     ):
         say(f"Pruning the {label} model.")
-        swept.append(
-            prune_sweep(
-                model,
-                test,
-                fractions,
-                targeting="weight",
-                exclude=list(EXCLUDE),
-                verbose=verbose,
-            )
+        swept[label] = prune_sweep(
+            model,
+            test,
+            fractions,
+            targeting="weight",
+            exclude=list(EXCLUDE),
+            verbose=verbose,
         )
-    rows = [
-        {
-            "prune_fraction": p["fraction"],
-            "sparsity": p["sparsity"],
-            "accuracy_plain": p["accuracy"],
-            "accuracy_targeted": t["accuracy"],
-        }
-        for p, t in zip(*swept)
-    ]
+    rows = compare_sweeps(swept)
 
     write_csv(rows, os.path.join(out_dir, "demo.csv"))
     if can_plot:
-        plot(rows, os.path.join(out_dir, "demo.png"))
+        plot_sweeps(
+            {"plain": swept["plain"], "targeted dropout": swept["targeted"]},
+            os.path.join(out_dir, "demo.png"),
+            title="MNIST CNN, weight pruning",
+            xlabel="pruned weights per column (%)",
+        )
     say("")
-    say(format_table(rows))
+    say(format_sweep(swept))
     say(
         f"\nWrote {os.path.join(out_dir, 'demo.csv')}"
         + (" and demo.png" if can_plot else "")

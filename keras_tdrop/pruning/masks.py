@@ -39,16 +39,48 @@ def prunable_kernels(model, exclude=None, exclude_logits=True):
     return kernels
 
 
-def compute_masks(
-    model, fraction, targeting="weight", exclude=None, exclude_logits=True
-):
-    """Magnitude pruning masks, `{variable path: 0/1 array}` (1 = keep).
+SCOPES = ("local", "global")
+CRITERIA = ("magnitude", "random")
 
-    For every prunable kernel, `fraction` p removes exactly `floor(p * rows)`
-    lowest-|w| weights per output column (`targeting="weight"`) or
-    `floor(p * cols)` lowest-L2 columns (`"unit"`); p is uniform per layer, as
-    in for-ai/TD's pruning evaluation. Masks have the kernel's shape and
-    dtype, TF-MOT's convention.
+
+def compute_masks(
+    model,
+    fraction,
+    targeting="weight",
+    exclude=None,
+    exclude_logits=True,
+    scope="local",
+    block_size=None,
+    criterion="magnitude",
+    scores=None,
+    seed=None,
+):
+    """Pruning masks, `{variable path: 0/1 array}` (1 = keep).
+
+    By default, for every prunable kernel, `fraction` p removes exactly
+    `floor(p * rows)` lowest-|w| weights per output column
+    (`targeting="weight"`) or `floor(p * cols)` lowest-L2 columns
+    (`"unit"`); p is uniform per layer, as in for-ai/TD's pruning
+    evaluation. Masks have the kernel's shape and dtype, TF-MOT's
+    convention. Variants, all with exact counts (ties go to the lower
+    index):
+
+    - `scope="global"`: one threshold over all prunable kernels together:
+      the `floor(p * N)` lowest |w| of all N weights, or the `floor(p * C)`
+      lowest-L2 columns of all C columns.
+    - `block_size=M` (weight targeting): N:M structure as TF-MOT's
+      `sparsity_m_by_n` defines it: in every block of M consecutive weights
+      along the input axis (per output unit and kernel position), the
+      `floor(p * M)` lowest |w| are removed; a short last block counts its
+      missing entries as removed. `block_size=4, fraction=0.5` is 2:4 (see
+      `nm_masks`).
+    - `criterion="random"`: the same counts, chosen at random (`seed`): the
+      random-pruning baseline.
+    - `scores={path: array}`: rank by these importances instead of |w|
+      (lowest removed first), e.g. learned keep probabilities. An array has
+      the kernel's shape; for unit targeting it may also have shape
+      `(cols,)`, else a column's importance is the mean of its scores.
+      Scores are compared in float32.
 
     Args:
         model: a built `keras.Model` (TargetedDropout wrappers are looked
@@ -57,20 +89,234 @@ def compute_masks(
         targeting: `"weight"` or `"unit"`.
         exclude: layer name(s) or a predicate `layer -> bool`.
         exclude_logits: bool, whether to leave the logits layer unpruned.
+        scope: `"local"` (per column, or per layer for units) or `"global"`.
+        block_size: None or int >= 2, the M of N:M structured sparsity.
+        criterion: `"magnitude"` or `"random"`.
+        scores: None or `{variable path: importance array}`.
+        seed: int or None, for `criterion="random"`.
 
     Example:
     >>> masks = compute_masks(model, 0.8)
     >>> {path: m.mean() for path, m in masks.items()}  # ~0.2 each
+    >>> global_masks = compute_masks(model, 0.8, scope="global")
+    >>> two_four = compute_masks(model, 0.5, block_size=4)
     """
     targeting_lib.check_rate("fraction", fraction)
     targeting_lib.check_targeting(targeting)
+    kernels = prunable_kernels(model, exclude, exclude_logits)
+    check_options(kernels, targeting, scope, block_size, criterion, scores)
+    if block_size is not None:
+        count = int(np.floor(fraction * block_size * (1.0 + 2.0**-20)))
+        return _block_masks(kernels, count, block_size, criterion, scores, seed)
+    if criterion == "magnitude" and scores is None and scope == "local":
+        masks = {}
+        for kernel in kernels:
+            pruned = targeting_lib.targeted_mask(
+                kernel.value, fraction, targeting
+            )
+            masks[kernel.path] = _keep(pruned, kernel.dtype)
+        return masks
+    values = _importances(kernels, targeting, criterion, scores, seed)
+    if scope == "global":
+        flat = np.concatenate([v.reshape(-1) for v in values])
+        pruned = _lowest(flat.reshape(-1, 1), fraction).reshape(-1)
+        sizes = np.cumsum([v.size for v in values])[:-1]
+        chosen = [
+            p.reshape(v.shape) for p, v in zip(np.split(pruned, sizes), values)
+        ]
+    else:
+        chosen = [_lowest(v, fraction) for v in values]
     masks = {}
-    for kernel in prunable_kernels(model, exclude, exclude_logits):
-        pruned = targeting_lib.targeted_mask(kernel.value, fraction, targeting)
-        masks[kernel.path] = 1 - ops.convert_to_numpy(pruned).astype(
-            kernel.dtype
+    for kernel, pruned in zip(kernels, chosen):
+        rows, cols = targeting_lib.matrix_shape(kernel.shape)
+        if targeting == "unit":
+            pruned = np.broadcast_to(pruned.reshape(1, cols), (rows, cols))
+        masks[kernel.path] = _keep(pruned.reshape(kernel.shape), kernel.dtype)
+    return masks
+
+
+def nm_masks(
+    model,
+    n=2,
+    m=4,
+    exclude=None,
+    exclude_logits=True,
+    criterion="magnitude",
+    scores=None,
+    seed=None,
+):
+    """N:M structured masks: at most `n` of every `m` consecutive weights
+    along the input axis kept (2:4 by default), TF-MOT's `sparsity_m_by_n`
+    pattern with `(m - n, m)`. See `compute_masks(block_size=m)`.
+
+    Example:
+    >>> masks = nm_masks(model, 2, 4)  # 50% of every kernel, 2 per block
+    """
+    for name, value in (("n", n), ("m", m)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"`{name}` must be a positive int. Received: {name}={value!r}"
+            )
+    if n > m or m < 2:
+        raise ValueError(
+            f"`n` must be <= `m` and `m` >= 2. Received: n={n}, m={m}"
+        )
+    kernels = prunable_kernels(model, exclude, exclude_logits)
+    check_options(kernels, "weight", "local", m, criterion, scores)
+    return _block_masks(kernels, m - n, m, criterion, scores, seed)
+
+
+def check_options(kernels, targeting, scope, block_size, criterion, scores):
+    if scope not in SCOPES:
+        raise ValueError(
+            f"`scope` must be one of {SCOPES}. Received: scope={scope!r}"
+        )
+    if criterion not in CRITERIA:
+        raise ValueError(
+            f"`criterion` must be one of {CRITERIA}. "
+            f"Received: criterion={criterion!r}"
+        )
+    if block_size is not None:
+        if (
+            isinstance(block_size, bool)
+            or not isinstance(block_size, (int, np.integer))
+            or block_size < 2
+        ):
+            raise ValueError(
+                "`block_size` must be None or an int >= 2. "
+                f"Received: block_size={block_size!r}"
+            )
+        if targeting != "weight" or scope != "local":
+            raise ValueError(
+                "`block_size` (N:M structure) needs targeting='weight' and "
+                f"scope='local'. Received: targeting={targeting!r}, "
+                f"scope={scope!r}"
+            )
+    if scores is None:
+        return
+    if criterion != "magnitude":
+        raise ValueError(
+            "`scores` replaces the magnitude criterion; it cannot be "
+            f"combined with criterion={criterion!r}"
+        )
+    if not isinstance(scores, dict):
+        raise TypeError(
+            "`scores` must be a dict of variable path -> array. "
+            f"Received: scores={type(scores).__name__}"
+        )
+    paths = {k.path: tuple(k.shape) for k in kernels}
+    for path in scores:
+        if path not in paths:
+            raise ValueError(
+                f"`scores` names a variable that is not a prunable kernel. "
+                f"Received: path={path!r}"
+            )
+    for path, shape in paths.items():
+        if path not in scores:
+            raise ValueError(
+                f"`scores` has no entry for the prunable kernel {path!r}; "
+                "give one for every kernel, or exclude its layer."
+            )
+        got = tuple(np.shape(scores[path]))
+        unit_ok = targeting == "unit" and got == (shape[-1],)
+        if got != shape and not unit_ok:
+            raise ValueError(
+                f"The scores for {path!r} have shape {got}, the kernel has "
+                f"{shape}."
+            )
+
+
+def _importances(kernels, targeting, criterion, scores, seed):
+    """Per kernel, non-negative importances (lowest pruned first): a matrix
+    `[rows, cols]` for weight targeting, `[cols, 1]` for unit targeting."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for kernel in kernels:
+        rows, cols = targeting_lib.matrix_shape(kernel.shape)
+        if criterion == "random":
+            value = rng.random(rows * cols if targeting == "weight" else cols)
+        elif scores is not None:
+            value = np.asarray(scores[kernel.path], "float64")
+            if targeting == "unit" and value.shape != (cols,):
+                value = value.reshape(rows, cols).mean(axis=0)
+        else:
+            value = ops.convert_to_numpy(kernel.value).astype("float64")
+            value = value.reshape(rows, cols)
+            if targeting == "weight":
+                value = np.abs(value)
+            else:
+                value = np.sqrt(np.square(value).sum(axis=0))
+        shape = (rows, cols) if targeting == "weight" else (cols, 1)
+        values.append(np.reshape(value, shape))
+    if scores is not None:
+        # Importances may be negative (e.g. -log alpha); the targeting
+        # functions rank |value|, so shift them all by one offset.
+        low = min(v.min() for v in values)
+        values = [v - low for v in values]
+    return values
+
+
+def _lowest(values, fraction):
+    """Boolean mask of the floor(fraction * rows) lowest entries of each
+    column of a non-negative matrix, by the targeting functions."""
+    pruned = targeting_lib.targeted_mask(
+        ops.convert_to_tensor(values.astype("float32")), fraction, "weight"
+    )
+    return ops.convert_to_numpy(pruned)
+
+
+def _block_masks(kernels, count, block_size, criterion, scores, seed):
+    rng = np.random.default_rng(seed)
+    masks = {}
+    for kernel in kernels:
+        shape = tuple(kernel.shape)
+        if criterion == "random":
+            value = rng.random(shape)
+        elif scores is not None:
+            value = np.asarray(scores[kernel.path], "float64")
+            value = value - value.min()
+        else:
+            value = np.abs(ops.convert_to_numpy(kernel.value))
+        masks[kernel.path] = _keep(
+            _block_lowest(value, count, block_size), kernel.dtype
         )
     return masks
+
+
+def _block_lowest(value, count, block_size):
+    """`count` lowest of every `block_size` consecutive entries along the
+    input axis (-2; the only axis of a rank-1 kernel). A short last block is
+    padded in front with zeros that count as removed, as TF-MOT pads."""
+    matrix = (
+        value.reshape(1, -1) if value.ndim == 1 else np.moveaxis(value, -1, 0)
+    )
+    lanes = matrix.reshape(-1, matrix.shape[-1])  # [lanes, inputs]
+    inputs = lanes.shape[1]
+    pad = -inputs % block_size
+    padded = np.concatenate([lanes, np.zeros((lanes.shape[0], pad))], axis=1)
+    blocks = padded.reshape(lanes.shape[0], -1, block_size)
+    if pad:
+        # Pads first in the last block, so that ties at zero take them.
+        blocks[:, -1] = np.roll(blocks[:, -1], pad, axis=-1)
+    columns = blocks.reshape(-1, block_size).T  # [block_size, blocks]
+    pruned = targeting_lib.targeted_mask(
+        ops.convert_to_tensor(columns.astype("float32")),
+        None,
+        "weight",
+        count=count,
+    )
+    pruned = ops.convert_to_numpy(pruned).T.reshape(blocks.shape)
+    if pad:
+        pruned[:, -1] = np.roll(pruned[:, -1], -pad, axis=-1)
+    pruned = pruned.reshape(lanes.shape[0], -1)[:, :inputs]
+    if value.ndim == 1:
+        return pruned.reshape(value.shape)
+    pruned = pruned.reshape(matrix.shape)
+    return np.moveaxis(pruned, 0, -1)
+
+
+def _keep(pruned, dtype):
+    return 1 - np.asarray(ops.convert_to_numpy(pruned)).astype(dtype)
 
 
 def apply_masks(model, masks, inplace=False):
@@ -100,7 +346,8 @@ def apply_masks(model, masks, inplace=False):
             )
     target = model if inplace else _copy(model)
     if not inplace:
-        variables = {v.path: v for v in target.variables}
+        paths = [v.path for v in model.variables]
+        variables = dict(zip(paths, target.variables))
     for path, mask in masks.items():
         variable = variables[path]
         value = ops.convert_to_numpy(variable.value)
@@ -109,9 +356,11 @@ def apply_masks(model, masks, inplace=False):
 
 
 def _copy(model):
+    # Variables correspond by position; seed generators of the copy get new
+    # paths (seed_generator_1/...), so the paths themselves may differ.
     copy = clone_with_weights(model)
-    original = [v.path for v in model.variables]
-    copied = [v.path for v in copy.variables]
+    original = [tuple(v.shape) for v in model.variables]
+    copied = [tuple(v.shape) for v in copy.variables]
     if original != copied:
         raise RuntimeError(
             "The copy of the model does not name its variables as the "

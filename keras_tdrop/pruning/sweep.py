@@ -5,8 +5,13 @@ import numpy as np
 
 from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.pruning.masks import apply_masks
+from keras_tdrop.pruning.masks import check_options
 from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.pruning.masks import prunable_kernels
+from keras_tdrop.pruning.report import compare_sweeps
+from keras_tdrop.pruning.report import format_sweep
+from keras_tdrop.pruning.report import plot_sweeps
+from keras_tdrop.pruning.report import write_csv
 from keras_tdrop.wrapping import clone_with_weights
 
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -26,6 +31,12 @@ def check_fractions(fractions):
     return values
 
 
+XLABELS = {
+    "weight": "pruned weights per column (%)",
+    "unit": "pruned units per layer (%)",
+}
+
+
 def prune_sweep(
     model,
     data,
@@ -36,6 +47,14 @@ def prune_sweep(
     exclude_logits=True,
     inplace=False,
     verbose=1,
+    scope="local",
+    block_size=None,
+    criterion="magnitude",
+    scores=None,
+    seed=None,
+    csv_path=None,
+    plot_path=None,
+    name=None,
 ):
     """Evaluates `model` pruned at each fraction (see `compute_masks`).
 
@@ -53,9 +72,16 @@ def prune_sweep(
         targeting: `"weight"` or `"unit"`.
         metrics: optional list of metrics to compile the copy with
             (default: the model's own compile configuration).
-        exclude, exclude_logits: as in `compute_masks`.
+        exclude, exclude_logits, scope, block_size, criterion, scores, seed:
+            the masks, as in `compute_masks` (global threshold, N:M blocks,
+            random pruning, importance scores). A random sweep draws one
+            ranking from `seed`, so its masks are nested across fractions.
         inplace: bool, evaluate the model itself instead of a copy.
-        verbose: 1 prints a progress line per fraction, 0 nothing.
+        verbose: 1 prints a progress line per fraction and the table at the
+            end, 0 nothing.
+        csv_path: optional path of a CSV file for the rows.
+        plot_path: optional path of a PNG plot (needs matplotlib).
+        name: the model's label in the plot (default: its name).
 
     Returns:
         A list of dicts, one per fraction: `fraction`, `sparsity` (the share
@@ -68,6 +94,24 @@ def prune_sweep(
     """
     fractions = check_fractions(fractions)
     targeting_lib.check_targeting(targeting)
+    if criterion == "random" and seed is None:
+        # One ranking for the whole sweep, so the masks are nested.
+        seed = int(np.random.default_rng().integers(2**31))
+    mask_options = dict(
+        scope=scope,
+        block_size=block_size,
+        criterion=criterion,
+        scores=scores,
+        seed=seed,
+    )
+    check_options(
+        prunable_kernels(model, exclude, exclude_logits),
+        targeting,
+        scope,
+        block_size,
+        criterion,
+        scores,
+    )
     if metrics is None and not model.compiled:
         raise ValueError(
             "`prune_sweep` needs a compiled model or `metrics`. Received: "
@@ -88,7 +132,12 @@ def prune_sweep(
             for kernel, value in zip(kernels, unpruned):
                 kernel.assign(value)
             masks = compute_masks(
-                target, fraction, targeting, exclude, exclude_logits
+                target,
+                fraction,
+                targeting,
+                exclude,
+                exclude_logits,
+                **mask_options,
             )
             apply_masks(target, masks, inplace=True)
             total = sum(m.size for m in masks.values())
@@ -110,7 +159,87 @@ def prune_sweep(
     finally:
         for kernel, value in zip(kernels, unpruned):
             kernel.assign(value)
+    if verbose:
+        print(format_sweep(rows), flush=True)
+    if csv_path is not None:
+        write_csv(rows, csv_path)
+    if plot_path is not None:
+        plot_sweeps(
+            {name or model.name: rows},
+            plot_path,
+            metric=_plotted_metric(rows),
+            xlabel=XLABELS[targeting],
+        )
     return rows
+
+
+def sweep_models(
+    models,
+    data,
+    fractions=FRACTIONS,
+    targeting="weight",
+    metric="accuracy",
+    csv_path=None,
+    plot_path=None,
+    title=None,
+    verbose=1,
+    **kwargs,
+):
+    """`prune_sweep` of several models on the same data, compared.
+
+    Prints one table with a `metric` column per model, writes it as CSV
+    (`compare_sweeps`' rows) and plots one curve per model.
+
+    Args:
+        models: `{name: model}`.
+        data, fractions, targeting: as in `prune_sweep`.
+        metric: the value compared (a key of the sweep rows).
+        csv_path, plot_path: optional output files.
+        title: optional plot title.
+        verbose: 1 progress lines and the table, 0 nothing.
+        **kwargs: other `prune_sweep` arguments (`exclude`, `scope`, ...).
+
+    Returns:
+        `{name: rows}`.
+
+    Example:
+    >>> sweeps = sweep_models({"plain": plain, "targeted": td}, test_ds)
+    """
+    if not isinstance(models, dict) or not models:
+        raise ValueError(
+            "`models` must be a non-empty dict {name: model}. "
+            f"Received: models={type(models).__name__}"
+        )
+    sweeps = {}
+    for name, model in models.items():
+        if verbose:
+            print(f"Pruning {name}.", flush=True)
+        sweeps[name] = prune_sweep(
+            model, data, fractions, targeting, verbose=verbose, **kwargs
+        )
+        if metric not in sweeps[name][0]:
+            raise ValueError(
+                f"`metric` must be one of the evaluated values "
+                f"{sorted(sweeps[name][0])}. Received: metric={metric!r}"
+            )
+    if verbose:
+        print("\n" + format_sweep(sweeps, metric), flush=True)
+    if csv_path is not None:
+        write_csv(compare_sweeps(sweeps, metric), csv_path)
+    if plot_path is not None:
+        plot_sweeps(
+            sweeps,
+            plot_path,
+            metric=metric,
+            title=title,
+            xlabel=XLABELS[targeting],
+        )
+    return sweeps
+
+
+def _plotted_metric(rows):
+    keys = [k for k in rows[0] if k not in ("fraction", "sparsity")]
+    return "accuracy" if "accuracy" in keys else keys[-1]
 
 
 def _compiled_copy(model, metrics):

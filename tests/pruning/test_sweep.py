@@ -1,14 +1,21 @@
+import csv
+import functools
+
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
+from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import prune
 from keras_tdrop.pruning import prune_sweep
+from keras_tdrop.pruning import sweep_models
 
 
+@functools.cache
 def trained_model():
+    """Trained once; the tests never modify it (inplace sweeps restore it)."""
     rng = np.random.default_rng(0)
     inputs = keras.Input((8,))
     x = keras.layers.Dense(20, activation="relu", name="fc")(inputs)
@@ -95,3 +102,113 @@ def test_bad_arguments():
     uncompiled = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match=r"uncompiled model"):
         prune_sweep(uncompiled, (x, y))
+
+
+def evaluate_with(model, masks, x, y):
+    pruned = apply_masks(model, masks)
+    pruned.compile(loss=model.loss, metrics=["accuracy"])
+    return pruned.evaluate(x, y, verbose=0, return_dict=True)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(scope="global"),
+        dict(targeting="unit", scope="global"),
+        dict(criterion="random", seed=5),
+        dict(targeting="unit", criterion="random", seed=5),
+        dict(block_size=4),
+    ],
+)
+def test_mask_kinds_equal_pruning_from_scratch(options):
+    model, x, y = trained_model()
+    fractions = (0.0, 0.25, 0.5, 0.75)
+    targeting = options.pop("targeting", "weight")
+    rows = prune_sweep(
+        model, (x, y), fractions, targeting=targeting, verbose=0, **options
+    )
+    for row in rows:
+        masks = compute_masks(model, row["fraction"], targeting, **options)
+        total = sum(m.size for m in masks.values())
+        zeros = sum(int((m == 0).sum()) for m in masks.values())
+        assert row["sparsity"] == zeros / total
+        # fc: 8 inputs x 20 units; every kind removes exactly p of them.
+        assert row["sparsity"] == row["fraction"]
+        expected = evaluate_with(model, masks, x, y)
+        assert row["accuracy"] == pytest.approx(expected["accuracy"])
+
+
+def test_random_sweep_masks_are_nested():
+    model, x, y = trained_model()
+    small = compute_masks(model, 0.3, criterion="random", seed=2)
+    large = compute_masks(model, 0.6, criterion="random", seed=2)
+    for path in small:
+        assert np.all(large[path] <= small[path])
+
+
+def test_scores_sweep():
+    model, x, y = trained_model()
+    kernel = ops.convert_to_numpy(model.get_layer("fc").kernel)
+    # Ranking by -|w| prunes the largest weights: accuracy collapses.
+    scores = {"fc/kernel": -np.abs(kernel)}
+    rows = prune_sweep(model, (x, y), (0.0, 0.75), scores=scores, verbose=0)
+    masks = compute_masks(model, 0.75, scores=scores)
+    smallest = np.argsort(np.abs(kernel), axis=0)[:2]
+    expected_mask = np.zeros_like(kernel)
+    np.put_along_axis(expected_mask, smallest, 1.0, axis=0)
+    np.testing.assert_array_equal(masks["fc/kernel"], expected_mask)
+    expected = evaluate_with(model, masks, x, y)
+    assert rows[1]["accuracy"] == pytest.approx(expected["accuracy"])
+    with pytest.raises(ValueError, match=r"no entry"):
+        prune_sweep(model, (x, y), (0.5,), scores={}, verbose=0)
+
+
+def test_table_csv_and_plot(tmp_path, capsys):
+    model, x, y = trained_model()
+    rows = prune_sweep(
+        model,
+        (x, y),
+        (0.0, 0.5),
+        csv_path=tmp_path / "sweep.csv",
+        plot_path=tmp_path / "sweep.png",
+    )
+    printed = capsys.readouterr().out
+    assert "prune %  sparsity  accuracy     loss" in printed
+    last = rows[-1]
+    assert (
+        f"    50%    0.5000  {last['accuracy']:>8.4f}  {last['loss']:>7.4f}"
+    ) in printed
+    with open(tmp_path / "sweep.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["fraction", "sparsity", "accuracy", "loss"]
+    assert float(table[1]["accuracy"]) == pytest.approx(last["accuracy"])
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_models_compares(tmp_path, capsys):
+    model, x, y = trained_model()
+    other = prune(model, 0.5)
+    other.compile(loss=model.loss, metrics=["accuracy"])
+    sweeps = sweep_models(
+        {"base": model, "halved": other},
+        (x, y),
+        (0.0, 0.5, 0.75),
+        csv_path=tmp_path / "compare.csv",
+        plot_path=tmp_path / "compare.png",
+    )
+    assert list(sweeps) == ["base", "halved"]
+    # Pruning the half-pruned model by 50% again removes the same weights.
+    assert sweeps["halved"][1]["accuracy"] == sweeps["base"][1]["accuracy"]
+    assert sweeps["halved"][0]["accuracy"] == sweeps["base"][1]["accuracy"]
+    printed = capsys.readouterr().out
+    assert "prune %  sparsity     base   halved" in printed
+    with open(tmp_path / "compare.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == [
+        "prune_fraction",
+        "sparsity",
+        "accuracy_base",
+        "accuracy_halved",
+    ]
+    with pytest.raises(ValueError, match=r"metric='f1'"):
+        sweep_models({"base": model}, (x, y), (0.0,), metric="f1", verbose=0)

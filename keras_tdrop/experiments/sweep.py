@@ -1,0 +1,209 @@
+"""`keras-tdrop sweep`: prune saved models at each fraction, on real data."""
+
+import argparse
+import os
+
+from keras_tdrop.pruning.masks import CRITERIA
+from keras_tdrop.pruning.masks import SCOPES
+
+
+def _fractions(text):
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated fractions in [0, 1], got {text!r}"
+        )
+    return values
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_arguments(parser):
+    """The arguments of `keras-tdrop sweep`."""
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL.keras",
+        help="saved Keras models; several are compared (one column and one "
+        "curve each)",
+    )
+    parser.add_argument("--data", choices=("mnist", "cifar10"), required=True)
+    parser.add_argument(
+        "--out", default="sweep_out", help="folder for sweep.csv and sweep.png"
+    )
+    parser.add_argument(
+        "--names",
+        default=None,
+        help="comma-separated labels of the models (default: file names)",
+    )
+    parser.add_argument(
+        "--targeting", choices=("weight", "unit"), default="weight"
+    )
+    parser.add_argument(
+        "--scope",
+        choices=SCOPES,
+        default="local",
+        help="local: per column (units: per layer); global: one threshold "
+        "over all kernels",
+    )
+    parser.add_argument(
+        "--block-size",
+        type=_positive,
+        default=None,
+        help="N:M structure: prune within blocks of M inputs (2:4 is "
+        "--block-size 4 at fraction 0.5)",
+    )
+    parser.add_argument("--criterion", choices=CRITERIA, default="magnitude")
+    parser.add_argument(
+        "--fractions",
+        type=_fractions,
+        default=None,
+        help="comma-separated prune fractions (default 0,0.1,...,0.9)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="LAYER",
+        help="a layer left unpruned (repeatable); the logits always are",
+    )
+    parser.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="the models output probabilities, not logits (used only for "
+        "models saved uncompiled)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("TFDS_DATA_DIR"),
+        help="TFDS data directory (default: $TFDS_DATA_DIR)",
+    )
+    parser.add_argument("--batch-size", type=_positive, default=500)
+    parser.add_argument(
+        "--test-limit",
+        type=_positive,
+        default=None,
+        help="evaluate on the first N test examples only",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quiet", action="store_true", help="print nothing but errors"
+    )
+
+
+def run(args):
+    """Runs `keras-tdrop sweep` with parsed `args`; returns the sweeps."""
+    names = (
+        args.names.split(",")
+        if args.names
+        else [os.path.splitext(os.path.basename(p))[0] for p in args.models]
+    )
+    if len(names) != len(args.models) or len(set(names)) != len(names):
+        raise SystemExit(
+            f"keras-tdrop sweep: error: --names must give {len(args.models)} "
+            f"distinct labels, got {names}"
+        )
+    missing = [p for p in args.models if not os.path.isfile(p)]
+    if missing:
+        raise SystemExit(
+            f"keras-tdrop sweep: error: no such file: {missing[0]}"
+        )
+    return sweep_files(
+        dict(zip(names, args.models)),
+        args.data,
+        out_dir=args.out,
+        targeting=args.targeting,
+        scope=args.scope,
+        block_size=args.block_size,
+        criterion=args.criterion,
+        fractions=args.fractions,
+        exclude=args.exclude or None,
+        probabilities=args.probabilities,
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        test_limit=args.test_limit,
+        seed=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
+
+
+def sweep_files(
+    paths,
+    data,
+    out_dir="sweep_out",
+    targeting="weight",
+    fractions=None,
+    probabilities=False,
+    data_dir=None,
+    batch_size=500,
+    test_limit=None,
+    verbose=1,
+    **kwargs,
+):
+    """Loads `{name: path.keras}`, sweeps them on the `data` test split and
+    writes `sweep.csv` and `sweep.png` in `out_dir`.
+
+    Models saved uncompiled are compiled with sparse categorical
+    cross-entropy (from logits unless `probabilities`) and accuracy.
+    `kwargs` go to `sweep_models` (`scope`, `block_size`, `criterion`,
+    `exclude`, `seed`).
+
+    Example:
+    >>> sweep_files({"plain": "plain.keras"}, "mnist", test_limit=1000)
+    """
+    import keras
+
+    import keras_tdrop  # noqa: F401  (registers the custom layers)
+    from keras_tdrop import datasets
+    from keras_tdrop.pruning.sweep import FRACTIONS
+    from keras_tdrop.pruning.sweep import sweep_models
+
+    test = datasets.load(
+        data, "test", batch_size=batch_size, data_dir=data_dir, limit=test_limit
+    )
+    models = {}
+    for name, path in paths.items():
+        model = keras.saving.load_model(path)
+        if not model.compiled or "accuracy" not in str(
+            model.get_compile_config()
+        ):
+            model.compile(
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=not probabilities
+                ),
+                metrics=["accuracy"],
+            )
+        models[name] = model
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        import matplotlib  # noqa: F401
+
+        plot_path = os.path.join(out_dir, "sweep.png")
+    except ImportError:
+        plot_path = None
+    what = f"{targeting} pruning"
+    if kwargs.get("block_size"):
+        what = f"N:M pruning, blocks of {kwargs['block_size']}"
+    sweeps = sweep_models(
+        models,
+        test,
+        fractions or FRACTIONS,
+        targeting=targeting,
+        csv_path=os.path.join(out_dir, "sweep.csv"),
+        plot_path=plot_path,
+        title=f"{data}, {what}",
+        verbose=verbose,
+        **kwargs,
+    )
+    if verbose:
+        wrote = "sweep.csv" + (" and sweep.png" if plot_path else "")
+        print(f"Wrote {wrote} in {out_dir}.", flush=True)
+    return sweeps

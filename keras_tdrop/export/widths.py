@@ -1,0 +1,212 @@
+"""One TFLite file per width of a Triangular Dropout model, and their table."""
+
+import csv
+import os
+
+import keras
+import numpy as np
+
+from keras_tdrop.export.tflite import predict_tflite
+from keras_tdrop.export.tflite import to_tflite
+from keras_tdrop.truncation import truncate
+
+BASE_COLUMNS = ("width", "params", "bytes", "latency_ms", "max_abs_diff")
+
+
+def _check_widths(widths):
+    widths = list(widths) if not isinstance(widths, int) else [widths]
+    if not widths or any(
+        isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1
+        for w in widths
+    ):
+        raise ValueError(
+            "`widths` must be a non-empty list of ints >= 1. "
+            f"Received: widths={widths!r}"
+        )
+    return [int(w) for w in widths]
+
+
+def _metric(metric, model):
+    """`(name, function of (y_true, y_pred) -> float)`."""
+    if metric is None:
+        metric = getattr(model, "loss", None)
+        if metric is None:
+            raise ValueError(
+                "`data` was given without `metric`, and the model is not "
+                "compiled with a loss to use instead. Pass e.g. "
+                "metric='accuracy'. Received: metric=None"
+            )
+    if isinstance(metric, str):
+        try:
+            found = keras.metrics.get(metric)
+        except ValueError:
+            found = keras.losses.get(metric)
+        name, metric = metric, found
+    else:
+        name = getattr(metric, "name", None) or getattr(
+            metric, "__name__", type(metric).__name__
+        )
+    if isinstance(metric, type):
+        metric = metric()
+    if isinstance(metric, keras.metrics.Metric):
+
+        def evaluate(y_true, y_pred):
+            metric.reset_state()
+            metric.update_state(y_true, y_pred)
+            return float(metric.result())
+
+    elif callable(metric):
+
+        def evaluate(y_true, y_pred):
+            return float(keras.ops.mean(metric(y_true, y_pred)))
+
+    else:
+        raise ValueError(
+            "`metric` must be a Keras metric or loss (name or object) or a "
+            f"callable (y_true, y_pred). Received: metric={metric!r}"
+        )
+    return name, evaluate
+
+
+def _unpack(data):
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            "`data` must be a pair (x, y) of arrays. "
+            f"Received: data of type {type(data).__name__}"
+        )
+    return data
+
+
+def export_widths(
+    model,
+    widths,
+    out_dir,
+    data=None,
+    metric=None,
+    name=None,
+    batch_size=256,
+    verbose=1,
+    **tflite_options,
+):
+    """Exports a Triangular Dropout model at several widths, one `.tflite`
+    file each, and returns their table.
+
+    For each width w, `keras_tdrop.truncate(model, w)` builds the plain
+    narrower model and `keras_tdrop.export.to_tflite` converts it, checks
+    the file's outputs against Keras in LiteRT and writes it atomically to
+    `out_dir/<name>_w<w>.tflite`. With `data`, the file itself is run in
+    LiteRT on `data` and `metric` is computed on its outputs. The rows are
+    also written to `out_dir/<name>_widths.csv`, and a progress line is
+    printed per width.
+
+    Args:
+        model: a Keras model with `TriangularDropout` layers (not modified).
+        widths: ints, the widths to export (each TriangularDropout layer is
+            truncated to the same width).
+        out_dir: folder for the files (created if missing).
+        data: optional `(x, y)` arrays to evaluate each file on.
+        metric: what to compute on `data`: a Keras metric or loss, by name
+            (`"accuracy"`, `"binary_crossentropy"`) or object, or a callable
+            `(y_true, y_pred)` whose mean is taken; default the model's
+            compiled loss.
+        name: file name prefix (default the model's name).
+        batch_size: int, rows per LiteRT call on `data`.
+        verbose: 0 silent, 1 a line per width.
+        **tflite_options: passed to `to_tflite` (`sample`, `repeats`,
+            `quantize`, `representative_data`, `num_threads`, ...).
+
+    Returns:
+        A list of dicts, one per width: `width`, `params` (of the truncated
+        Keras model), `bytes`, `latency_ms` (median per batch, see
+        `to_tflite`), `max_abs_diff` (LiteRT vs Keras), the metric under its
+        name when `data` is given, and `path`.
+
+    Example:
+    >>> rows = export_widths(model, [4, 8, 16, 32], "tflite_out",
+    ...                      data=(x_test, y_test), metric="accuracy")
+    >>> print(format_width_table(rows))
+    """
+    widths = _check_widths(widths)
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: model={model!r}"
+        )
+    if data is not None:
+        x, y = _unpack(data)
+        metric_name, evaluate = _metric(metric, model)
+    # Truncate every width before writing anything: bad widths fail first.
+    small = {w: truncate(model, w) for w in widths}
+    name = name or model.name
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for i, w in enumerate(widths, start=1):
+        path = os.path.join(out_dir, f"{name}_w{w}.tflite")
+        result = to_tflite(small[w], path, **tflite_options)
+        row = {
+            "width": w,
+            "params": small[w].count_params(),
+            "bytes": result.bytes,
+            "latency_ms": result.latency_ms,
+            "max_abs_diff": result.max_abs_diff,
+        }
+        if data is not None:
+            row[metric_name] = evaluate(
+                y, predict_tflite(result.path, x, batch_size=batch_size)
+            )
+        row["path"] = result.path
+        rows.append(row)
+        if verbose:
+            print(f"[{i}/{len(widths)}] " + _format_row(row))
+    write_width_csv(rows, os.path.join(out_dir, f"{name}_widths.csv"))
+    return rows
+
+
+def _extra_columns(rows):
+    return [k for k in rows[0] if k not in BASE_COLUMNS and k != "path"]
+
+
+def _format_row(row):
+    text = (
+        f"width {row['width']}: {row['params']:,} params, "
+        f"{row['bytes']:,} bytes, {row['latency_ms']:.3f} ms, "
+        f"max |diff| {row['max_abs_diff']:.2g}"
+    )
+    for key in _extra_columns([row]):
+        text += f", {key} {row[key]:.4f}"
+    return text
+
+
+def format_width_table(rows):
+    """The rows of `export_widths` as a fixed-width text table."""
+    extra = _extra_columns(rows)
+    header = (
+        f"{'width':>6}  {'params':>12}  {'bytes':>12}  {'ms':>8}  "
+        f"{'max|diff|':>9}"
+    ) + "".join(f"  {k:>12}" for k in extra)
+    lines = [
+        header,
+        "  ".join("-" * n for n in (6, 12, 12, 8, 9) + (12,) * len(extra)),
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['width']:>6}  {row['params']:>12,}  {row['bytes']:>12,}  "
+            f"{row['latency_ms']:>8.3f}  {row['max_abs_diff']:>9.2g}"
+            + "".join(f"  {row[k]:>12.4f}" for k in extra)
+        )
+    return "\n".join(lines)
+
+
+def write_width_csv(rows, path):
+    """Writes the rows to a CSV file, atomically (temporary file, rename)."""
+    columns = list(rows[0])
+    temporary = f"{os.fspath(path)}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

@@ -1,0 +1,272 @@
+"""Reports: sparsity per layer, sweep tables, CSV files and plots.
+
+Reports are data first (lists of row dicts), printed as fixed-width tables
+and written as CSV and PNG second. Files are written atomically: a failed
+write leaves no partial file behind.
+"""
+
+import contextlib
+import csv
+import os
+import tempfile
+
+import numpy as np
+from keras import ops
+
+from keras_tdrop.kernels import iter_layers
+from keras_tdrop.kernels import kernel_variables
+
+
+def format_rows(rows, columns=None):
+    """Rows of dicts as a fixed-width text table (floats with 4 decimals).
+
+    Example:
+    >>> print(format_rows([{"layer": "fc1", "sparsity": 0.5}]))
+    """
+    rows = list(rows)
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+
+    def text(value):
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.4f}"
+        return "" if value is None else str(value)
+
+    cells = [[text(row.get(c)) for c in columns] for row in rows]
+    widths = [
+        max([len(c)] + [len(line[i]) for line in cells])
+        for i, c in enumerate(columns)
+    ]
+
+    def line(values):
+        return "  ".join(
+            f"{v:<{w}}" if i == 0 else f"{v:>{w}}"
+            for i, (v, w) in enumerate(zip(values, widths))
+        ).rstrip()
+
+    out = [line(columns), line(["-" * w for w in widths])]
+    out.extend(line(values) for values in cells)
+    return "\n".join(out)
+
+
+def sparsity_report(model, verbose=1):
+    """Per layer with kernels, and in total: how much pruning removed.
+
+    Row keys: `layer`, `parameters` (all the layer's weights), `weights`
+    (its kernel entries), `zeros` (kernel entries equal to 0), `sparsity`
+    (`zeros / weights`), `units` (kernel columns: output units or
+    filters) and `zero_units` (columns entirely zero). The last row,
+    `layer="total"`, sums them (`parameters` is the model's count).
+
+    Args:
+        model: a built `keras.Model`.
+        verbose: 1 prints the table, 0 nothing.
+
+    Returns:
+        The rows, as a list of dicts.
+
+    Example:
+    >>> rows = sparsity_report(prune(model, 0.5, targeting="unit"))
+    """
+    rows = []
+    for layer in iter_layers(model):
+        kernels = kernel_variables(getattr(layer, "layer", layer))
+        if not kernels:
+            continue
+        row = {
+            "layer": layer.name,
+            "parameters": layer.count_params(),
+            "weights": 0,
+            "zeros": 0,
+            "units": 0,
+            "zero_units": 0,
+        }
+        for kernel in kernels:
+            value = ops.convert_to_numpy(kernel.value)
+            matrix = value.reshape(-1, value.shape[-1])
+            row["weights"] += value.size
+            row["zeros"] += int(np.count_nonzero(value == 0))
+            row["units"] += matrix.shape[1]
+            row["zero_units"] += int(np.sum(~matrix.any(axis=0)))
+        rows.append(row)
+    total = {"layer": "total", "parameters": model.count_params()}
+    for key in ("weights", "zeros", "units", "zero_units"):
+        total[key] = sum(row[key] for row in rows)
+    rows.append(total)
+    for row in rows:
+        row["sparsity"] = row["zeros"] / max(row["weights"], 1)
+    columns = [
+        "layer",
+        "parameters",
+        "weights",
+        "zeros",
+        "sparsity",
+        "units",
+        "zero_units",
+    ]
+    rows = [{c: row[c] for c in columns} for row in rows]
+    if verbose:
+        print(format_rows(rows), flush=True)
+    return rows
+
+
+def _check_sweeps(sweeps):
+    if not isinstance(sweeps, dict) or not sweeps:
+        raise ValueError(
+            "`sweeps` must be a non-empty dict {model name: sweep rows}. "
+            f"Received: sweeps={type(sweeps).__name__}"
+        )
+    fractions = None
+    for name, rows in sweeps.items():
+        these = [row["fraction"] for row in rows]
+        if fractions is None:
+            fractions = these
+        elif these != fractions:
+            raise ValueError(
+                "Every sweep must have the same fractions. Received: "
+                f"{name!r} has {these}, expected {fractions}"
+            )
+
+
+def compare_sweeps(sweeps, metric="accuracy"):
+    """Sweeps of several models side by side: one row per fraction.
+
+    Keys: `prune_fraction`, `sparsity` (or `sparsity_<name>` per model when
+    the models' sparsities differ), and `<metric>_<name>` per model.
+
+    Example:
+    >>> rows = compare_sweeps({"plain": plain_rows, "targeted": td_rows})
+    >>> rows[-1]["accuracy_targeted"]
+    """
+    _check_sweeps(sweeps)
+    names = list(sweeps)
+    columns = list(zip(*sweeps.values()))
+    shared = all(
+        len({row["sparsity"] for row in at_fraction}) == 1
+        for at_fraction in columns
+    )
+    out = []
+    for at_fraction in columns:
+        row = {"prune_fraction": at_fraction[0]["fraction"]}
+        if shared:
+            row["sparsity"] = at_fraction[0]["sparsity"]
+        for name, swept in zip(names, at_fraction):
+            if not shared:
+                row[f"sparsity_{name}"] = swept["sparsity"]
+            row[f"{metric}_{name}"] = swept[metric]
+        out.append(row)
+    return out
+
+
+def format_sweep(sweeps, metric="accuracy"):
+    """The paper's table: prune %, sparsity, then `metric` per model.
+
+    `sweeps` is `{name: rows of prune_sweep}`, or one list of rows (then
+    every value the sweep measured is a column).
+
+    Example:
+    >>> print(format_sweep({"plain": plain_rows, "targeted": td_rows}))
+    """
+    if isinstance(sweeps, dict):
+        wide = compare_sweeps(sweeps, metric)
+        labels = {}
+        for name in sweeps:
+            labels[f"sparsity_{name}"] = f"sp. {name}"
+            labels[f"{metric}_{name}"] = name
+    else:
+        wide = [
+            {"prune_fraction": r["fraction"]}
+            | {k: v for k, v in r.items() if k != "fraction"}
+            for r in sweeps
+        ]
+        labels = {}
+    columns = [c for c in wide[0] if c != "prune_fraction"]
+    heads = ["prune %"] + [labels.get(c, c) for c in columns]
+    widths = [7] + [max(7, len(h)) for h in heads[1:]]
+    lines = [
+        "  ".join(f"{h:>{w}}" for h, w in zip(heads, widths)),
+        "  ".join("-" * w for w in widths),
+    ]
+    for row in wide:
+        cells = [f"{row['prune_fraction'] * 100:>6.0f}%"]
+        cells += [f"{row[c]:>{w}.4f}" for c, w in zip(columns, widths[1:])]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _atomic(path, mode="w", **kwargs):
+    """Opens a temporary file next to `path`; renames it over `path` only
+    when the block succeeds."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_csv(rows, path):
+    """Writes rows of dicts (columns from the first row) to a CSV file,
+    floats with 6 decimals, atomically."""
+    rows = list(rows)
+    columns = list(rows[0]) if rows else []
+    with _atomic(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    k: f"{v:.6f}" if isinstance(v, float) else v
+                    for k, v in row.items()
+                }
+            )
+    return path
+
+
+def plot_sweeps(
+    sweeps,
+    path,
+    metric="accuracy",
+    title=None,
+    xlabel="pruned (%)",
+):
+    """Plots `metric` against the prune fraction, one curve per model, to a
+    PNG file (atomically). Needs matplotlib (`pip install keras-tdrop[plots]`).
+
+    Example:
+    >>> plot_sweeps({"plain": plain_rows, "targeted": td_rows}, "sweep.png")
+    """
+    _check_sweeps(sweeps)
+    # Figure + Agg canvas rather than pyplot: no global backend is changed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    markers = "osD^v<>pP*X"
+    for i, (name, rows) in enumerate(sweeps.items()):
+        ax.plot(
+            [row["fraction"] * 100 for row in rows],
+            [row[metric] for row in rows],
+            f"{markers[i % len(markers)]}-",
+            label=name,
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"test {metric}" if metric == "accuracy" else metric)
+    if title:
+        ax.set_title(title)
+    if "acc" in metric:
+        ax.set_ylim(0.0, 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with _atomic(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    return path

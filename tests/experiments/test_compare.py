@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from keras_tdrop.experiments import compare
+
+
+def make_run(path, name, weight, unit=None):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"experiment": name}))
+    rows = [
+        {"fraction": f, "sparsity": f, "loss": 1.0, "accuracy": a}
+        for f, a in weight
+    ]
+    compare.write_sweep_csv(rows, str(path / "sweep_weight.csv"))
+    if unit is not None:
+        rows = [
+            {"fraction": f, "sparsity": f, "loss": 1.0, "accuracy": a}
+            for f, a in unit
+        ]
+        compare.write_sweep_csv(rows, str(path / "sweep_unit.csv"))
+    return str(path)
+
+
+def test_table_rows_are_fractions_and_columns_runs(tmp_path, capsys):
+    a = make_run(
+        tmp_path / "a",
+        "none",
+        [(0.0, 0.9371), (0.5, 0.922), (0.9, 0.1463)],
+        [(0.0, 0.9369), (0.5, 0.1263)],
+    )
+    b = make_run(
+        tmp_path / "b",
+        "targeted_weight_0.75_0.9",
+        [(0.0, 0.9253), (0.9, 0.9248)],
+    )
+    tables = compare.compare([a, b], out=str(tmp_path / "out"))
+    assert tables["weight"].splitlines() == [
+        "weight pruning, test accuracy (%)",
+        "prune %      none  targeted_weight_0.75_0.9",
+        "-" * 43,
+        "     0%     93.71                     92.53",
+        "    50%     92.20                         -",
+        "    90%     14.63                     92.48",
+    ]
+    assert tables["unit"].splitlines()[1:] == [
+        "prune %      none",
+        "-" * 17,
+        "     0%     93.69",
+        "    50%     12.63",
+    ]
+    assert "93.71" in capsys.readouterr().out
+    wide = (tmp_path / "out" / "compare_weight.csv").read_text().splitlines()
+    assert wide[0] == "fraction,none,targeted_weight_0.75_0.9"
+    assert wide[2] == "0.500000,0.922000,"
+    assert (tmp_path / "out" / "compare.png").stat().st_size > 1000
+
+
+def test_same_experiment_twice_is_labelled_by_folder(tmp_path):
+    a = make_run(tmp_path / "seed0", "none", [(0.0, 0.5)])
+    b = make_run(tmp_path / "seed1", "none", [(0.0, 0.6)])
+    tables = compare.compare([a, b], fractions=[0.0], verbose=0)
+    assert tables["weight"].splitlines()[1].split() == [
+        "prune",
+        "%",
+        "seed0",
+        "seed1",
+    ]
+
+
+def test_sweep_csv_round_trip(tmp_path):
+    rows = [{"fraction": 0.25, "sparsity": 0.2, "loss": 0.5, "accuracy": 0.75}]
+    path = tmp_path / "s.csv"
+    compare.write_sweep_csv(rows, str(path))
+    assert compare.read_sweep_csv(str(path)) == rows
+    assert not (tmp_path / "s.csv.tmp").exists()
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="Received: run_dirs='x'"):
+        compare.compare("x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no sweep_weight.csv"):
+        compare.compare([str(tmp_path / "empty")])

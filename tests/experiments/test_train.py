@@ -1,0 +1,190 @@
+import csv
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tdrop import schedules
+from keras_tdrop.experiments import train as train_lib
+from keras_tdrop.experiments.analyze import analyze
+from keras_tdrop.kernels import iter_layers
+
+REPO = Path(__file__).resolve().parents[2]
+DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
+    REPO.parent / "shared" / "tensorflow_datasets"
+)
+TINY = dict(
+    model="toy_mlp",
+    data="mnist",
+    epochs=2,
+    batch_size=16,
+    train_limit=48,
+    test_limit=64,
+    fractions=(0.0, 0.5),
+    data_dir=DATA_DIR,
+    verbose=0,
+)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise Interrupt()
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_interrupt_resume_sweep_and_analyze(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        train_lib.train(
+            "ramping_weight",
+            str(run),
+            callbacks=[StopAfterFirstEpoch()],
+            **TINY,
+        )
+    config = json.loads((run / "config.json").read_text())
+    assert config["seed"] == 0
+    assert config["steps_per_epoch"] == 3 and config["planned_steps"] == 6
+    assert config["ramp"]["ramp_steps"] == [1, 2]  # 20k/40k of 100k, x6
+    assert config["recipe"]["learning_rate"] == 0.4
+    assert config["recipe"]["augment"] is False  # MNIST: no crops/flips
+    assert (run / "backup").is_dir()
+    assert len(read_csv(run / "history.csv")) == 1
+    assert not (run / "model.keras").exists()
+
+    results = train_lib.train("ramping_weight", str(run), **TINY)
+    # Resumed at step 3 (not 0): the ramp continues where it was.
+    ramp = read_csv(run / "ramp.csv")
+    assert [int(r["step"]) for r in ramp] == [0, 1, 2, 3, 4, 5]
+    for row in ramp:
+        alpha, gamma = schedules.piecewise(int(row["step"]), 1, 2)
+        assert float(row["alpha"]) == pytest.approx(0.99 * alpha, abs=1e-6)
+        assert float(row["gamma"]) == pytest.approx(0.99 * gamma, abs=1e-6)
+    history = read_csv(run / "history.csv")
+    assert [int(r["epoch"]) for r in history] == [0, 1]
+    assert float(history[1]["td_target_rate"]) == pytest.approx(0.99)
+    assert not (run / "backup").exists()  # removed once training ends
+    if train_lib.has_tensorboard():
+        assert any((run / "logs" / "ramp").iterdir())
+
+    plain = keras.saving.load_model(run / "model.keras")
+    assert all(
+        type(layer).__module__.startswith("keras.")
+        for layer in iter_layers(plain)
+    )
+    for targeting in ("weight", "unit"):
+        rows = read_csv(run / f"sweep_{targeting}.csv")
+        assert [float(r["fraction"]) for r in rows] == [0.0, 0.5]
+        assert float(rows[0]["accuracy"]) == pytest.approx(
+            results["test_accuracy"]
+        )
+        assert results["sweeps"][targeting][1]["accuracy"] == pytest.approx(
+            float(rows[1]["accuracy"]), abs=1e-6
+        )
+    assert results["sweeps"]["weight"][1]["sparsity"] == pytest.approx(
+        392 / 784
+    )
+    assert (run / "sweep.png").stat().st_size > 1000
+    assert json.loads((run / "results.json").read_text()) == results
+
+    # A finished run is reported, not retrained.
+    again = train_lib.train("ramping_weight", str(run), **TINY)
+    assert again == results
+    # Other settings in the same folder are refused.
+    with pytest.raises(ValueError, match=r"differing: \[.*'recipe'"):
+        train_lib.train("ramping_weight", str(run), **{**TINY, "epochs": 3})
+
+    rows = analyze(
+        [str(run)],
+        fraction=0.5,
+        out=str(tmp_path / "t1"),
+        block_size=6,
+        data_dir=DATA_DIR,
+        verbose=0,
+    )
+    (row,) = rows
+    assert row["pruned_accuracy"] == pytest.approx(
+        results["sweeps"]["weight"][1]["accuracy"], abs=1e-6
+    )
+    assert row["accuracy"] == pytest.approx(results["test_accuracy"])
+    assert row["estimate"] == pytest.approx(
+        abs(row["gradient_term"] + row["hessian_term"])
+    )
+    assert (tmp_path / "t1" / "figure1.png").exists()
+    assert read_csv(tmp_path / "t1" / "table1.csv")[0]["run"] == (
+        "ramping_weight"
+    )
+
+
+@pytest.mark.parametrize(
+    "experiment", ["random_prune_weight_0.75", "dropout_unit_0.5"]
+)
+def test_train_other_methods(experiment, tmp_path):
+    results = train_lib.train(experiment, str(tmp_path / "run"), **TINY)
+    plain = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    kernel = plain.get_layer("hidden").kernel.numpy()
+    if experiment.startswith("random_prune"):
+        # floor(0.75 * 784) = 588 zeros in every column, folded in.
+        assert (kernel == 0).sum(axis=0).tolist() == [588] * 10
+        # Pruning at 50% removes weights that are already zero: no change.
+        sweep = results["sweeps"]["weight"]
+        assert sweep[1]["accuracy"] == pytest.approx(sweep[0]["accuracy"])
+    else:
+        assert (kernel == 0).sum() == 0
+    assert not (tmp_path / "run" / "ramp.csv").exists()  # nothing targeted
+
+
+def test_compile_model_recipe():
+    config = train_lib.resolve_config(
+        "none", model="resnet8", epochs=10, batch_size=100, train_limit=1000
+    )
+    model = train_lib.compile_model(train_lib.models.toy_mlp(), config)
+    optimizer = model.optimizer
+    assert optimizer.momentum == 0.9
+    assert optimizer.global_clipnorm == 1.0
+    schedule = optimizer._learning_rate
+    assert config["lr_boundaries_steps"] == [40, 60, 80]
+    got = [float(schedule(s)) for s in (0, 40, 41, 61, 81)]
+    np.testing.assert_allclose(got, [0.4, 0.4, 0.04, 0.004, 0.0004], 1e-6)
+
+
+def test_add_weight_decay_is_half_sum_of_squares_plus_l1():
+    model = train_lib.models.toy_mlp()
+    model.get_layer("hidden").kernel.regularizer = keras.regularizers.L1(0.1)
+    train_lib.add_weight_decay(model, 2e-4)
+    hidden = model.get_layer("hidden").kernel.numpy().astype("float64")
+    logits = model.get_layer("logits").kernel.numpy().astype("float64")
+    expected = (
+        2e-4 * ((hidden**2).sum() + (logits**2).sum()) / 2
+        + 0.1 * np.abs(hidden).sum()
+    )
+    got = float(sum(np.asarray(loss) for loss in model.losses))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"model": "vgg"}, "Received: model='vgg'"),
+        ({"model": "resnet10"}, "Received: depth=10"),
+        ({"model": "toy_mlp", "width": 2.0}, "Received: width=2.0"),
+        ({"data": "svhn"}, "Received: data='svhn'"),
+        ({"epochs": 0}, "Received: epochs=0"),
+        ({"train_limit": 0}, "Received: limit=0"),
+        ({"momentum_x": 1}, "Unknown recipe settings \\['momentum_x'\\]"),
+        ({"fractions": (2.0,)}, "Received: fractions="),
+    ],
+)
+def test_resolve_config_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        train_lib.resolve_config("none", **kwargs)

@@ -1,0 +1,178 @@
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from keras_tdrop import models
+from keras_tdrop import set_width
+from keras_tdrop.export.widths import export_widths
+from keras_tdrop.export.widths import format_width_table
+
+WIDTHS = (2, 5, 10)
+INPUTS, UNITS, CLASSES = 20, 10, 4
+
+
+def head(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = models.mlp_head(
+        input_dim=INPUTS, units=(UNITS, UNITS), num_classes=CLASSES
+    )
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            layer.bias.assign(rng.normal(0, 0.5, layer.bias.shape))
+    return model
+
+
+def head_params(w):
+    return (INPUTS + 1) * w + (w + 1) * w + (w + 1) * CLASSES
+
+
+def data(n=64, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, INPUTS)).astype("float32")
+    return x, rng.integers(0, CLASSES, n)
+
+
+def run_file(path, x):
+    """An independent LiteRT run of a written file."""
+    interpreter = Interpreter(model_path=path)
+    (inp,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(inp["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    (out,) = interpreter.get_output_details()
+    return interpreter.get_tensor(out["index"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("widths")
+    model = head()
+    x, y = data()
+    rows = export_widths(
+        model,
+        WIDTHS,
+        out,
+        data=(x, y),
+        metric=keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        name="head",
+        repeats=5,
+        verbose=0,
+    )
+    return out, model, rows
+
+
+def test_rows_and_files(exported):
+    out, _, rows = exported
+    assert [r["width"] for r in rows] == list(WIDTHS)
+    for row in rows:
+        assert row["params"] == head_params(row["width"])
+        assert row["path"] == os.path.join(out, f"head_w{row['width']}.tflite")
+        assert os.path.getsize(row["path"]) == row["bytes"]
+        assert row["latency_ms"] > 0
+        assert row["max_abs_diff"] < 1e-4
+    sizes = [r["bytes"] for r in rows]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    assert sorted(os.listdir(out)) == sorted(
+        [f"head_w{w}.tflite" for w in WIDTHS] + ["head_widths.csv"]
+    )
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_litert_outputs_equal_keras_masked_model(exported, width):
+    _, model, rows = exported
+    x, _ = data(32, seed=5)
+    got = run_file(rows[WIDTHS.index(width)]["path"], x)
+    set_width(model, width)
+    try:
+        expected = model.predict(x, verbose=0)
+    finally:
+        set_width(model, None)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_metric_is_computed_on_the_file(exported):
+    _, model, rows = exported
+    x, y = data()
+    for row in rows:
+        set_width(model, row["width"])
+        predicted = np.argmax(model.predict(x, verbose=0), axis=-1)
+        assert row["accuracy"] == pytest.approx(np.mean(predicted == y))
+    set_width(model, None)
+
+
+def test_model_left_unchanged(exported):
+    _, model, _ = exported
+    assert [layer.width for layer in model.layers[2:5:2]] == [None, None]
+    assert len(model.layers) == 6
+
+
+def test_csv_and_table(exported):
+    out, _, rows = exported
+    with open(out / "head_widths.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == [
+        "width",
+        "params",
+        "bytes",
+        "latency_ms",
+        "max_abs_diff",
+        "accuracy",
+        "path",
+    ]
+    for written, row in zip(table, rows):
+        assert int(written["params"]) == row["params"]
+        assert float(written["accuracy"]) == row["accuracy"]
+    text = format_width_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "width",
+        "params",
+        "bytes",
+        "ms",
+        "max|diff|",
+        "accuracy",
+    ]
+    assert len(lines) == 2 + len(WIDTHS)
+    assert lines[2].split()[:3] == [
+        "2",
+        f"{head_params(2):,}",
+        f"{rows[0]['bytes']:,}",
+    ]
+
+
+def test_callable_metric_and_compiled_loss(tmp_path):
+    model = head(seed=3)
+    x, _ = data(16)
+    target = np.random.default_rng(2).normal(size=(16, CLASSES))
+    model.compile(loss="mse")
+    rows = export_widths(
+        model, [3], tmp_path, data=(x, target), repeats=2, verbose=0
+    )
+    set_width(model, 3)
+    expected = np.mean((model.predict(x, verbose=0) - target) ** 2)
+    assert rows[0]["mse"] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "widths,match",
+    [([], r"widths=\[\]"), ([2, 0], r"widths=\[2, 0\]"), ([3, 11], "11")],
+)
+def test_bad_widths_write_nothing(tmp_path, widths, match):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=match):
+        export_widths(head(), widths, out, verbose=0)
+    assert not out.exists()
+
+
+def test_data_without_metric(tmp_path):
+    with pytest.raises(ValueError, match="metric=None"):
+        export_widths(head(), [2], tmp_path, data=data(), verbose=0)
+    with pytest.raises(ValueError, match="pair"):
+        export_widths(head(), [2], tmp_path, data=data()[0], verbose=0)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,192 @@
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tdrop import apply_targeted_dropout
+from keras_tdrop.pruning import compare_sweeps
+from keras_tdrop.pruning import format_sweep
+from keras_tdrop.pruning import plot_sweeps
+from keras_tdrop.pruning import sparsity_report
+from keras_tdrop.pruning import write_csv
+from keras_tdrop.pruning.report import format_rows
+
+
+def rows_of(accuracies, sparsity=(0.0, 0.5, 0.9)):
+    return [
+        {"fraction": f, "sparsity": s, "loss": 1.0 - a, "accuracy": a}
+        for f, s, a in zip((0.0, 0.5, 0.9), sparsity, accuracies)
+    ]
+
+
+PLAIN = rows_of((0.98, 0.97, 0.41))
+TARGETED = rows_of((0.97, 0.97, 0.95))
+
+
+def test_sparsity_report_counts():
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.Conv2D(3, 2, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(5, name="fc")(x)
+    model = keras.Model(inputs, outputs)
+    conv = np.ones((2, 2, 2, 3), "float32")
+    conv[..., 1] = 0.0  # a whole filter
+    conv[0, 0, 0, 2] = 0.0
+    fc = np.ones((27, 5), "float32")
+    fc[:10, 0] = 0.0
+    model.get_layer("conv").kernel.assign(conv)
+    model.get_layer("fc").kernel.assign(fc)
+    rows = sparsity_report(model, verbose=0)
+    assert rows == [
+        dict(
+            layer="conv",
+            parameters=27,
+            weights=24,
+            zeros=9,
+            sparsity=9 / 24,
+            units=3,
+            zero_units=1,
+        ),
+        dict(
+            layer="fc",
+            parameters=140,
+            weights=135,
+            zeros=10,
+            sparsity=10 / 135,
+            units=5,
+            zero_units=0,
+        ),
+        dict(
+            layer="total",
+            parameters=model.count_params(),
+            weights=159,
+            zeros=19,
+            sparsity=19 / 159,
+            units=8,
+            zero_units=1,
+        ),
+    ]
+    # Wrapped layers report the kernels they wrap.
+    wrapped = apply_targeted_dropout(model, exclude_logits=False)
+    assert [r["zeros"] for r in sparsity_report(wrapped, verbose=0)] == [
+        9,
+        10,
+        19,
+    ]
+
+
+def test_sparsity_report_prints_table(capsys):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.layers[0].kernel.assign(np.zeros((3, 2)))
+    sparsity_report(model)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "layer",
+        "parameters",
+        "weights",
+        "zeros",
+        "sparsity",
+        "units",
+        "zero_units",
+    ]
+    assert lines[-1].split() == ["total", "8", "6", "6", "1.0000", "2", "2"]
+
+
+def test_format_rows():
+    text = format_rows([{"layer": "fc1", "n": 12, "x": 0.5}, {"layer": "b"}])
+    assert text.splitlines() == [
+        "layer   n       x",
+        "-----  --  ------",
+        "fc1    12  0.5000",
+        "b",
+    ]
+
+
+def test_compare_sweeps_and_table():
+    rows = compare_sweeps({"plain": PLAIN, "targeted": TARGETED})
+    assert rows[2] == {
+        "prune_fraction": 0.9,
+        "sparsity": 0.9,
+        "accuracy_plain": 0.41,
+        "accuracy_targeted": 0.95,
+    }
+    assert format_sweep({"plain": PLAIN, "targeted": TARGETED}) == "\n".join(
+        [
+            "prune %  sparsity    plain  targeted",
+            "-------  --------  -------  --------",
+            "     0%    0.0000   0.9800    0.9700",
+            "    50%    0.5000   0.9700    0.9700",
+            "    90%    0.9000   0.4100    0.9500",
+        ]
+    )
+    assert compare_sweeps({"plain": PLAIN}, "loss")[1]["loss_plain"] == (
+        pytest.approx(0.03)
+    )
+
+
+def test_different_sparsities_get_their_columns():
+    other = rows_of((0.9, 0.8, 0.7), sparsity=(0.0, 0.45, 0.8))
+    rows = compare_sweeps({"cnn": PLAIN, "mlp": other})
+    assert list(rows[1]) == [
+        "prune_fraction",
+        "sparsity_cnn",
+        "accuracy_cnn",
+        "sparsity_mlp",
+        "accuracy_mlp",
+    ]
+    table = format_sweep({"cnn": PLAIN, "mlp": other}).splitlines()
+    assert table[0] == "prune %  sp. cnn      cnn  sp. mlp      mlp"
+    assert table[4] == "    90%   0.9000   0.4100   0.8000   0.7000"
+
+
+def test_single_sweep_table():
+    assert format_sweep(PLAIN).splitlines()[:3] == [
+        "prune %  sparsity     loss  accuracy",
+        "-------  --------  -------  --------",
+        "     0%    0.0000   0.0200    0.9800",
+    ]
+
+
+def test_bad_sweeps():
+    with pytest.raises(ValueError, match=r"sweeps=list"):
+        compare_sweeps([PLAIN])
+    with pytest.raises(ValueError, match=r"'short' has \[0.0\]"):
+        compare_sweeps({"plain": PLAIN, "short": PLAIN[:1]})
+
+
+def test_write_csv_is_atomic(tmp_path):
+    path = tmp_path / "rows.csv"
+    write_csv(compare_sweeps({"plain": PLAIN}), path)
+    with open(path, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert table[2] == {
+        "prune_fraction": "0.900000",
+        "sparsity": "0.900000",
+        "accuracy_plain": "0.410000",
+    }
+    before = path.read_bytes()
+    with pytest.raises(ValueError):
+        # A row with a column the header lacks fails half way.
+        write_csv([{"a": 1.0}, {"b": 2.0}], path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["rows.csv"]
+
+
+def test_plot_has_one_curve_per_model(tmp_path):
+    from matplotlib.image import imread
+
+    path = tmp_path / "sweeps.png"
+    third = rows_of((0.5, 0.6, 0.7))
+    plot_sweeps({"a": PLAIN, "b": TARGETED, "c": third}, path, title="t")
+    pixels = (imread(path)[..., :3] * 255).round().astype(int)
+    colours = {tuple(p) for p in pixels.reshape(-1, 3)}
+    # matplotlib's first three cycle colours: one curve each.
+    for colour in ((31, 119, 180), (255, 127, 14), (44, 160, 44)):
+        assert colour in colours
+    path2 = tmp_path / "two.png"
+    plot_sweeps({"a": PLAIN, "b": TARGETED}, path2)
+    pixels = (imread(path2)[..., :3] * 255).round().astype(int)
+    assert (44, 160, 44) not in {tuple(p) for p in pixels.reshape(-1, 3)}

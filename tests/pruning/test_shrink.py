@@ -1,0 +1,303 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_tdrop.pruning import apply_masks
+from keras_tdrop.pruning import compute_masks
+from keras_tdrop.pruning.shrink import remove_units
+from keras_tdrop.pruning.shrink import shrink
+
+L = keras.layers
+
+
+def randomize(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        value = rng.normal(size=v.shape)
+        if "variance" in v.name:
+            value = np.abs(value) + 0.5
+        v.assign(value.astype("float32"))
+    return model
+
+
+def numpy_weights(model):
+    return {v.path: ops.convert_to_numpy(v).copy() for v in model.weights}
+
+
+def assert_same_outputs(a, b, x):
+    ya = ops.convert_to_numpy(a(x, training=False))
+    yb = ops.convert_to_numpy(b(x, training=False))
+    np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5)
+
+
+def dense_chain():
+    inputs = keras.Input((6,), name="features")
+    x = L.Dense(8, activation="relu", name="a")(inputs)
+    x = L.Dropout(0.5, name="drop")(x)
+    x = L.Dense(5, activation="tanh", name="b")(x)
+    outputs = L.Dense(3, name="out")(x)
+    return randomize(keras.Model(inputs, outputs))
+
+
+def unit_masks(model, columns):
+    """Unit masks zeroing the given columns of the named kernels."""
+    masks = {}
+    for name, dropped in columns.items():
+        kernel = model.get_layer(name).kernel
+        mask = np.ones(kernel.shape, "float32")
+        mask[..., dropped] = 0.0
+        masks[kernel.path] = mask
+    return masks
+
+
+def test_remove_units_dense_chain_matches_numpy():
+    model = dense_chain()
+    before = numpy_weights(model)
+    x = np.random.default_rng(1).normal(size=(16, 6)).astype("float32")
+    small, rows = remove_units(
+        model, {"a": np.array([0, 2, 3, 7]), "b": np.array([1, 4])}
+    )
+    assert rows == [
+        dict(layer="a", units=8, kept=4, removed=4, refused=0, reason=""),
+        dict(layer="b", units=5, kept=2, removed=3, refused=0, reason=""),
+    ]
+    w = {k.split("/")[0] + k.split("/")[1][0]: v for k, v in before.items()}
+    h = np.maximum(x @ w["ak"][:, [0, 2, 3, 7]] + w["ab"][[0, 2, 3, 7]], 0)
+    h = np.tanh(h @ w["bk"][[0, 2, 3, 7]][:, [1, 4]] + w["bb"][[1, 4]])
+    expected = h @ w["outk"][[1, 4]] + w["outb"]
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(small(x)), expected, rtol=1e-5, atol=1e-5
+    )
+    assert [layer.name for layer in small.layers] == [
+        "features",
+        "a",
+        "drop",
+        "b",
+        "out",
+    ]
+    assert small.count_params() == (6 * 4 + 4) + (4 * 2 + 2) + (2 * 3 + 3)
+    for v in model.weights:
+        np.testing.assert_array_equal(ops.convert_to_numpy(v), before[v.path])
+
+
+def test_drop_layers_and_sequential():
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            L.Dense(6, name="a"),
+            L.Dropout(0.3, name="drop"),
+            L.Dense(2, name="out"),
+        ]
+    )
+    randomize(model)
+    small, _ = remove_units(
+        model, {"a": np.arange(3)}, drop_layers=["drop"], strict=True
+    )
+    assert [layer.name for layer in small.layers][1:] == ["a", "out"]
+    x = np.random.default_rng(2).normal(size=(5, 4)).astype("float32")
+    weights = [ops.convert_to_numpy(w) for w in model.weights]
+    expected = (x @ weights[0][:, :3] + weights[1][:3]) @ weights[2][:3]
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(small(x)), expected + weights[3], rtol=1e-5
+    )
+
+
+def test_shrink_dense_folds_constant_units():
+    model = dense_chain()
+    # Positive biases: the removed relu units of `a` output a nonzero
+    # constant, which only the bias fold keeps in the function.
+    model.get_layer("a").bias.assign(np.linspace(0.5, 1.2, 8))
+    masks = unit_masks(model, {"a": [1, 4, 5, 6], "b": [0, 3]})
+    x = np.random.default_rng(3).normal(size=(32, 6)).astype("float32")
+    small, rows = shrink(model, masks)
+    assert [(r["layer"], r["kept"], r["removed"]) for r in rows] == [
+        ("a", 4, 4),
+        ("b", 3, 2),
+    ]
+    assert_same_outputs(small, apply_masks(model, masks), x)
+    assert small.get_layer("a").kernel.shape == (6, 4)
+    assert small.get_layer("b").kernel.shape == (4, 3)
+    assert small.get_layer("out").kernel.shape == (3, 3)
+    unfolded, _ = remove_units(
+        apply_masks(model, masks),
+        {"a": np.array([0, 2, 3, 7]), "b": np.array([1, 2, 4])},
+    )
+    difference = ops.convert_to_numpy(unfolded(x) - small(x))
+    assert np.abs(difference).max() > 1e-2
+
+
+def conv_bn_model(padding="valid"):
+    inputs = keras.Input((10, 10, 3))
+    x = L.Conv2D(8, 3, name="c1")(inputs)
+    x = L.BatchNormalization(name="bn1")(x)
+    x = L.ReLU(name="relu1")(x)
+    x = L.MaxPooling2D(name="pool")(x)
+    x = L.Conv2D(6, 3, padding=padding, activation="relu", name="c2")(x)
+    x = L.Flatten(name="flat")(x)
+    x = L.Dense(5, activation="relu", name="fc")(x)
+    outputs = L.Dense(3, name="out")(x)
+    return randomize(keras.Model(inputs, outputs), seed=4)
+
+
+def test_shrink_conv_bn_flatten():
+    model = conv_bn_model()
+    masks = unit_masks(model, {"c1": [0, 5, 6], "c2": [1, 2], "fc": [4]})
+    x = np.random.default_rng(5).normal(size=(4, 10, 10, 3)).astype("float32")
+    small, rows = shrink(model, masks, strict=True)
+    assert [r["removed"] for r in rows] == [3, 2, 1]
+    assert_same_outputs(small, apply_masks(model, masks), x)
+    kept = [1, 2, 3, 4, 7]
+    assert small.get_layer("c1").kernel.shape == (3, 3, 3, 5)
+    assert small.get_layer("c2").kernel.shape == (3, 3, 5, 4)
+    # conv2 output 2x2x6 flattened: 4 positions x 4 kept channels.
+    assert small.get_layer("fc").kernel.shape == (16, 4)
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(getattr(small.get_layer("bn1"), name)),
+            ops.convert_to_numpy(getattr(model.get_layer("bn1"), name))[kept],
+        )
+
+
+def test_same_padding_keeps_nonzero_constants():
+    model = conv_bn_model(padding="same")
+    masks = unit_masks(model, {"c1": [0, 5, 6]})
+    beta = ops.convert_to_numpy(model.get_layer("bn1").beta).copy()
+    beta[[0, 5, 6]] = 100.0
+    model.get_layer("bn1").beta.assign(beta)
+    # bn1 makes the removed channels positive constants, that a same-padded
+    # 3x3 convolution sees unevenly at the borders: refused.
+    small, rows = shrink(model, masks)
+    assert rows[0]["removed"] == 0 and rows[0]["refused"] == 3
+    assert "c2" in rows[0]["reason"]
+    x = np.random.default_rng(6).normal(size=(2, 10, 10, 3)).astype("float32")
+    assert_same_outputs(small, apply_masks(model, masks), x)
+    with pytest.raises(ValueError, match=r"layer 'c2' \(Conv2D\)"):
+        shrink(model, masks, strict=True)
+    # A constant of zero (beta very negative before the relu) is removable.
+    beta[[0, 5, 6]] = -100.0
+    model.get_layer("bn1").beta.assign(beta)
+    small, rows = shrink(model, masks, strict=True)
+    assert rows[0]["removed"] == 3
+    assert_same_outputs(small, apply_masks(model, masks), x)
+
+
+def residual_model():
+    inputs = keras.Input((6, 6, 2))
+    x = L.Conv2D(4, 3, activation="relu", name="stem")(inputs)
+    y = L.Conv2D(4, 1, name="branch")(x)
+    y = L.BatchNormalization(name="bn")(y)
+    x = L.Add(name="add")([x, y])
+    x = L.ReLU(name="relu")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    outputs = L.Dense(2, name="out")(x)
+    return randomize(keras.Model(inputs, outputs), seed=7)
+
+
+def test_residual_block_removes_shared_channels():
+    model = residual_model()
+    masks = unit_masks(model, {"stem": [1, 3], "branch": [1, 3]})
+    small, rows = shrink(model, masks, strict=True)
+    assert [r["removed"] for r in rows] == [2, 2]
+    assert small.get_layer("out").kernel.shape == (2, 2)
+    assert small.get_layer("bn").gamma.shape == (2,)
+    x = np.random.default_rng(8).normal(size=(3, 6, 6, 2)).astype("float32")
+    assert_same_outputs(small, apply_masks(model, masks), x)
+
+
+def test_residual_block_refuses_different_channels():
+    model = residual_model()
+    masks = unit_masks(model, {"stem": [1, 3], "branch": [0, 3]})
+    small, rows = shrink(model, masks)
+    # Only channel 3 is removed in both branches of the sum.
+    assert [(r["removed"], r["refused"]) for r in rows] == [(1, 1), (1, 1)]
+    assert all("add: its branches keep different" in r["reason"] for r in rows)
+    x = np.random.default_rng(9).normal(size=(3, 6, 6, 2)).astype("float32")
+    assert_same_outputs(small, apply_masks(model, masks), x)
+    with pytest.raises(ValueError, match=r"'add' \(Add\).*different channels"):
+        remove_units(
+            model,
+            {"stem": np.array([0, 2]), "branch": np.array([1, 2])},
+            strict=True,
+        )
+
+
+def test_refuses_outputs_and_unsliceable_layers():
+    inputs = keras.Input((5,))
+    x = L.Dense(6, name="fc")(inputs)
+    x = L.LayerNormalization(name="norm")(x)
+    outputs = L.Dense(3, name="logits")(x)
+    model = randomize(keras.Model(inputs, outputs))
+    masks = compute_masks(model, 0.4, "unit", exclude_logits=False)
+    small, rows = shrink(model, masks)
+    assert [(r["layer"], r["removed"]) for r in rows] == [
+        ("fc", 0),
+        ("logits", 0),
+    ]
+    assert "norm: it cannot be sliced" in rows[0]["reason"]
+    assert "its output is a model output" in rows[1]["reason"]
+    x = np.random.default_rng(10).normal(size=(4, 5)).astype("float32")
+    assert_same_outputs(small, apply_masks(model, masks), x)
+
+
+def test_unit_pruned_mnist_cnn_shrinks_exactly():
+    from keras_tdrop.models import mnist_cnn
+
+    model = randomize(mnist_cnn(filters=(8, 16), units=32), seed=11)
+    masks = compute_masks(model, 0.5, "unit", exclude=["stem"])
+    small, rows = shrink(model, masks, strict=True)
+    assert [(r["layer"], r["kept"]) for r in rows] == [
+        ("conv2", 8),
+        ("fc1", 16),
+    ]
+    assert small.get_layer("fc1").kernel.shape == (5 * 5 * 8, 16)
+    x = np.random.default_rng(12).normal(size=(2, 28, 28, 1)).astype("float32")
+    assert_same_outputs(small, apply_masks(model, masks), x)
+
+
+@pytest.mark.parametrize(
+    "keep, drop, match",
+    [
+        ({"nope": [0]}, (), r"Received: 'nope'"),
+        ({"drop": [0]}, (), r"Dense and Conv.*'drop' \(Dropout\)"),
+        ({"a": [3, 1]}, (), r"keep\['a'\].*Received: \[3, 1\]"),
+        ({"a": [0, 8]}, (), r"\[0, 8\)"),
+        ({"a": []}, (), r"non-empty"),
+        ({"a": [0.5]}, (), r"ints"),
+        ({}, ("ghost",), r"drop_layers.*'ghost'"),
+    ],
+)
+def test_bad_arguments(keep, drop, match):
+    with pytest.raises(ValueError, match=match):
+        remove_units(dense_chain(), keep, drop_layers=drop)
+
+
+def test_bad_types():
+    with pytest.raises(TypeError, match=r"keep=list"):
+        remove_units(dense_chain(), [1, 2])
+    with pytest.raises(TypeError, match=r"model="):
+        shrink("model.keras")
+
+
+def test_bias_free_conv_bn_and_wrapped_model():
+    from keras_tdrop import apply_targeted_dropout
+
+    inputs = keras.Input((7, 7, 2))
+    x = L.Conv2D(6, 3, use_bias=False, name="c1")(inputs)
+    # BatchNormalization turns a removed filter's 0 into a constant.
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.GlobalMaxPooling2D(name="gmp")(x)
+    x = L.Dense(4, use_bias=False, name="fc")(x)
+    outputs = L.Dense(2, name="out")(x)
+    model = randomize(keras.Model(inputs, outputs), seed=13)
+    wrapped = apply_targeted_dropout(model, exclude_logits=True)
+    masks = unit_masks(model, {"c1": [0, 2, 3]})
+    small, rows = shrink(wrapped, masks, strict=True)
+    assert rows[0]["removed"] == 3
+    assert all(
+        type(layer).__name__ != "TargetedDropout" for layer in small.layers
+    )
+    # fc had no bias: the folded constants gave it one.
+    assert small.get_layer("fc").use_bias
+    x = np.random.default_rng(14).normal(size=(3, 7, 7, 2)).astype("float32")
+    assert_same_outputs(small, apply_masks(model, masks), x)

@@ -8,7 +8,17 @@ export TFDS_DATA_DIR ?= $(SHARED_TFDS)
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-all lint clean
+.PHONY: demo test test-all bench lint clean test-jax test-torch test-backends
+
+# The backend-agnostic core suite, run again under JAX and PyTorch.
+CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_schedules.py \
+	tests/layers/test_targeted_dropout.py tests/layers/test_kernel_mask.py \
+	tests/layers/test_triangular_dropout.py tests/callbacks/test_ramping.py \
+	tests/test_wrapping.py tests/pruning/test_masks.py \
+	tests/pruning/test_shrink.py tests/test_truncation.py \
+	tests/reliability/test_backends.py tests/reliability/test_properties.py \
+	tests/reliability/test_mixed_precision.py \
+	tests/reliability/test_resume.py tests/reliability/test_safe_mode.py)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +34,31 @@ test: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m ""
+
+# JAX from PyPI (~600 MB); torch 2.13.0 is the CPU build on this machine's
+# disk (any other torch spec downloads a multi-GB CUDA build).
+$(VENV)/.jax: $(VENV)/.installed
+	$(PY) -m pip install -q "jax>=0.4.36,<0.11"
+	touch $@
+
+$(VENV)/.torch: $(VENV)/.installed
+	$(PY) -m pip install -q torch==2.13.0
+	touch $@
+
+test-jax: $(VENV)/.jax
+	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+
+test-torch: $(VENV)/.torch
+	KERAS_BACKEND=torch $(PY) -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+
+test-backends: test-jax test-torch
+
+# Benchmarks of issue 8 (small sizes; `make bench BENCH_ARGS=--full` for
+# the issue's sizes). Each prints RESULT lines; see BENCHMARKS.md.
+BENCHMARKS := td_overhead triangular_overhead ramp_overhead sweep_cost \
+	deployed_speed memory
+bench: $(VENV)/.installed
+	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_tdrop tests examples

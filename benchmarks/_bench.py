@@ -15,11 +15,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _SHARED_TFDS = os.path.abspath(
-    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tensorflow_datasets")
+    os.path.join(
+        os.path.dirname(__file__), "..", "..", "shared", "tensorflow_datasets"
+    )
 )
 if os.path.isdir(_SHARED_TFDS):
     os.environ.setdefault("TFDS_DATA_DIR", _SHARED_TFDS)
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+sys.path.insert(
+    0, os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+)
 
 
 def parser(description):
@@ -36,9 +40,7 @@ def parser(description):
 def load():
     """The 1/5/15-minute load averages and the core count, as text."""
     one, five, fifteen = os.getloadavg()
-    return (
-        f"load {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
-    )
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
 def interleave(fns, reps, warmup=2, inner=1, progress=True):

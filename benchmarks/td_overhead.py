@@ -7,8 +7,8 @@ same model without it; weight and unit targeting, and a naive wrapper that
 fully sorts every kernel each step (`NaiveSortDropout` below) as the point of
 comparison. `--xla` adds the same pair compiled with `jit_compile=True`.
 
-    python benchmarks/td_overhead.py           # ResNet-20 (width 0.5), batch 32
-    python benchmarks/td_overhead.py --full    # ResNet-20 (width 0.5), batch 128
+    python benchmarks/td_overhead.py          # ResNet-20 width 0.5, batch 32
+    python benchmarks/td_overhead.py --full   # ResNet-20 width 0.5, batch 128
 """
 
 import _bench
@@ -57,9 +57,7 @@ class NaiveSortDropout(keras.layers.Wrapper):
             kth = ops.take(
                 ops.sort(scores, axis=0), ops.minimum(k, rows - 1), axis=0
             )
-            noise = keras.random.uniform(
-                (rows, cols), seed=self.seed_generator
-            )
+            noise = keras.random.uniform((rows, cols), seed=self.seed_generator)
             drop = ops.logical_and(
                 ops.less(scores, kth), ops.less(noise, self.rate)
             )

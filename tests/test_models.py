@@ -175,7 +175,11 @@ def test_resnet_weight_decay_is_half_sum_of_squares():
         for layer in model.layers
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
     ]
-    expected = decay * sum(float((k.astype("float64") ** 2).sum()) for k in kernels) / 2
+    expected = (
+        decay
+        * sum(float((k.astype("float64") ** 2).sum()) for k in kernels)
+        / 2
+    )
     got = float(sum(np.asarray(loss) for loss in model.losses))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert not models.resnet(8, 0.25).losses

@@ -188,7 +188,8 @@ def plot_reconstructions(panels, originals, widths, path):
 
     `panels` maps a title to `{width: images}`, images `(k, h, w, 1)`.
     """
-    fig = _figure((3.2 * len(panels), 0.45 * (len(widths) + 1) + 0.8))
+    aspect = (len(widths) + 1) / len(originals)
+    fig = _figure((3.2 * len(panels), 3.2 * aspect + 0.6))
     labels = [f"z={w}" for w in widths] + ["input"]
     for i, (title, by_width) in enumerate(panels.items(), start=1):
         rows = [

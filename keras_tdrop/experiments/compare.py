@@ -51,11 +51,67 @@ def load_run(run_dir):
             f"run finished?). Received: run_dir={run_dir!r}"
         )
     label = os.path.basename(os.path.normpath(run_dir))
-    config_path = os.path.join(run_dir, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            label = json.load(f).get("experiment", label)
-    return label, sweeps
+    config = _config(run_dir)
+    return config.get("experiment", label), sweeps
+
+
+def _config(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def format_random_prune_table(runs, configs, metric="accuracy"):
+    """Table 7: random pruning before training vs post hoc pruning.
+
+    For every random-prune run (method `random_prune`, fraction p), its
+    accuracy as trained (already pruned at p); for every other run, its
+    accuracy pruned at p post hoc (the same targeting). Columns are the
+    fractions of the random-prune runs; None if there is none.
+    """
+    random = {
+        label: configs[label]["params"]
+        for label in runs
+        if configs.get(label, {}).get("method") == "random_prune"
+    }
+    if not random:
+        return None
+    columns = sorted(
+        {(p["targeting"], round(p["fraction"], 6)) for p in random.values()}
+    )
+
+    def value(label, targeting, fraction):
+        rows = runs[label].get(targeting, [])
+        if label in random:
+            params = random[label]
+            if (params["targeting"], round(params["fraction"], 6)) != (
+                targeting,
+                fraction,
+            ):
+                return None
+            fraction = 0.0
+        found = [r[metric] for r in rows if round(r["fraction"], 6) == fraction]
+        return found[0] if found else None
+
+    names = ["random-prune"] + [label for label in runs if label not in random]
+    width = max(len(n) for n in names)
+    head = f"{'':<{width}}  " + "  ".join(
+        f"{t} {f * 100:>3.0f}%" for t, f in columns
+    )
+    lines = [f"random pruning vs post hoc pruning, test {metric} (%)", head]
+    lines.append("-" * len(head))
+    for name in names:
+        cells = []
+        for targeting, fraction in columns:
+            labels = list(random) if name == "random-prune" else [name]
+            found = [value(label, targeting, fraction) for label in labels]
+            found = [v for v in found if v is not None]
+            text = f"{found[0] * 100:.2f}" if found else "-"
+            cells.append(f"{text:>{len(targeting) + 5}}")
+        lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
 
 
 def _unique_labels(labels, dirs):
@@ -152,7 +208,9 @@ def compare(run_dirs, out=None, fractions=None, verbose=1):
         verbose: 0 prints nothing.
 
     Returns:
-        `{"weight": table text, "unit": table text}`.
+        `{"weight": table text, "unit": table text}`, and
+        `"random_prune"` (Table 7, `format_random_prune_table`) when some
+        runs are random-prune runs.
 
     Example:
     >>> compare(["runs/none", "runs/ramping_weight"], out="runs/compare")
@@ -179,6 +237,12 @@ def compare(run_dirs, out=None, fractions=None, verbose=1):
             tables[targeting] = format_table(runs, targeting)
             if verbose:
                 print(tables[targeting] + "\n")
+    configs = {label: _config(d) for label, d in zip(labels, run_dirs)}
+    random_table = format_random_prune_table(runs, configs)
+    if random_table is not None:
+        tables["random_prune"] = random_table
+        if verbose:
+            print(random_table + "\n")
     if out is not None:
         os.makedirs(out, exist_ok=True)
         plot_sweeps(runs, os.path.join(out, "compare.png"))

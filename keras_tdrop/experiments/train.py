@@ -451,6 +451,7 @@ def train(
             train_ds,
             epochs=config["recipe"]["epochs"],
             validation_data=test_ds,
+            shuffle=False,  # the dataset shuffles itself
             callbacks=_callbacks(config, run_dir, callbacks),
             verbose=verbose,
         )

@@ -21,7 +21,9 @@ QUANTIZE = (None, "dynamic", "int8")
 
 # Largest accepted max |TFLite - Keras|, as a fraction of the range of the
 # Keras outputs on the sample batch (max - min; 1 if they are constant).
-TOLERANCES = {None: 1e-4, "dynamic": 0.05, "int8": 0.1}
+# Measured on the MNIST CNN (examples/export_sizes.py): float <= 2e-7,
+# dynamic <= 0.27%, int8 <= 0.44% of the range; about 10x margin.
+TOLERANCES = {None: 1e-4, "dynamic": 0.02, "int8": 0.05}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +108,8 @@ def to_tflite(
         sample_size: int, rows of the default sample batch.
         calibration_steps: int, examples used to calibrate `"int8"`.
         tolerance: accepted max |diff| as a fraction of the output range
-            (default `TOLERANCES[quantize]`: 1e-4 float, 0.05 dynamic,
-            0.1 int8).
+            (default `TOLERANCES[quantize]`: 1e-4 float, 0.02 dynamic,
+            0.05 int8).
         repeats: int, interpreter invocations timed for `latency_ms`.
         num_threads: passed to the interpreter.
 

@@ -34,7 +34,7 @@ def _metric(metric, model):
             raise ValueError(
                 "`data` was given without `metric`, and the model is not "
                 "compiled with a loss to use instead. Pass e.g. "
-                "metric='accuracy'. Received: metric=None"
+                "metric='sparse_categorical_accuracy'. Received: metric=None"
             )
     if isinstance(metric, str):
         try:
@@ -106,7 +106,8 @@ def export_widths(
         out_dir: folder for the files (created if missing).
         data: optional `(x, y)` arrays to evaluate each file on.
         metric: what to compute on `data`: a Keras metric or loss, by name
-            (`"accuracy"`, `"binary_crossentropy"`) or object, or a callable
+            (`"sparse_categorical_accuracy"`, `"binary_crossentropy"`; as
+            `keras.metrics.get` resolves it) or object, or a callable
             `(y_true, y_pred)` whose mean is taken; default the model's
             compiled loss.
         name: file name prefix (default the model's name).
@@ -123,7 +124,7 @@ def export_widths(
 
     Example:
     >>> rows = export_widths(model, [4, 8, 16, 32], "tflite_out",
-    ...                      data=(x_test, y_test), metric="accuracy")
+    ...     data=(x_test, y_test), metric="sparse_categorical_accuracy")
     >>> print(format_width_table(rows))
     """
     widths = _check_widths(widths)
@@ -178,20 +179,20 @@ def _format_row(row):
 
 def format_width_table(rows):
     """The rows of `export_widths` as a fixed-width text table."""
-    extra = _extra_columns(rows)
+    extra = {k: max(8, len(k)) for k in _extra_columns(rows)}
     header = (
         f"{'width':>6}  {'params':>12}  {'bytes':>12}  {'ms':>8}  "
         f"{'max|diff|':>9}"
-    ) + "".join(f"  {k:>12}" for k in extra)
+    ) + "".join(f"  {k:>{n}}" for k, n in extra.items())
     lines = [
         header,
-        "  ".join("-" * n for n in (6, 12, 12, 8, 9) + (12,) * len(extra)),
+        "  ".join("-" * n for n in (6, 12, 12, 8, 9, *extra.values())),
     ]
     for row in rows:
         lines.append(
             f"{row['width']:>6}  {row['params']:>12,}  {row['bytes']:>12,}  "
             f"{row['latency_ms']:>8.3f}  {row['max_abs_diff']:>9.2g}"
-            + "".join(f"  {row[k]:>12.4f}" for k in extra)
+            + "".join(f"  {row[k]:>{n}.4f}" for k, n in extra.items())
         )
     return "\n".join(lines)
 

@@ -105,6 +105,10 @@ def compute_masks(
     targeting_lib.check_targeting(targeting)
     kernels = prunable_kernels(model, exclude, exclude_logits)
     check_options(kernels, targeting, scope, block_size, criterion, scores)
+    if not kernels:
+        return {}
+    if criterion == "magnitude" and scores is None:
+        _check_finite({k.path: k.value for k in kernels}, "kernel")
     if block_size is not None:
         count = int(np.floor(fraction * block_size * (1.0 + 2.0**-20)))
         return _block_masks(kernels, count, block_size, criterion, scores, seed)
@@ -163,6 +167,8 @@ def nm_masks(
         )
     kernels = prunable_kernels(model, exclude, exclude_logits)
     check_options(kernels, "weight", "local", m, criterion, scores)
+    if criterion == "magnitude" and scores is None:
+        _check_finite({k.path: k.value for k in kernels}, "kernel")
     return _block_masks(kernels, m - n, m, criterion, scores, seed)
 
 
@@ -211,6 +217,7 @@ def check_options(kernels, targeting, scope, block_size, criterion, scores):
                 f"`scores` names a variable that is not a prunable kernel. "
                 f"Received: path={path!r}"
             )
+    _check_finite(scores, "scores for")
     for path, shape in paths.items():
         if path not in scores:
             raise ValueError(
@@ -223,6 +230,16 @@ def check_options(kernels, targeting, scope, block_size, criterion, scores):
             raise ValueError(
                 f"The scores for {path!r} have shape {got}, the kernel has "
                 f"{shape}."
+            )
+
+
+def _check_finite(arrays, what):
+    for path, value in arrays.items():
+        if not np.all(np.isfinite(ops.convert_to_numpy(value))):
+            raise ValueError(
+                f"The {what} {path!r} has non-finite values (NaN or Inf), "
+                "which cannot be ranked. Received: "
+                f"{what} {path!r} with NaN or Inf"
             )
 
 

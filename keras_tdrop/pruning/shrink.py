@@ -532,6 +532,7 @@ def shrink(model, masks=None, strict=False):
         raise TypeError(
             f"`model` must be a keras.Model. Received: model={model!r}"
         )
+    _graph(model)  # a Sequential or functional model, or a ValueError
     if targeted_dropout_layers(model):
         model = strip_targeted_dropout(model)
     if masks is not None:

@@ -112,6 +112,7 @@ def prune_sweep(
         criterion,
         scores,
     )
+    _check_data(data)
     if metrics is None and not model.compiled:
         raise ValueError(
             "`prune_sweep` needs a compiled model or `metrics`. Received: "
@@ -235,6 +236,19 @@ def sweep_models(
             xlabel=XLABELS[targeting],
         )
     return sweeps
+
+
+def _check_data(data):
+    if isinstance(data, tuple) and len(data) == 2:
+        size = len(data[0]) if hasattr(data[0], "__len__") else None
+    else:
+        cardinality = getattr(data, "cardinality", None)
+        size = int(cardinality()) if callable(cardinality) else None
+    if size == 0:
+        raise ValueError(
+            "`data` is empty: there are no examples to evaluate. "
+            "Received: data with 0 examples"
+        )
 
 
 def _plotted_metric(rows):

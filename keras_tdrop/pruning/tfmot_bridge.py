@@ -46,7 +46,7 @@ SUPPORTED_LAYERS = (
     "SpatialDropout2D",
     "ZeroPadding2D",
 )
-_BASE_ARGUMENTS = ("name", "trainable")
+_BASE_ARGUMENTS = ("name", "trainable", "dtype")
 
 
 def to_tfmot(
@@ -157,36 +157,41 @@ def to_tfmot(
     return tf_model
 
 
-def from_tfmot(tf_model, model):
-    """Weights and masks of a TF-MOT model, back in a copy of `model`.
+def from_tfmot(tf_model, model=None):
+    """Weights and masks of a TF-MOT model, back in Keras 3.
 
-    `tf_model` is what `to_tfmot` returned (wrapped, fine-tuned or not) or
-    its `strip_pruning` result; `model` is the Keras 3 model it was built
-    from, which defines the architecture (layers are matched by name) and
-    is not modified. The Keras 3 model is needed because the tf_keras
-    rebuild keeps only what TF-MOT understands; the weights are what
-    travels back. Kernels are multiplied by their masks, as `strip_pruning`
-    assumes they already are.
+    `tf_model` is a tf_keras model: what `to_tfmot` returned (wrapped,
+    fine-tuned or not), its `strip_pruning` result, or any tf_keras model
+    of the layers in `SUPPORTED_LAYERS`. With `model` (the Keras 3 model
+    it was built from, not modified), the result is a copy of `model`
+    (layers matched by name), keeping everything of the Keras 3 model
+    that tf_keras does not know; without it, the Keras 3 architecture is
+    rebuilt layer by layer from `tf_model`. Kernels are multiplied by their
+    masks, as `strip_pruning` assumes they already are.
 
     Returns:
-        `(keras_model, masks)`: a copy of `model` with the tf_keras weights,
+        `(keras_model, masks)`: the Keras 3 model with the tf_keras weights,
         and `{variable path of keras_model: mask}` read from the
         `PruneLowMagnitude` wrappers (empty for a stripped model).
     """
-    _check_model(model)
-    tf_keras, tfmot = _import_tfmot()
+    if model is not None:
+        _check_model(model)
+    tf_keras, _ = _import_tfmot()
     if not isinstance(tf_model, tf_keras.Model):
         raise TypeError(
             "`tf_model` must be a tf_keras model (what to_tfmot returns). "
             f"Received: tf_model={tf_model!r}"
         )
+    if model is None:
+        copy = _rebuild_in_keras(tf_model, tf_keras)
+    else:
+        copy = clone_with_weights(model)
     sources = {}
     for layer in tf_model.layers:
         if _is_pruning_wrapper(layer):
             sources[layer.layer.name] = (layer.layer, layer)
         else:
             sources[layer.name] = (layer, None)
-    copy = clone_with_weights(model)
     masks = {}
     for layer in copy.layers:
         if not layer.weights:
@@ -336,29 +341,50 @@ def _tfmot_prunes(layer, variable):
     )
 
 
-def _translate_layer(layer, tf_keras):
-    """The tf_keras layer of the same class, configuration and name."""
-    target_class = getattr(tf_keras.layers, type(layer).__name__)
-    accepted = set(inspect.signature(target_class.__init__).parameters)
+def _translate_layer(layer, lib):
+    """The layer of the same class, configuration and name in `lib`.
+
+    `lib` is tf_keras or keras: both name their layers, initializers,
+    regularizers and constraints alike; settings the target does not take
+    are left out (the weights are copied afterwards).
+    """
+    target_class = getattr(lib.layers, type(layer).__name__)
+    parameters = inspect.signature(target_class.__init__).parameters
+    accepted = set(parameters)
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        accepted.update(_BASE_ARGUMENTS)
     config = {}
     for key, value in layer.get_config().items():
-        if key == "dtype":
-            config[key] = layer.dtype_policy.name
-        elif key not in accepted and key not in _BASE_ARGUMENTS:
+        if key not in accepted:
             continue
+        if key == "dtype":
+            config[key] = _dtype_name(layer)
         elif isinstance(value, dict) and "class_name" in value:
-            config[key] = _translate_object(key, value, tf_keras)
+            config[key] = _translate_object(key, value, lib)
+        elif type(value).__name__ == "ListWrapper":  # tf_keras' tracked list
+            config[key] = list(value)
         else:
             config[key] = value
+    # tf_keras' BatchNormalization keeps `axis` as a list; Keras 3 an int.
+    axis = config.get("axis")
+    if target_class.__name__ == "BatchNormalization" and isinstance(
+        axis, (list, tuple)
+    ):
+        config["axis"] = axis[0] if len(axis) == 1 else axis
     return target_class(**config)
 
 
-def _translate_object(key, value, tf_keras):
+def _dtype_name(layer):
+    policy = getattr(layer, "dtype_policy", None)
+    return getattr(policy, "name", None) or layer.dtype
+
+
+def _translate_object(key, value, lib):
     plain = {"class_name": value["class_name"], "config": value["config"]}
     for suffix, module in (
-        ("initializer", tf_keras.initializers),
-        ("regularizer", tf_keras.regularizers),
-        ("constraint", tf_keras.constraints),
+        ("initializer", lib.initializers),
+        ("regularizer", lib.regularizers),
+        ("constraint", lib.constraints),
     ):
         if key.endswith(suffix):
             target_class = getattr(module, value["class_name"], None)
@@ -370,7 +396,7 @@ def _translate_object(key, value, tf_keras):
                 **{k: v for k, v in config.items() if k in accepted}
             )
     raise ValueError(
-        f"Cannot translate the setting {key}={value!r} to tf_keras."
+        f"Cannot translate the setting {key}={value!r} of a layer."
     )
 
 
@@ -407,6 +433,54 @@ def _rebuild(model, layers, tf_keras):
         inputs[0] if len(inputs) == 1 else inputs,
         outputs[0] if len(outputs) == 1 else outputs,
         name=model.name,
+    )
+
+
+def _rebuild_in_keras(tf_model, tf_keras):
+    """The Keras 3 model of a tf_keras one (pruning wrappers looked through)."""
+    layers = {}
+    for layer in tf_model.layers:
+        inner = layer.layer if _is_pruning_wrapper(layer) else layer
+        if isinstance(inner, tf_keras.layers.InputLayer):
+            continue
+        if type(inner).__name__ not in SUPPORTED_LAYERS:
+            raise ValueError(
+                f"The TF-MOT bridge does not support layer '{inner.name}' of "
+                f"type {type(inner).__name__}. Supported: "
+                f"{', '.join(SUPPORTED_LAYERS)}"
+            )
+        layers[layer.name] = _translate_layer(inner, keras)
+    tensors = {}
+
+    def resolve(tf_tensor):
+        if id(tf_tensor) in tensors:
+            return tensors[id(tf_tensor)]
+        layer, node_index, _ = tf_tensor._keras_history
+        if isinstance(layer, tf_keras.layers.InputLayer):
+            tensors[id(tf_tensor)] = keras.Input(
+                batch_shape=tuple(tf_tensor.shape),
+                dtype=tf_tensor.dtype.name,
+                name=layer.name,
+            )
+            return tensors[id(tf_tensor)]
+        node = layer._inbound_nodes[node_index]
+        args, kwargs = keras.tree.map_structure(
+            lambda x: resolve(x) if hasattr(x, "_keras_history") else x,
+            (node.call_args, node.call_kwargs),
+        )
+        outputs = layers[layer.name](*args, **kwargs)
+        for tf_output, output in zip(
+            keras.tree.flatten(node.outputs), _flatten(outputs)
+        ):
+            tensors[id(tf_output)] = output
+        return tensors[id(tf_tensor)]
+
+    inputs = [resolve(t) for t in tf_model.inputs]
+    outputs = [resolve(t) for t in tf_model.outputs]
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name=tf_model.name,
     )
 
 

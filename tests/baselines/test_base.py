@@ -86,7 +86,11 @@ def test_apply_wraps_a_copy_and_leaves_logits_and_caller_alone(name):
     for path in before:
         np.testing.assert_array_equal(before[path], after[path])
     # The wrapped layers start from the original's weights.
-    fc1 = wrapped.get_layer(f"{wrapped.layers[4].name}").layer
+    (fc1,) = [
+        w.layer
+        for w in baselines.baseline_layers(wrapped)
+        if w.layer.name == "fc1"
+    ]
     np.testing.assert_array_equal(
         ops.convert_to_numpy(fc1.kernel), before["fc1/kernel"]
     )

@@ -82,3 +82,41 @@ def test_bad_input(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no sweep_weight.csv"):
         compare.compare([str(tmp_path / "empty")])
+
+
+def test_random_prune_table(tmp_path):
+    runs = []
+    for fraction, accuracy in ((0.5, 0.9258), (0.9, 0.9066)):
+        path = tmp_path / f"rp{fraction}"
+        runs.append(
+            make_run(
+                path,
+                f"random_prune_weight_{fraction}",
+                [(0.0, accuracy), (0.5, 0.5)],
+            )
+        )
+        (path / "config.json").write_text(
+            json.dumps(
+                {
+                    "experiment": f"random_prune_weight_{fraction}",
+                    "method": "random_prune",
+                    "params": {"fraction": fraction, "targeting": "weight"},
+                }
+            )
+        )
+    runs.append(
+        make_run(
+            tmp_path / "td",
+            "ramping_weight",
+            [(0.0, 0.94), (0.5, 0.9329), (0.9, 0.9251)],
+        )
+    )
+    tables = compare.compare(runs, verbose=0)
+    assert tables["random_prune"].splitlines() == [
+        "random pruning vs post hoc pruning, test accuracy (%)",
+        "                weight  50%  weight  90%",
+        "-" * 40,
+        "random-prune          92.58        90.66",
+        "ramping_weight        93.29        92.51",
+    ]
+    assert "random_prune" not in compare.compare(runs[2:], verbose=0)

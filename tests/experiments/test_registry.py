@@ -1,6 +1,5 @@
 import json
 
-import keras
 import numpy as np
 import pytest
 
@@ -123,7 +122,7 @@ def _tiny_training_model(name):
 
 
 @pytest.mark.parametrize("name", registry.names())
-def test_every_experiment_builds_trains_strips_and_saves(name, tmp_path):
+def test_every_experiment_builds_trains_and_strips(name):
     spec = registry.get(name)
     if not registry.available(spec["method"]):
         pytest.skip(f"method {spec['method']!r} cannot be imported here")
@@ -154,10 +153,6 @@ def test_every_experiment_builds_trains_strips_and_saves(name, tmp_path):
         rtol=1e-4,
         atol=1e-5,
     )
-    path = tmp_path / "plain.keras"
-    plain.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(loaded(x), plain(x), rtol=1e-5)
 
 
 def test_ramp_scaled_to_the_run_matches_the_schedule():

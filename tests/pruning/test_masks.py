@@ -364,3 +364,24 @@ def test_bad_n_of_m():
         nm_masks(distinct_model(), 5, 4)
     with pytest.raises(ValueError, match=r"m=0"):
         nm_masks(distinct_model(), 1, 0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_kernels_and_scores_are_refused(bad):
+    model = distinct_model()
+    kernel = ops.convert_to_numpy(model.get_layer("fc").kernel).copy()
+    kernel[3, 2] = bad
+    model.get_layer("fc").kernel.assign(kernel)
+    with pytest.raises(ValueError, match=r"'fc/kernel' has non-finite"):
+        compute_masks(model, 0.5)
+    with pytest.raises(ValueError, match=r"'fc/kernel' has non-finite"):
+        nm_masks(model)
+    # Random pruning does not read the weights.
+    assert compute_masks(model, 0.5, criterion="random", seed=0)
+    clean = distinct_model()
+    scores = {
+        p: np.where(np.arange(k.size).reshape(k.shape) == 0, bad, 1.0)
+        for p, k in kernels_of(clean).items()
+    }
+    with pytest.raises(ValueError, match=r"scores for 'conv/kernel'"):
+        compute_masks(clean, 0.5, scores=scores)

@@ -272,6 +272,22 @@ def test_bad_arguments(keep, drop, match):
         remove_units(dense_chain(), keep, drop_layers=drop)
 
 
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.fc = L.Dense(3)
+
+    def call(self, x):
+        return self.fc(x)
+
+
+def test_bad_models():
+    with pytest.raises(ValueError, match=r"Sequential or functional"):
+        shrink(Subclassed())
+    with pytest.raises(ValueError, match=r"Sequential or functional"):
+        remove_units(keras.Sequential([L.Dense(2)]), {})
+
+
 def test_bad_types():
     with pytest.raises(TypeError, match=r"keep=list"):
         remove_units(dense_chain(), [1, 2])

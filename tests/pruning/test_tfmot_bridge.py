@@ -162,6 +162,11 @@ out["back_pruned_nonzero"] = sum(
     for v in back.weights if v.path in back_masks)
 out["original_unchanged"] = all(
     np.array_equal(a, v.numpy()) for a, v in zip(original, model.weights))
+fresh, fresh_masks = from_tfmot(tf_model)
+out["fresh_diff"] = maxdiff(fresh.predict(x, verbose=0), tuned)
+out["fresh_masks_equal"] = sorted(fresh_masks) == sorted(masks) and all(
+    np.array_equal(fresh_masks[p], m) for p, m in masks.items())
+out["fresh_layers"] = [type(l).__name__ for l in fresh.layers]
 back2, masks2 = from_tfmot(stripped, model)
 out["stripped_back_masks"] = len(masks2)
 out["stripped_back_diff"] = maxdiff(back2.predict(x, verbose=0), tuned)
@@ -204,6 +209,9 @@ zoo_tf = to_tfmot(zoo, zoo_masks)
 out["zoo_diff"] = maxdiff(
     zoo_tf.predict(x, verbose=0),
     apply_masks(zoo, zoo_masks).predict(x, verbose=0))
+zoo_back, _ = from_tfmot(tfmot.sparsity.keras.strip_pruning(zoo_tf))
+out["zoo_back_diff"] = maxdiff(
+    zoo_back.predict(x, verbose=0), zoo_tf.predict(x, verbose=0))
 
 schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, 0, frequency=1)
 own = to_tfmot(seq, schedule=schedule)
@@ -254,6 +262,23 @@ def test_round_trip_through_tfmot():
     assert out["back_pruned_nonzero"] == 0
     assert out["back_diff"] < 1e-5
     assert out["original_unchanged"]
+    # Without the Keras 3 model: the architecture is rebuilt from tf_keras.
+    assert out["fresh_diff"] < 1e-5 and out["fresh_masks_equal"]
+    assert out["fresh_layers"] == [
+        "InputLayer",
+        "Conv2D",
+        "BatchNormalization",
+        "Activation",
+        "DepthwiseConv2D",
+        "Conv2D",
+        "BatchNormalization",
+        "Add",
+        "MaxPooling2D",
+        "Flatten",
+        "Dropout",
+        "Dense",
+        "Dense",
+    ]
     assert out["stripped_back_masks"] == 0
     assert out["stripped_back_diff"] < 1e-5
     assert out["tflite_diff"] < 1e-4
@@ -264,7 +289,7 @@ def test_round_trip_through_tfmot():
         "c_a/kernel",
         "sep/pointwise_kernel",
     ]
-    assert out["zoo_diff"] < 1e-5
+    assert out["zoo_diff"] < 1e-5 and out["zoo_back_diff"] < 1e-5
     # TF-MOT's own schedule recomputes masks: 50% of each wrapped kernel.
     assert out["own_schedule_sparsity"] == {
         "prune_low_magnitude_d1/kernel:0": 0.5,

@@ -67,4 +67,6 @@ def test_same_seed_same_masks_and_weights(runs):
 def test_another_seed_gives_other_masks_and_weights(runs):
     a, other = runs["a"], runs["other"]
     assert not np.array_equal(a["drawn1"], other["drawn1"])
-    assert not np.array_equal(a["weight0"], other["weight0"])
+    assert not np.array_equal(a["drawn0"], other["drawn0"])  # the init
+    kernels = [k for k in a if k.startswith("weight") and a[k].ndim == 2]
+    assert kernels and all(not np.array_equal(a[k], other[k]) for k in kernels)

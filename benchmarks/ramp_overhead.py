@@ -1,0 +1,173 @@
+"""Target 3: cost of RampingCallback per training step, and retracing.
+
+`fit()` over the same batches with and without `RampingCallback`, in turns.
+The ramp is set so that alpha and gamma change at every step (the worst
+case: every layer's two variables are assigned before every batch). A third
+variant, `ramping_local_step`, counts steps in Python instead of reading
+`optimizer.iterations` (a device-to-host read per batch), to show what that
+read costs. Traces of `train_step` are counted over the whole run; the
+target is one.
+
+    python benchmarks/ramp_overhead.py               # mnist_cnn, batch 128
+    python benchmarks/ramp_overhead.py --model mlp   # a faster step: harder
+"""
+
+import time
+
+import _bench
+import keras
+import numpy as np
+
+from keras_tdrop import RampingCallback
+from keras_tdrop import apply_targeted_dropout
+from keras_tdrop import models
+from keras_tdrop import targeted_dropout_layers
+
+
+class LocalStepRamping(RampingCallback):
+    """Reads the optimizer's step once per fit, then counts in Python."""
+
+    def on_train_begin(self, logs=None):
+        self._step = None
+        super().on_train_begin(logs)
+        self._step -= 1  # the first batch runs at the step read above
+
+    def _current_step(self):
+        if self._step is None:
+            self._step = super()._current_step()
+        else:
+            self._step += 1
+        return self._step
+
+
+class HookTimer(keras.callbacks.Callback):
+    """Wraps another callback's batch-begin hook and sums its wall time."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.seconds = 0.0
+        self.calls = 0
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.inner.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.inner.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        self.inner.on_train_begin(logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        start = time.perf_counter()
+        self.inner.on_train_batch_begin(batch, logs)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.inner.on_epoch_end(epoch, logs)
+
+
+def build(kind):
+    if kind == "mlp":
+        base = models.mnist_mlp()
+        td = apply_targeted_dropout(base, 0.75, 0.9, "weight")
+    else:
+        base = models.mnist_cnn()
+        td = apply_targeted_dropout(base, 0.75, 0.9, "weight", exclude=["stem"])
+    td.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return td
+
+
+def main():
+    p = _bench.parser(__doc__.splitlines()[0])
+    p.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=None, help="steps per fit")
+    args = p.parse_args()
+    steps = args.steps or (100 if args.full else 30)
+    reps = args.reps or (15 if args.full else 9)
+    keras.utils.set_random_seed(0)
+    model = build(args.model)
+    traces = [0]
+    train_step = model.train_step
+
+    def counted(data):
+        traces[0] += 1
+        return train_step(data)
+
+    model.train_step = counted
+    rng = np.random.default_rng(0)
+    x = rng.random((steps * args.batch, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, steps * args.batch)
+    # The ramp never ends within the run, so the rates change every step.
+    ramp = dict(schedule="linear", ramp_steps=10**9)
+    hooks = {
+        "ramping": HookTimer(RampingCallback(**ramp)),
+        "ramping_local_step": HookTimer(LocalStepRamping(**ramp)),
+    }
+
+    def fit(callbacks):
+        model.fit(
+            x,
+            y,
+            batch_size=args.batch,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks,
+        )
+
+    layers = targeted_dropout_layers(model)
+    fns = {
+        "no_callback": lambda: fit([]),
+        "ramping": lambda: fit([hooks["ramping"]]),
+        "ramping_local_step": lambda: fit([hooks["ramping_local_step"]]),
+    }
+    print(
+        f"{args.model} with TargetedDropout on {len(layers)} layers, batch "
+        f"{args.batch}, {steps} steps per fit; {reps} rounds; "
+        f"{_bench.load()}",
+        flush=True,
+    )
+    before = layers[0].current_rate
+    times = _bench.interleave(fns, reps, warmup=args.warmup)
+    after = layers[0].current_rate
+    per_step = {name: [t / steps for t in ts] for name, ts in times.items()}
+    _bench.timing_table(per_step, "no_callback")
+    rows = []
+    for name, hook in hooks.items():
+        rows.append(
+            [
+                name,
+                str(hook.calls),
+                f"{hook.seconds / max(hook.calls, 1) * 1e6:.0f}",
+            ]
+        )
+    _bench.table(
+        ["callback", "hook calls", "us per on_train_batch_begin"], rows
+    )
+    print(
+        f"train_step traced {traces[0]} time(s) over "
+        f"{(reps + args.warmup) * len(fns)} fits; alpha of "
+        f"'{layers[0].name}' went {before:.3e} -> {after:.3e} during the run"
+    )
+    size = f"{args.model} b{args.batch}"
+    for name in ("ramping", "ramping_local_step"):
+        overhead = (_bench.ratio(per_step, name, "no_callback")[1] - 1) * 100
+        _bench.result(
+            f"target 3 {name} overhead % of step, {size}",
+            overhead,
+            1.0,
+            fmt="{:.2f}",
+        )
+    _bench.result("target 3 traces of train_step", traces[0], 1, fmt="{:d}")
+
+
+if __name__ == "__main__":
+    main()

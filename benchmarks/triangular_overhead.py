@@ -1,0 +1,66 @@
+"""Target 2: training overhead of Triangular Dropout on an MLP.
+
+Step time (`train_on_batch`, Adam, random MNIST-shaped data) of a
+784-1024-1024-10 MLP with `TriangularDropout` after each hidden layer,
+divided by the same MLP without it; the exact triangular masks and the
+random-width variant.
+
+    python benchmarks/triangular_overhead.py          # batch 256
+    python benchmarks/triangular_overhead.py --full   # batch 1024
+"""
+
+import _bench
+import keras
+import numpy as np
+
+from keras_tdrop import TriangularDropout
+
+
+def mlp(mode=None, units=(1024, 1024)):
+    inputs = keras.Input((784,), name="image")
+    x = inputs
+    for i, width in enumerate(units, start=1):
+        x = keras.layers.Dense(width, activation="relu", name=f"fc{i}")(x)
+        if mode:
+            x = TriangularDropout(mode=mode, seed=i, name=f"tri{i}")(x)
+    outputs = keras.layers.Dense(10, name="logits")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def main():
+    p = _bench.parser(__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=None)
+    args = p.parse_args()
+    batch = args.batch or (1024 if args.full else 256)
+    reps = args.reps or (20 if args.full else 15)
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 784), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    variants = {
+        "plain": mlp(),
+        "triangular": mlp("triangular"),
+        "random_width": mlp("random"),
+    }
+    print(
+        f"MLP 784-1024-1024-10, batch {batch}; {reps} rounds; {_bench.load()}",
+        flush=True,
+    )
+    fns = {
+        name: (lambda m=m: m.train_on_batch(x, y))
+        for name, m in variants.items()
+    }
+    times = _bench.interleave(fns, reps, warmup=args.warmup, inner=3)
+    _bench.timing_table(times, "plain")
+    for name in ("triangular", "random_width"):
+        ratio = _bench.ratio(times, name, "plain")[1]
+        _bench.result(f"target 2 {name} step ratio, MLP b{batch}", ratio, 1.02)
+
+
+if __name__ == "__main__":
+    main()

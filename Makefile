@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # The backend-agnostic core suite, run again under JAX and PyTorch.
 CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_schedules.py \
-	tests/layers/test_targeted_dropout.py tests/layers/test_kernel_mask.py \
+	tests/layers/test_targeted_dropout.py \
 	tests/layers/test_triangular_dropout.py tests/callbacks/test_ramping.py \
 	tests/test_wrapping.py tests/pruning/test_masks.py \
 	tests/pruning/test_shrink.py tests/test_truncation.py \
@@ -35,6 +35,15 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m ""
 
+# Tests that call TensorFlow directly (tf.GradientTape, tf.function) or
+# count traces (the torch trainer does not trace): deselected on the other
+# backends until their files skip them there.
+NOT_JAX := \
+	--deselect tests/layers/test_triangular_dropout.py::test_unknown_batch_dimension_in_functional_model \
+	--deselect tests/layers/test_triangular_dropout.py::test_gradients_only_reach_kept_units
+NOT_TORCH := $(NOT_JAX) \
+	--deselect tests/callbacks/test_ramping.py::test_no_retracing_when_rates_change
+
 # JAX from PyPI (~600 MB); torch 2.13.0 is the CPU build on this machine's
 # disk (any other torch spec downloads a multi-GB CUDA build).
 $(VENV)/.jax: $(VENV)/.installed
@@ -46,10 +55,12 @@ $(VENV)/.torch: $(VENV)/.installed
 	touch $@
 
 test-jax: $(VENV)/.jax
-	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider $(NOT_JAX) \
+		$(CORE_TESTS)
 
 test-torch: $(VENV)/.torch
-	KERAS_BACKEND=torch $(PY) -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+	KERAS_BACKEND=torch $(PY) -m pytest -q -p no:cacheprovider $(NOT_TORCH) \
+		$(CORE_TESTS)
 
 test-backends: test-jax test-torch
 

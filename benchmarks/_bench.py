@@ -55,18 +55,35 @@ def interleave(fns, reps, warmup=2, inner=1, progress=True):
     for _ in range(warmup):
         for name in names:
             fns[name]()
-    times = {name: [] for name in names}
+    times = Times({name: [] for name in names})
+    times.cpu = {name: [] for name in names}
     for r in range(reps):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for _ in range(inner):
                 fns[name]()
             times[name].append((time.perf_counter() - start) / inner)
+            times.cpu[name].append((time.process_time() - cpu) / inner)
         if progress:
-            shown = "  ".join(f"{n} {times[n][-1] * 1e3:.1f}ms" for n in names)
+            shown = "  ".join(
+                f"{n} {times[n][-1] * 1e3:.1f}ms (cpu "
+                f"{times.cpu[n][-1] * 1e3:.1f})"
+                for n in names
+            )
             print(f"  round {r + 1}/{reps}: {shown}", flush=True)
     return times
+
+
+class Times(dict):
+    """name -> per-round wall seconds; `.cpu`: the same in process CPU time.
+
+    Process CPU time (all threads of this process) counts only the work this
+    process did, so it is far less disturbed by other jobs on the machine
+    than wall time; both are reported.
+    """
+
+    cpu = None
 
 
 def quartiles(values):
@@ -98,30 +115,38 @@ def table(headers, rows):
 
 
 def timing_table(times, baseline, unit="ms"):
-    """A table of median time and ratio (with its IQR) per variant."""
+    """Median time and per-round ratio (IQR) per variant, wall and CPU."""
     scale = {"ms": 1e3, "us": 1e6, "s": 1.0}[unit]
     rows = []
     for name in times:
-        q1, med, q3 = ratio(times, name, baseline)
-        t = quartiles(times[name])
-        rows.append(
-            [
-                name,
-                f"{t[1] * scale:.2f}",
-                f"{t[0] * scale:.2f}-{t[2] * scale:.2f}",
-                f"{med:.3f}",
-                f"{q1:.3f}-{q3:.3f}",
+        row = [name]
+        for kind in (times, times.cpu) if times.cpu else (times,):
+            q1, med, q3 = ratio(kind, name, baseline)
+            t = quartiles(kind[name])
+            row += [
+                f"{t[1] * scale:.2f} ({t[0] * scale:.2f}-{t[2] * scale:.2f})",
+                f"{med:.3f} ({q1:.3f}-{q3:.3f})",
             ]
-        )
-    table(
-        [
-            "variant",
-            f"median {unit}",
-            f"IQR {unit}",
-            f"ratio to {baseline}",
-            "ratio IQR",
-        ],
-        rows,
+        rows.append(row)
+    headers = ["variant", f"wall {unit} (IQR)", "wall ratio (IQR)"]
+    if times.cpu:
+        headers += [f"CPU {unit} (IQR)", "CPU ratio (IQR)"]
+    print(f"ratios: median of per-round ratios to {baseline}")
+    table(headers, rows)
+
+
+def sub(times, names):
+    """The rows of `times` (and of its CPU times) for `names` only."""
+    out = Times({n: times[n] for n in names})
+    out.cpu = {n: times.cpu[n] for n in names} if times.cpu else None
+    return out
+
+
+def both(times, name, baseline):
+    """`(cpu, wall)`: median per-round ratios of CPU and of wall time."""
+    return (
+        ratio(times.cpu, name, baseline)[1],
+        ratio(times, name, baseline)[1],
     )
 
 

@@ -117,13 +117,13 @@ def main():
     for div in (2, 4, 8):
         trunc, direct = f"trunc_1/{div}", f"direct_1/{div}"
         flop_ratio = sizes["full"][0] / sizes[trunc][0]
-        speed_t = 1 / _bench.ratio(times, trunc, "full")[1]
-        speed_d = 1 / _bench.ratio(times, direct, "full")[1]
-        same = _bench.ratio(times, trunc, direct)
+        speed_t = 1 / _bench.ratio(times.cpu, trunc, "full")[1]
+        speed_d = 1 / _bench.ratio(times.cpu, direct, "full")[1]
+        same = _bench.ratio(times.cpu, trunc, direct)
         rows.append(
             [
                 f"1/{div} ({4096 // div})",
-                f"{_bench.quartiles(times[trunc])[1] * 1e3:.3f}",
+                f"{_bench.quartiles(times.cpu[trunc])[1] * 1e3:.3f}",
                 f"{flop_ratio:.1f}",
                 f"{speed_t:.1f}",
                 f"{speed_d:.1f}",
@@ -133,7 +133,7 @@ def main():
         results.append((div, speed_t, flop_ratio, same[1]))
     print(
         f"MLP 784-4096-4096-10 full: "
-        f"{_bench.quartiles(times['full'])[1] * 1e3:.3f} ms, "
+        f"{_bench.quartiles(times.cpu['full'])[1] * 1e3:.3f} ms, "
         f"{sizes['full'][1]:,} bytes"
     )
     _bench.table(
@@ -168,13 +168,13 @@ def main():
     rows = []
     for name in cnn_runners:
         flop_ratio = cnn_sizes["full"][0] / cnn_sizes[name][0]
-        speed = 1 / _bench.ratio(cnn_times, name, "full")[1]
+        speed = 1 / _bench.ratio(cnn_times.cpu, name, "full")[1]
         rows.append(
             [
                 name,
                 f"{cnn_sizes[name][0]:,}",
                 f"{cnn_sizes[name][1]:,}",
-                f"{_bench.quartiles(cnn_times[name])[1] * 1e3:.3f}",
+                f"{_bench.quartiles(cnn_times.cpu[name])[1] * 1e3:.3f}",
                 f"{flop_ratio:.2f}",
                 f"{speed:.2f}",
                 f"{speed / flop_ratio:.2f}",

@@ -70,10 +70,11 @@ def main():
         {"10x evaluate": plain, "prune_sweep": sweep}, reps, args.warmup
     )
     _bench.timing_table(times, "10x evaluate", unit="s")
-    ratio = _bench.ratio(times, "prune_sweep", "10x evaluate")[1]
+    cpu, wall = _bench.both(times, "prune_sweep", "10x evaluate")
     _bench.result(
-        f"target 4 prune_sweep / 10 evaluates, mnist_cnn {len(x)} images",
-        ratio,
+        f"target 4 prune_sweep / 10 evaluates, CPU time (wall {wall:.3f}), "
+        f"mnist_cnn {len(x)} images",
+        cpu,
         1.3,
     )
 

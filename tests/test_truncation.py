@@ -187,7 +187,10 @@ def head_params(width, inputs=25088, classes=1000):
     return (inputs + 1) * width + (width + 1) * width + (width + 1) * classes
 
 
-@pytest.mark.parametrize("width,expected", sorted(TABLE_1.items()))
+@pytest.mark.parametrize(
+    "width,expected",
+    sorted(TABLE_1.items())[:-1],  # 4096: the next test
+)
 def test_table_1_parameter_counts(width, expected):
     # Built, never run: only the variables are counted.
     narrow = models.mlp_head(units=(width, width), triangular=False)
@@ -197,7 +200,7 @@ def test_table_1_parameter_counts(width, expected):
 def test_table_1_full_head_with_triangular_dropout():
     head = models.mlp_head()
     trainable = sum(int(np.prod(w.shape)) for w in head.trainable_weights)
-    assert trainable == 123_642_856
+    assert trainable == TABLE_1[4096] == head_params(4096)
     # One scalar width variable per TriangularDropout layer.
     assert head.count_params() == 123_642_856 + 2
 

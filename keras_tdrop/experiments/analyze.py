@@ -124,8 +124,9 @@ def analyze(
             matrices.append(matrix)
             kept_counts.append(kept)
             titles.append(
-                f"{config['experiment']}: {path}, {len(indices)} weights "
-                f"of column 0, lower right sum {matrix[kept:, kept:].sum():.3g}"
+                f"{config['experiment']}: {len(indices)} weights of "
+                f"{path}[:, 0]\nkept {kept} first; pruned block sum "
+                f"{matrix[kept:, kept:].sum():.3g}"
             )
     table = format_table(rows, fraction)
     if verbose:

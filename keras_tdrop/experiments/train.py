@@ -9,7 +9,8 @@ is installed: the epoch metrics, and `ramp/alpha`, `ramp/gamma` per step),
 `backup/` (BackupAndRestore, while training), `sweep_weight.csv`,
 `sweep_unit.csv`, `sweep.png` and `results.json`. Running the same command
 again resumes an interrupted run from its last epoch, the ramp where it was
-(it follows the optimizer's step), or reports a finished one.
+(it follows the optimizer's step), or reports a finished one; with other
+`fractions` it sweeps the trained model again.
 """
 
 import json
@@ -355,6 +356,8 @@ def _check_existing(run_dir, config):
         return
     with open(path) as f:
         saved = json.load(f)
+    # The fractions only choose the sweep: a finished run may be re-swept.
+    saved["fractions"] = _json(config)["fractions"]
     if saved != _json(config):
         changed = sorted(
             k
@@ -428,12 +431,16 @@ def train(
     say = print if verbose else (lambda *a, **k: None)
     os.makedirs(run_dir, exist_ok=True)
     _check_existing(run_dir, config)
-    write_json(os.path.join(run_dir, "config.json"), config)
     results_path = os.path.join(run_dir, "results.json")
+    previous = None
     if os.path.exists(results_path):
-        say(f"{run_dir} is finished; delete results.json to sweep again.")
         with open(results_path) as f:
-            return json.load(f)
+            previous = json.load(f)
+        swept = [r["fraction"] for r in previous["sweeps"]["weight"]]
+        if swept == config["fractions"]:
+            say(f"{run_dir} is finished (other --fractions sweep it again).")
+            return previous
+    write_json(os.path.join(run_dir, "config.json"), config)
     train_ds, test_ds = _data(config, data_dir)
     model_path = os.path.join(run_dir, "model.keras")
     start = time.perf_counter()
@@ -469,7 +476,9 @@ def train(
         "test_accuracy": float(
             plain.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"]
         ),
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": previous["train_seconds"]
+        if previous
+        else round(train_seconds, 1),
         "sweeps": sweep(plain, test_ds, run_dir, config, verbose=verbose),
     }
     results["total_seconds"] = round(time.perf_counter() - start, 1)

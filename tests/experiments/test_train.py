@@ -100,6 +100,15 @@ def test_train_interrupt_resume_sweep_and_analyze(tmp_path):
     # A finished run is reported, not retrained.
     again = train_lib.train("ramping_weight", str(run), **TINY)
     assert again == results
+    assert json.loads((run / "config.json").read_text()) == config
+    # Other fractions sweep the trained model again, without training.
+    resweep = train_lib.train(
+        "ramping_weight", str(run), **{**TINY, "fractions": (0.0, 0.9)}
+    )
+    assert [r["fraction"] for r in resweep["sweeps"]["unit"]] == [0.0, 0.9]
+    assert resweep["test_accuracy"] == results["test_accuracy"]
+    assert len(read_csv(run / "history.csv")) == 2
+    assert len(read_csv(run / "sweep_weight.csv")) == 2
     # Other settings in the same folder are refused.
     with pytest.raises(ValueError, match=r"differing: \[.*'recipe'"):
         train_lib.train("ramping_weight", str(run), **{**TINY, "epochs": 3})

@@ -153,14 +153,13 @@ def weights(model):
 
 
 def pruning_report(model):
-    """Masks of a model built in the strategy's scope, applied in place.
-
-    (A pruned copy, `inplace=False`, is refused for any model holding a
-    seed generator: see test_distributed.py.)
-    """
+    """Masks of a model built in the strategy's scope, applied to a copy
+    and in place."""
     masks = compute_masks(model, 0.5)
     variables = {v.path: v for v in model.variables}
     before = {path: local_values(variables[path]) for path in masks}
+    copy = prune(model, 0.5)
+    copied = dict(zip([v.path for v in model.variables], copy.variables))
     prune(model, 0.5, inplace=True)
     report = {}
     for path, mask in masks.items():
@@ -169,6 +168,12 @@ def pruning_report(model):
             "kept_per_column": np.sum(mask, axis=0).astype(int).tolist(),
             "rows": int(mask.shape[0]),
             "replicas": len(after),
+            "copy_equals_masked_before": bool(
+                np.array_equal(
+                    np.asarray(copied[path].value),
+                    np.asarray(before[path][0]) * mask,
+                )
+            ),
             "replicas_equal_masked_before": all(
                 np.array_equal(np.asarray(a), np.asarray(b) * mask)
                 for a, b in zip(after, before[path])

@@ -239,10 +239,28 @@ CASES = [
      lambda c: compute_masks(keras.Sequential([L.Dense(2)]), 0.5),
      ValueError, r"built.*unbuilt model"),
     ("masks-nan-weights", lambda c: compute_masks(c.model_with(NAN), 0.5),
-     ValueError, r"(?i)nan.*a/kernel|a/kernel.*nan"),
+     ValueError, r"a/kernel.*non-finite.*NaN"),
     ("masks-inf-weights",
      lambda c: compute_masks(c.model_with(float("inf")), 0.5),
-     ValueError, r"(?i)inf.*a/kernel|a/kernel.*inf"),
+     ValueError, r"a/kernel.*non-finite.*Inf"),
+    ("masks-scope", lambda c: compute_masks(c.model, 0.5, scope="world"),
+     ValueError, r"`scope`.*Received: scope='world'"),
+    ("masks-criterion",
+     lambda c: compute_masks(c.model, 0.5, criterion="size"),
+     ValueError, r"`criterion`.*Received: criterion='size'"),
+    ("masks-block-size",
+     lambda c: compute_masks(c.model, 0.5, block_size=1),
+     ValueError, r"`block_size`.*Received: block_size=1"),
+    ("masks-block-unit",
+     lambda c: compute_masks(c.model, 0.5, "unit", block_size=4),
+     ValueError, r"`block_size`.*Received: targeting='unit'"),
+    ("masks-scores-unknown",
+     lambda c: compute_masks(c.model, 0.5, scores={"q": np.ones(3)}),
+     ValueError, r"`scores`.*Received: path='q'"),
+    ("masks-scores-nan",
+     lambda c: compute_masks(c.plain, 0.5, scores={
+         c.plain.get_layer("a").kernel.path: np.full((6, 4), NAN)}),
+     ValueError, r"(?i)non-finite.*a/kernel"),
     ("apply-masks-list", lambda c: apply_masks(c.model, [1]), TypeError,
      r"`masks`.*Received: masks=list"),
     ("apply-masks-unknown",
@@ -325,15 +343,6 @@ CASES = [
 ]
 # fmt: on
 
-# Cases the code does not handle yet, reported to the owners of the modules;
-# strict, so that the fix turns them into failures to be moved back above.
-KNOWN_BUGS = {
-    "shrink-unbuilt-subclassed": "pruning/shrink.py: Keras AttributeError",
-    "masks-nan-weights": "pruning/masks.py ranks NaN kernels silently",
-    "masks-inf-weights": "pruning/masks.py ranks Inf kernels silently",
-    "sweep-empty-data": "pruning/sweep.py evaluates empty data silently",
-}
-
 
 def _snapshot(ctx):
     td = ctx.model.get_layer("td")
@@ -362,15 +371,11 @@ def test_table_is_large_enough():
     assert len({case[0] for case in CASES}) == len(CASES)
 
 
-def _params():
-    for case_id, call, error, pattern in CASES:
-        marks = ()
-        if case_id in KNOWN_BUGS:
-            marks = pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[case_id])
-        yield pytest.param(call, error, pattern, id=case_id, marks=marks)
-
-
-@pytest.mark.parametrize("call, error, pattern", list(_params()))
+@pytest.mark.parametrize(
+    "call, error, pattern",
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
 def test_bad_input_raises_clearly_and_touches_nothing(
     tmp_path, call, error, pattern
 ):

@@ -158,6 +158,7 @@ def test_pruning_a_model_built_in_the_strategy_scope(results, job):
         )
         assert entry["replicas"] == (2 if job == "mirrored" else 1)
         assert entry["replicas_equal_masked_before"]
+        assert entry["copy_equals_masked_before"]
 
 
 @pytest.mark.parametrize("job", ["mirrored", "worker0", "worker1"])

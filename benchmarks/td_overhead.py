@@ -168,6 +168,7 @@ def main():
     p.add_argument(
         "--masks", action="store_true", help="also time the transform alone"
     )
+    p.add_argument("--masks-only", action="store_true")
     args = p.parse_args()
     batch = args.batch or (128 if args.full else 32)
     reps = args.reps or (15 if args.full else 10)
@@ -189,8 +190,10 @@ def main():
             jit,
         )
 
-    if args.masks:
+    if args.masks or args.masks_only:
         mask_costs(base, args.rate, args.target_rate, reps, args.warmup)
+        if args.masks_only:
+            return
     variants = {"plain": compiled(keras.models.clone_model(base))}
     variants["td_weight"] = td("weight")
     variants["td_unit"] = td("unit")

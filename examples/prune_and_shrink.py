@@ -12,7 +12,7 @@ initial weights and batch order: plainly, with weight-targeted dropout
    exported to TFLite before and after shrinking: parameters, file size and
    LiteRT latency (batch 1 and batch 128, one thread).
 
-Run (about 6 minutes on 2 CPU cores):
+Run (47 minutes here, on 2 CPU cores shared with other busy jobs):
 
     python examples/prune_and_shrink.py --out prune_out
 

@@ -31,7 +31,7 @@ if MODE == "mirrored":
 else:
     STRATEGY = tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=60
+            timeout_seconds=300
         )
     )
 

@@ -41,7 +41,7 @@ def runs(tmp_path_factory):
     found = {}
     for name, proc in procs.items():
         try:
-            output, _ = proc.communicate(timeout=300)
+            output, _ = proc.communicate(timeout=900)
         except subprocess.TimeoutExpired:
             proc.kill()
             output, _ = proc.communicate()

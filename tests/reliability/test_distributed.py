@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -21,7 +22,7 @@ import pytest
 from keras_tdrop.layers.triangular_dropout import triangular_widths
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
-TIMEOUT = 300
+TIMEOUT = 900
 RATES = ("0.0/0.0", "0.5/0.5")
 
 pytestmark = pytest.mark.skipif(
@@ -70,9 +71,10 @@ def results(tmp_path_factory):
     for name, (mode, tf_config) in jobs.items():
         log = open(tmp / f"{name}.log", "w")
         procs[name] = (spawn(mode, tmp / f"{name}.json", log, tf_config), log)
+    deadline = time.monotonic() + TIMEOUT
     try:
-        for name, (proc, _) in procs.items():
-            proc.wait(timeout=TIMEOUT)
+        for proc, _ in procs.values():
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         pass
     finally:

@@ -10,15 +10,18 @@
 
 Every model is converted with `keras_tdrop.export.to_tflite` (checked
 against Keras there), then all interpreters are timed in turns (one
-invocation each, order rotated, `--inner` invocations per round), medians.
+invocation each, order rotated, `--inner` invocations per round), medians
+of process CPU time per invocation (single-threaded interpreter).
 The FLOP ratio counts the multiply-adds of the Dense and Conv layers.
 
     python benchmarks/deployed_speed.py          # MLP batch 1, CNN batch 8
     python benchmarks/deployed_speed.py --full   # more rounds
 """
 
+import atexit
 import math
 import os
+import shutil
 import tempfile
 
 import _bench
@@ -85,6 +88,7 @@ def main():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     folder = tempfile.mkdtemp(prefix="tdrop_bench_")
+    atexit.register(shutil.rmtree, folder, True)
     print(
         f"LiteRT, {args.threads} thread(s); MLP batch {args.mlp_batch}, CNN "
         f"batch {args.cnn_batch}; {reps} rounds x {inner}; {_bench.load()}",

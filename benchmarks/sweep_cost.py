@@ -1,10 +1,10 @@
 """Target 4: `prune_sweep` over 10 fractions against 10 plain `evaluate`s.
 
 Both sides start from a freshly compiled model, so each traces `evaluate`
-once: the sweep on its own copy (both with `evaluate`'s default batch
-size), the baseline on the model (recompiled every
-round). The sweep also clones the model and computes and assigns the masks
-of each fraction. MNIST test images (tfds, offline) or, without them, random
+once: the sweep on its own copy, the baseline on the model (recompiled
+every round); both use `evaluate`'s default batch size. The sweep also
+clones the model and computes and assigns the masks of each fraction.
+MNIST test images (tfds, offline) or, without them, random
 images of the same shape.
 
     python benchmarks/sweep_cost.py          # mnist_cnn, 2,000 test images

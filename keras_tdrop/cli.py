@@ -6,17 +6,13 @@ TensorFlow) happen inside the runners, so `keras-tdrop --help` is instant.
 """
 
 import argparse
-import os
 import sys
 
+from keras_tdrop._argtypes import _add_data_dir
+from keras_tdrop._argtypes import _add_quiet
+from keras_tdrop._argtypes import _positive_int
+
 PROG = "keras-tdrop"
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _unit_float(text):
@@ -36,13 +32,29 @@ def _fraction_list(text):
     return values
 
 
-def _add_data_args(parser):
+def _add_fractions(
+    parser, help_text="comma-separated prune fractions (default 0,0.1,...,0.9)"
+):
     parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("TFDS_DATA_DIR"),
-        help="TFDS data directory with prepared datasets "
-        "(default: $TFDS_DATA_DIR, else TFDS' default)",
+        "--fractions", type=_fraction_list, default=None, help=help_text
     )
+
+
+def _run_kwargs(args):
+    """The arguments `_add_data_args` (and --out, --epochs) give a runner."""
+    return dict(
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        seed=args.seed,
+    )
+
+
+def _add_data_args(parser):
+    _add_data_dir(parser)
     parser.add_argument("--batch-size", type=_positive_int, default=128)
     parser.add_argument(
         "--train-limit",
@@ -84,32 +96,19 @@ def _add_demo(parser):
         help="share of training over which alpha and gamma ramp up; "
         "0 for constant values (default 0.5)",
     )
-    parser.add_argument(
-        "--fractions",
-        type=_fraction_list,
-        default=None,
-        help="comma-separated prune fractions (default 0,0.1,...,0.9)",
-    )
-    parser.add_argument(
-        "--quiet", action="store_true", help="print nothing but errors"
-    )
+    _add_fractions(parser)
+    _add_quiet(parser)
 
 
 def _run_demo(args):
     from keras_tdrop.experiments.demo import run_demo
 
     run_demo(
-        out_dir=args.out,
-        data_dir=args.data_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        train_limit=args.train_limit,
-        test_limit=args.test_limit,
+        **_run_kwargs(args),
         rate=args.rate,
         target_rate=args.target_rate,
         ramp_fraction=args.ramp_fraction or None,
         **({"fractions": args.fractions} if args.fractions else {}),
-        seed=args.seed,
         verbose=0 if args.quiet else 1,
     )
 
@@ -133,12 +132,7 @@ def _add_autoencoder(parser):
         default="autoencoder_out",
         help="folder for autoencoder.csv, autoencoder.png, reconstructions.png",
     )
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("TFDS_DATA_DIR"),
-        help="TFDS data directory with prepared datasets "
-        "(default: $TFDS_DATA_DIR, else TFDS' default)",
-    )
+    _add_data_dir(parser)
     parser.add_argument("--latent-dim", type=_positive_int, default=32)
     parser.add_argument(
         "--fixed-widths",
@@ -179,28 +173,20 @@ def _add_autoencoder(parser):
         "epochs without a 2%% fall of the loss, stop at the fifth (paper: 15)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--quiet", action="store_true", help="print nothing but errors"
-    )
+    _add_quiet(parser)
 
 
 def _run_autoencoder(args):
     from keras_tdrop.experiments.autoencoder import run_autoencoder
 
     run_autoencoder(
-        out_dir=args.out,
-        data_dir=args.data_dir,
+        **_run_kwargs(args),
         latent_dim=args.latent_dim,
         fixed_widths=args.fixed_widths,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        train_limit=args.train_limit,
-        test_limit=args.test_limit,
         filters=args.filters,
         mode=args.mode,
         plateau_patience=args.plateau_patience,
-        seed=args.seed,
         verbose=0 if args.quiet else 1,
     )
 
@@ -241,15 +227,8 @@ def _add_train(parser):
         default=None,
         help="initial learning rate (default: the recipe's, 0.4)",
     )
-    parser.add_argument(
-        "--fractions",
-        type=_fraction_list,
-        default=None,
-        help="comma-separated prune fractions (default 0,0.1,...,0.9)",
-    )
-    parser.add_argument(
-        "--quiet", action="store_true", help="print nothing but errors"
-    )
+    _add_fractions(parser)
+    _add_quiet(parser)
     parser.add_argument(
         "--epoch-lines",
         action="store_true",
@@ -268,16 +247,10 @@ def _run_train(args):
 
     train(
         args.experiment,
-        out_dir=args.out,
+        **_run_kwargs(args),
         model=args.model,
         width=args.width,
         data=args.data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        train_limit=args.train_limit,
-        test_limit=args.test_limit,
-        seed=args.seed,
-        data_dir=args.data_dir,
         learning_rate=args.learning_rate,
         **({"fractions": args.fractions} if args.fractions else {}),
         verbose=0 if args.quiet else (2 if args.epoch_lines else 1),
@@ -291,11 +264,8 @@ def _add_compare(parser):
         default=None,
         help="folder for compare.png and compare_{weight,unit}.csv",
     )
-    parser.add_argument(
-        "--fractions",
-        type=_fraction_list,
-        default=None,
-        help="comma-separated prune fractions to show (default: all)",
+    _add_fractions(
+        parser, "comma-separated prune fractions to show (default: all)"
     )
 
 
@@ -322,11 +292,7 @@ def _add_analyze(parser):
         default=200,
         help="weights in the theta*H*theta block of figure1.png",
     )
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("TFDS_DATA_DIR"),
-        help="TFDS data directory (default: $TFDS_DATA_DIR)",
-    )
+    _add_data_dir(parser, "TFDS data directory (default: $TFDS_DATA_DIR)")
 
 
 def _run_analyze(args):

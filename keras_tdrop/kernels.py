@@ -1,4 +1,5 @@
-"""Which variables of a layer are kernels, and which layers of a model."""
+"""Which variables of a layer are kernels, which layers of a model, and
+running a layer on substituted kernel values."""
 
 import keras
 
@@ -17,6 +18,27 @@ def kernel_variables(layer):
         for v in layer.trainable_variables
         if v.name.endswith(_KERNEL_SUFFIXES) and len(v.shape) >= 1
     ]
+
+
+def call_with_values(layer, replacements, inputs, args, kwargs):
+    """Calls `layer` with some of its variables replaced by tensors.
+
+    `replacements` is a list of `(variable, value)`. Updates the layer makes
+    to its other variables inside the scope (statistics, seed generators) are
+    applied afterwards.
+    """
+    replaced = {id(variable) for variable, _ in replacements}
+    others = [v for v in layer.variables if id(v) not in replaced]
+    # A nested scope does not see an enclosing one (JAX's stateless training
+    # step): hand it the current value of every other variable.
+    mapping = list(replacements) + [(v, v.value) for v in others]
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        outputs = layer(inputs, *args, **kwargs)
+    for variable, (_, before) in zip(others, mapping[len(replacements) :]):
+        value = scope.get_current_value(variable)
+        if value is not None and value is not before:
+            variable.assign(value)
+    return outputs
 
 
 def iter_layers(model):

@@ -64,6 +64,24 @@ def clone_with_weights(model, clone_function=None):
     return new_model
 
 
+def _unwrap_clone(model, wrapper_types):
+    """A copy of `model` with every `wrapper_types` layer unwrapped.
+
+    Each wrapper is replaced by a fresh copy of its inner layer. Returns
+    `(copy, pairs)`, `pairs` the `(wrapper, fresh inner layer)` of each.
+    """
+    pairs = []
+
+    def unwrap(layer):
+        if isinstance(layer, wrapper_types):
+            new = _fresh(layer.layer)
+            pairs.append((layer, new))
+            return new
+        return None
+
+    return clone_with_weights(model, unwrap), pairs
+
+
 def _named_inputs(model):
     """New inputs with the original names (clone_model renames them)."""
     if isinstance(model, keras.Sequential):
@@ -172,13 +190,7 @@ def strip_targeted_dropout(model):
     dropout is left, so the result saves, converts and serves as any model.
     """
     _check_graph_model(model)
-
-    def unwrap(layer):
-        if isinstance(layer, TargetedDropout):
-            return _fresh(layer.layer)
-        return None
-
-    return clone_with_weights(model, unwrap)
+    return _unwrap_clone(model, TargetedDropout)[0]
 
 
 def targeted_dropout_layers(model):

@@ -18,6 +18,10 @@ from keras import ops
 from keras_tdrop import targeting as T
 
 SHAPES = [(5,), (10, 7), (1, 4), (3, 3, 4, 8), (2, 2, 2, 3, 4)]
+if keras.backend.backend() == "jax":
+    # JAX compiles every op anew for each shape and count; CI runs this
+    # grid on three shapes there (ranks 1, 2 and 4) to stay in its budget.
+    SHAPES = [(5,), (10, 7), (3, 3, 4, 8)]
 RATES = [0.0, 0.3, 0.5, 0.75, 1.0]
 TARGETINGS = ["weight", "unit"]
 REFERENCES = [None, "t2t", "for_ai"]

@@ -10,10 +10,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_tdrop.kernels import call_with_values
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
 from keras_tdrop.wrapping import _check_graph_model
 from keras_tdrop.wrapping import _fresh
+from keras_tdrop.wrapping import _unwrap_clone
 from keras_tdrop.wrapping import clone_with_weights
 
 _AFFINE_TYPES = (
@@ -38,27 +40,6 @@ def check_positive(name, value, strict=False):
             f"`{name}` must be a float {bound}. Received: {name}={value!r}"
         )
     return value
-
-
-def call_with_values(layer, replacements, inputs, args, kwargs):
-    """Calls `layer` with some of its variables replaced by tensors.
-
-    `replacements` is a list of `(variable, value)`. Updates the layer makes
-    to its other variables inside the scope (statistics, seed generators) are
-    applied afterwards.
-    """
-    replaced = {id(variable) for variable, _ in replacements}
-    others = [v for v in layer.variables if id(v) not in replaced]
-    # A nested scope does not see an enclosing one (JAX's stateless training
-    # step): hand it the current value of every other variable.
-    mapping = list(replacements) + [(v, v.value) for v in others]
-    with keras.StatelessScope(state_mapping=mapping) as scope:
-        outputs = layer(inputs, *args, **kwargs)
-    for variable, (_, before) in zip(others, mapping[len(replacements) :]):
-        value = scope.get_current_value(variable)
-        if value is not None and value is not before:
-            variable.assign(value)
-    return outputs
 
 
 class BaselineWrapper(keras.layers.Wrapper):
@@ -198,18 +179,26 @@ def apply_wrapper(
     return clone_with_weights(model, wrap)
 
 
+def apply_wrapper_class(
+    model, cls, params, exclude, exclude_logits, seed, prefix, types=None
+):
+    """`apply_wrapper` with wrappers `cls(layer, seed=, name=, **params)`.
+
+    `params` are validated once, before any work, by wrapping a Dense.
+    """
+    cls(keras.layers.Dense(1), **params)
+
+    def make(layer, layer_seed, name):
+        return cls(layer, seed=layer_seed, name=name, **params)
+
+    return apply_wrapper(
+        model, make, exclude, exclude_logits, seed, prefix, types
+    )
+
+
 def _strip(model):
     _check_graph_model(model)
-    pairs = []
-
-    def unwrap(layer):
-        if isinstance(layer, BaselineWrapper):
-            new = _fresh(layer.layer)
-            pairs.append((layer, new))
-            return new
-        return None
-
-    stripped = clone_with_weights(model, unwrap)
+    stripped, pairs = _unwrap_clone(model, BaselineWrapper)
     for wrapper, new in pairs:
         new.set_weights(wrapper.folded_weights())
     return stripped, pairs

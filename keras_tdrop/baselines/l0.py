@@ -8,7 +8,7 @@ from keras import ops
 
 from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.baselines._base import BaselineWrapper
-from keras_tdrop.baselines._base import apply_wrapper
+from keras_tdrop.baselines._base import apply_wrapper_class
 from keras_tdrop.baselines._base import check_positive
 
 # The uniform noise stays inside (eps, 1 - eps), as in Louizos' code.
@@ -221,28 +221,14 @@ def apply_l0(
     Example:
     >>> l0_model = apply_l0(model, coefficient=0.1 / 60000)
     """
-    # Validates the arguments once, before any work.
-    L0Gate(
-        keras.layers.Dense(1),
-        coefficient,
-        targeting,
-        beta,
-        gamma,
-        zeta,
-        droprate_init,
+    params = dict(
+        coefficient=coefficient,
+        targeting=targeting,
+        beta=beta,
+        gamma=gamma,
+        zeta=zeta,
+        droprate_init=droprate_init,
     )
-
-    def make(layer, layer_seed, name):
-        return L0Gate(
-            layer,
-            coefficient=coefficient,
-            targeting=targeting,
-            beta=beta,
-            gamma=gamma,
-            zeta=zeta,
-            droprate_init=droprate_init,
-            seed=layer_seed,
-            name=name,
-        )
-
-    return apply_wrapper(model, make, exclude, exclude_logits, seed, "l0")
+    return apply_wrapper_class(
+        model, L0Gate, params, exclude, exclude_logits, seed, "l0"
+    )

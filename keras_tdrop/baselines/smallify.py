@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_tdrop.baselines._base import _AFFINE_TYPES
 from keras_tdrop.baselines._base import BaselineWrapper
-from keras_tdrop.baselines._base import apply_wrapper
+from keras_tdrop.baselines._base import apply_wrapper_class
 from keras_tdrop.baselines._base import check_positive
 
 
@@ -156,17 +156,14 @@ def apply_smallify(
     Example:
     >>> small = apply_smallify(model, coefficient=1e-4)
     """
-    Smallify(keras.layers.Dense(1), coefficient, decay, threshold)
-
-    def make(layer, layer_seed, name):
-        return Smallify(
-            layer,
-            coefficient=coefficient,
-            decay=decay,
-            threshold=threshold,
-            name=name,
-        )
-
-    return apply_wrapper(
-        model, make, exclude, exclude_logits, None, "smallify", _AFFINE_TYPES
+    params = dict(coefficient=coefficient, decay=decay, threshold=threshold)
+    return apply_wrapper_class(
+        model,
+        Smallify,
+        params,
+        exclude,
+        exclude_logits,
+        None,
+        "smallify",
+        _AFFINE_TYPES,
     )

@@ -6,7 +6,7 @@ from keras import ops
 from keras_tdrop.baselines._base import _AFFINE_TYPES
 from keras_tdrop.baselines._base import BaselineWrapper
 from keras_tdrop.baselines._base import affine_output
-from keras_tdrop.baselines._base import apply_wrapper
+from keras_tdrop.baselines._base import apply_wrapper_class
 
 # The constants of the paper's approximation of -KL (Eq. 14).
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
@@ -172,20 +172,18 @@ def apply_variational_dropout(
     Example:
     >>> vd_model = apply_variational_dropout(model, coefficient=0.01 / 60000)
     """
-    VariationalDropout(
-        keras.layers.Dense(1), coefficient, threshold, log_sigma2_init
+    params = dict(
+        coefficient=coefficient,
+        threshold=threshold,
+        log_sigma2_init=log_sigma2_init,
     )
-
-    def make(layer, layer_seed, name):
-        return VariationalDropout(
-            layer,
-            coefficient=coefficient,
-            threshold=threshold,
-            log_sigma2_init=log_sigma2_init,
-            seed=layer_seed,
-            name=name,
-        )
-
-    return apply_wrapper(
-        model, make, exclude, exclude_logits, seed, "vd", _AFFINE_TYPES
+    return apply_wrapper_class(
+        model,
+        VariationalDropout,
+        params,
+        exclude,
+        exclude_logits,
+        seed,
+        "vd",
+        _AFFINE_TYPES,
     )

@@ -8,13 +8,13 @@ without it and plainly truncated, and autoencoders trained at fixed widths.
 import csv
 import os
 import time
-import warnings
 
 import keras
 import numpy as np
 
 from keras_tdrop import datasets
 from keras_tdrop import models
+from keras_tdrop.experiments import _plots
 from keras_tdrop.layers.triangular_dropout import set_width
 
 COLUMNS = ("width", "loss_triangular", "loss_truncated", "loss_fixed")
@@ -285,17 +285,7 @@ def run_autoencoder(
         raise ValueError(
             f"`mode` must be 'triangular' or 'random'. Received: mode={mode!r}"
         )
-    try:
-        import matplotlib  # noqa: F401
-
-        can_plot = True
-    except ImportError:
-        warnings.warn(
-            "matplotlib is not installed; the PNG files will not be "
-            "written. Install it with `pip install keras-tdrop[plots]`.",
-            stacklevel=2,
-        )
-        can_plot = False
+    can_plot = _plots.can_plot("the PNG files")
     say = print if verbose else (lambda *args, **kwargs: None)
     start = time.perf_counter()
     x_train, _ = datasets.load_numpy(

@@ -2,13 +2,13 @@
 
 import os
 import time
-import warnings
 
 import keras
 
 from keras_tdrop import datasets
 from keras_tdrop import models
 from keras_tdrop.callbacks.ramping import RampingCallback
+from keras_tdrop.experiments import _plots
 from keras_tdrop.pruning.report import compare_sweeps
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps
@@ -84,17 +84,7 @@ def run_demo(
     >>> rows[-1]["accuracy_targeted"] > rows[-1]["accuracy_plain"]
     """
     fractions = check_fractions(fractions)
-    try:
-        import matplotlib  # noqa: F401
-
-        can_plot = True
-    except ImportError:
-        warnings.warn(
-            "matplotlib is not installed; demo.png will not be written. "
-            "Install it with `pip install keras-tdrop[plots]`.",
-            stacklevel=2,
-        )
-        can_plot = False
+    can_plot = _plots.can_plot("demo.png")
     say = print if verbose else (lambda *args, **kwargs: None)
     start = time.perf_counter()
 

@@ -13,7 +13,7 @@ from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.layers.kernel_mask import FixedMask
 from keras_tdrop.layers.kernel_mask import KernelDropout
 from keras_tdrop.layers.kernel_mask import _KernelMaskWrapper
-from keras_tdrop.wrapping import _fresh
+from keras_tdrop.wrapping import _unwrap_clone
 from keras_tdrop.wrapping import apply_targeted_dropout
 from keras_tdrop.wrapping import clone_with_weights
 
@@ -33,31 +33,33 @@ def apply_targeted(model, *, exclude=None, seed=None, **params):
     return apply_targeted_dropout(model, exclude=exclude, seed=seed, **params)
 
 
-def apply_dropout(model, *, exclude=None, seed=None, rate, targeting):
-    """Every eligible kernel layer in `KernelDropout(rate, targeting)`."""
+def _apply_kernel_mask(
+    model, wrapper, amount, targeting, exclude, seed, prefix
+):
+    """Every eligible kernel layer in `wrapper(amount, targeting)`."""
     return apply_wrapper(
         model,
-        lambda layer, s, name: KernelDropout(
-            layer, rate, targeting, seed=s, name=name
+        lambda layer, s, name: wrapper(
+            layer, amount, targeting, seed=s, name=name
         ),
         exclude,
         True,
         seed,
-        "dropout",
+        prefix,
+    )
+
+
+def apply_dropout(model, *, exclude=None, seed=None, rate, targeting):
+    """Every eligible kernel layer in `KernelDropout(rate, targeting)`."""
+    return _apply_kernel_mask(
+        model, KernelDropout, rate, targeting, exclude, seed, "dropout"
     )
 
 
 def apply_random_prune(model, *, exclude=None, seed=None, fraction, targeting):
     """Every eligible kernel layer in `FixedMask(fraction, targeting)`."""
-    return apply_wrapper(
-        model,
-        lambda layer, s, name: FixedMask(
-            layer, fraction, targeting, seed=s, name=name
-        ),
-        exclude,
-        True,
-        seed,
-        "random",
+    return _apply_kernel_mask(
+        model, FixedMask, fraction, targeting, exclude, seed, "random"
     )
 
 
@@ -67,16 +69,7 @@ def strip_kernel_masks(model):
     A FixedMask's zeros are folded into the kernel (the plain model computes
     what the wrapped one does); KernelDropout is the identity at inference.
     """
-    pairs = []
-
-    def unwrap(layer):
-        if isinstance(layer, _KernelMaskWrapper):
-            new = _fresh(layer.layer)
-            pairs.append((layer, new))
-            return new
-        return None
-
-    stripped = clone_with_weights(model, unwrap)
+    stripped, pairs = _unwrap_clone(model, _KernelMaskWrapper)
     for wrapper, new in pairs:
         if isinstance(wrapper, FixedMask):
             masks = iter(wrapper.masks)

@@ -3,6 +3,9 @@
 import argparse
 import os
 
+from keras_tdrop._argtypes import _add_data_dir
+from keras_tdrop._argtypes import _add_quiet
+from keras_tdrop._argtypes import _positive_int
 from keras_tdrop.pruning.masks import CRITERIA
 from keras_tdrop.pruning.masks import SCOPES
 
@@ -17,13 +20,6 @@ def _fractions(text):
             f"expected comma-separated fractions in [0, 1], got {text!r}"
         )
     return values
-
-
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_arguments(parser):
@@ -56,7 +52,7 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--block-size",
-        type=_positive,
+        type=_positive_int,
         default=None,
         help="N:M structure: prune within blocks of M inputs (2:4 is "
         "--block-size 4 at fraction 0.5)",
@@ -81,22 +77,16 @@ def add_arguments(parser):
         help="the models output probabilities, not logits (used only for "
         "models saved uncompiled)",
     )
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("TFDS_DATA_DIR"),
-        help="TFDS data directory (default: $TFDS_DATA_DIR)",
-    )
-    parser.add_argument("--batch-size", type=_positive, default=500)
+    _add_data_dir(parser, "TFDS data directory (default: $TFDS_DATA_DIR)")
+    parser.add_argument("--batch-size", type=_positive_int, default=500)
     parser.add_argument(
         "--test-limit",
-        type=_positive,
+        type=_positive_int,
         default=None,
         help="evaluate on the first N test examples only",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--quiet", action="store_true", help="print nothing but errors"
-    )
+    _add_quiet(parser)
 
 
 def run(args):

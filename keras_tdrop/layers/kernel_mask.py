@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_tdrop import targeting as targeting_lib
-from keras_tdrop.baselines._base import call_with_values
+from keras_tdrop.kernels import call_with_values
 from keras_tdrop.kernels import kernel_variables
 
 

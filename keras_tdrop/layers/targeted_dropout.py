@@ -1,7 +1,9 @@
 import keras
 from keras import ops
+from keras.src.backend.common.variables import AutocastScope
 
 from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.kernels import call_with_values
 from keras_tdrop.kernels import kernel_variables
 
 _CONV_TYPES = (
@@ -207,7 +209,7 @@ class TargetedDropout(keras.layers.Wrapper):
         mapping = []
         for kernel, scale in zip(kernels, self._kernel_scales()):
             value = targeting_lib.targeted_dropout(
-                kernel.value,
+                _float_value(kernel),
                 self._current_rate,
                 ops.minimum(self._current_target_rate * scale, 1.0),
                 targeting=self.targeting,
@@ -217,20 +219,7 @@ class TargetedDropout(keras.layers.Wrapper):
                 seed=self.seed_generator,
             )
             mapping.append((kernel, value))
-        targets = {id(kernel) for kernel in kernels}
-        others = [v for v in self.layer.variables if id(v) not in targets]
-        # A nested scope does not see an enclosing one (JAX's stateless
-        # training step): hand it the current value of every other variable.
-        mapping.extend((v, v.value) for v in others)
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = self.layer(inputs, *args, **kwargs)
-        # Updates the wrapped layer made inside the scope (normalization
-        # statistics, its own seed generators) are captured there: apply them.
-        for variable, (_, before) in zip(others, mapping[len(kernels) :]):
-            value = scope.get_current_value(variable)
-            if value is not None and value is not before:
-                variable.assign(value)
-        return outputs
+        return call_with_values(self.layer, mapping, inputs, args, kwargs)
 
     def get_config(self):
         config = super().get_config()
@@ -251,3 +240,11 @@ class TargetedDropout(keras.layers.Wrapper):
     def from_config(cls, config, custom_objects=None):
         # Keras' Wrapper.from_config pops "layer" from the caller's dict.
         return super().from_config(dict(config), custom_objects=custom_objects)
+
+
+def _float_value(kernel):
+    # Under a mixed policy the wrapped layer's autocast scope would hand us
+    # the 16-bit kernel; targets are ranked on the stored float32 values
+    # (the layer still reads the dropped kernel in its compute dtype).
+    with AutocastScope(None):
+        return kernel.value

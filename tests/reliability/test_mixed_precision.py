@@ -71,12 +71,6 @@ def test_outputs_in_compute_dtype_without_nan(policy, reference, fill, rate):
 
 
 @pytest.mark.parametrize("policy", list(POLICIES), indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="layers/targeted_dropout.py reads kernel.value inside the "
-    "layer's autocast scope, so masks come from the 16-bit kernel "
-    "(reported)",
-)
 def test_training_masks_come_from_the_float32_kernel(policy):
     layer = wrapped(near_tie_kernel(policy), rate=1.0, target_rate=0.5)
     out = ops.convert_to_numpy(

@@ -23,7 +23,7 @@ CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_schedules.py \
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,plots,litert,tfmot]"
+	$(PY) -m pip install -q -e ".[dev,plots,litert,tfmot,tensorboard]"
 	touch $@
 
 demo: $(VENV)/.installed

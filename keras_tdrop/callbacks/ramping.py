@@ -28,15 +28,52 @@ def _is_steps(steps, schedule):
     )
 
 
+def _keras_assign(pairs):
+    for variable, value in pairs:
+        variable.assign(value)
+
+
+def _tf_assign(pairs):
+    """One `AssignVariableOp` per variable, skipping `Variable.assign`'s
+    Python layers (dtype conversion, shape check, read-back): about a fifth
+    of its cost. Distributed variables take `Variable.assign`."""
+    import tensorflow as tf
+
+    for variable, value in pairs:
+        if isinstance(variable.value, tf.distribute.DistributedValues):
+            variable.assign(value)
+        else:
+            tf.raw_ops.AssignVariableOp(
+                resource=variable.handle, value=tf.constant(value)
+            )
+
+
+def _writer():
+    """`write([(variable, numpy value), ...])` for the current backend."""
+    if keras.backend.backend() == "tensorflow":
+        return _tf_assign
+    return _keras_assign
+
+
 @keras.saving.register_keras_serializable(package="keras_tdrop")
 class RampingCallback(keras.callbacks.Callback):
     """Ramps alpha and gamma of every TargetedDropout in the model.
 
-    Before every training batch the callback reads the optimizer's iteration
-    count `s` and assigns to each `TargetedDropout` (nested models included)
+    Before every training batch, at the optimizer's step `s`, the callback
+    assigns to each `TargetedDropout` (nested models included)
     `rate = final_rate * fa(s)` and `target_rate = final_target_rate * fg(s)`,
     where `(fa, fg) = schedule(s)`. Because the step comes from the optimizer,
     training resumed from a checkpoint continues the ramp where it stopped.
+    With `steps_per_execution > 1` Keras calls the callback once per
+    execution, at its first step, so the values then hold for the execution.
+
+    The per-batch cost is kept to a few Python operations: the optimizer's
+    step is read from the device at the beginning of training and of every
+    epoch only (after `BackupAndRestore` or a checkpoint has restored it),
+    and within an epoch it is that value plus the batch index Keras passes
+    (`optimizer.iterations` advances by one per step within an epoch).
+    A variable is assigned only when its value (in its own dtype) changes,
+    and on TensorFlow with one raw assign op instead of `Variable.assign`.
     The final values are each layer's own `rate`/`target_rate` (so Xtreme
     layers end with their own gamma) unless `rate`/`target_rate` are given.
     The values in use are written to the epoch logs as `td_rate` and
@@ -122,7 +159,10 @@ class RampingCallback(keras.callbacks.Callback):
         if ramp_fraction is None:
             self._fn = self._make_fn(ramp_steps)
         self._layers = []
-        self._last = None
+        self._targets = []  # per layer: (variable, final value, kind) pairs
+        self._written = []  # per variable: the value it was last given
+        self._epoch_step = 0  # the optimizer's step at the epoch's start
+        self._write = _keras_assign
 
     def _make_fn(self, steps):
         if callable(self.schedule):
@@ -151,7 +191,6 @@ class RampingCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._layers = targeted_dropout_layers(self.model)
-        self._last = None
         if self.ramp_fraction is not None:
             epochs = self.params.get("epochs")
             steps = self.params.get("steps")
@@ -167,17 +206,7 @@ class RampingCallback(keras.callbacks.Callback):
             if self.schedule == "piecewise" and len(resolved) == 1:
                 resolved = [resolved[0] // 2 or 1, resolved[0]]
             self._fn = self._make_fn(tuple(resolved))
-        self._apply(self._current_step())
-
-    def _current_step(self):
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-    def _apply(self, step):
-        fractions = self.fractions(step)
-        if fractions == self._last:
-            return
-        self._last = fractions
-        rate_fraction, target_fraction = fractions
+        self._targets = []
         for layer in self._layers:
             final_rate = layer.rate if self.rate is None else self.rate
             final_target = (
@@ -185,13 +214,47 @@ class RampingCallback(keras.callbacks.Callback):
                 if self.target_rate is None
                 else self.target_rate
             )
-            layer.set_rates(
-                min(1.0, final_rate * rate_fraction),
-                min(1.0, final_target * target_fraction),
+            self._targets.append(
+                (
+                    (layer._current_rate, final_rate),
+                    (layer._current_target_rate, final_target),
+                )
             )
+        self._written = [None] * (2 * len(self._layers))
+        self._write = _writer()
+        self._epoch_step = self._current_step()
+        self._apply(self._epoch_step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # One device read per epoch; it also picks up a step restored after
+        # on_train_begin (by BackupAndRestore listed after this callback).
+        self._epoch_step = self._current_step()
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._apply(self._current_step())
+        self._apply(self._epoch_step + batch)
+
+    def _current_step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _apply(self, step):
+        """Assigns the values at `step` to the variables whose value changes."""
+        rate_fraction, target_fraction = self.fractions(step)
+        changed = []
+        i = 0
+        for pair in self._targets:
+            for (variable, final), fraction in zip(
+                pair, (rate_fraction, target_fraction)
+            ):
+                value = np.asarray(min(1.0, final * fraction), variable.dtype)
+                if self._written[i] is None or value != self._written[i]:
+                    self._written[i] = value
+                    changed.append((variable, value))
+                i += 1
+        if changed:
+            # On JAX, reading `self.model` attaches the trainer's state to
+            # the variables first, so the assignments reach the next step.
+            self.model  # noqa: B018
+            self._write(changed)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self._layers:

@@ -7,7 +7,7 @@ from keras_tdrop import TargetedDropout
 from keras_tdrop import targeted_dropout_layers
 
 
-def td_model(rate=0.8, target_rate=0.6, keep=None):
+def td_model(rate=0.8, target_rate=0.6, keep=None, steps_per_execution=1):
     inputs = keras.Input((6,))
     x = TargetedDropout(
         keras.layers.Dense(5, activation="relu"),
@@ -25,7 +25,11 @@ def td_model(rate=0.8, target_rate=0.6, keep=None):
         name="td2",
     )(x)
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
-    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.compile(
+        keras.optimizers.SGD(0.01),
+        "mse",
+        steps_per_execution=steps_per_execution,
+    )
     return model
 
 
@@ -241,3 +245,149 @@ def test_ramp_fraction_needs_known_length():
             verbose=0,
             callbacks=[RampingCallback(ramp_fraction=(0.5, 1.0))],
         )
+
+
+class BatchRecorder(keras.callbacks.Callback):
+    """(batch, optimizer step, alpha and gamma of td1 and td2) per call."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        values = []
+        for name in ("td1", "td2"):
+            layer = self.model.get_layer(name)
+            values += [layer.current_rate, layer.current_target_rate]
+        self.seen.append((batch, step, *values))
+
+
+def linear_values(step, total=40):
+    """alpha and gamma of td1 and td2 at `step`, as float32 values."""
+    f = min(1.0, step / total)
+    return [float(np.float32(v * f)) for v in (0.8, 0.6, 0.4, 0.3)]
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 3, 4])
+def test_values_at_every_step_with_steps_per_execution(steps_per_execution):
+    # The step is read once per epoch and advanced by the batch index; with
+    # steps_per_execution > 1 Keras calls the hook at each execution's first
+    # step, and an epoch of 10 steps ends with a shorter execution.
+    model = td_model(steps_per_execution=steps_per_execution)
+    recorder = BatchRecorder()
+    x, y = data(40)  # 10 steps per epoch at batch 4
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=3,
+        verbose=0,
+        callbacks=[RampingCallback("linear", ramp_steps=40), recorder],
+    )
+    batches = list(range(0, 10, steps_per_execution))
+    assert [seen[0] for seen in recorder.seen] == batches * 3
+    assert [seen[1] for seen in recorder.seen] == [
+        epoch * 10 + batch for epoch in range(3) for batch in batches
+    ]
+    for _, step, *values in recorder.seen:
+        assert values == pytest.approx(linear_values(step), rel=1e-6)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 30
+
+
+def test_a_step_restored_after_train_begin_is_picked_up():
+    # Like BackupAndRestore listed after the ramp: the optimizer's step
+    # changes after RampingCallback.on_train_begin has read it.
+    class SetStep(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.model.optimizer.iterations.assign(17)
+
+    model = td_model()
+    recorder = BatchRecorder()
+    x, y = data(40)
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            RampingCallback("linear", ramp_steps=40),
+            SetStep(),
+            recorder,
+        ],
+    )
+    assert [seen[1] for seen in recorder.seen] == list(range(17, 37))
+    for _, step, *values in recorder.seen:
+        assert values == pytest.approx(linear_values(step), rel=1e-6)
+
+
+def test_assigns_only_values_that_change(monkeypatch):
+    from keras_tdrop.callbacks import ramping
+
+    writes = []
+    writer = ramping._writer
+
+    def counting_writer():
+        write = writer()
+
+        def counted(pairs):
+            writes.append(len(pairs))
+            write(pairs)
+
+        return counted
+
+    monkeypatch.setattr(ramping, "_writer", counting_writer)
+    model = td_model()
+    recorder = BatchRecorder()
+    x, y = data(40)
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[RampingCallback(ramp_steps=(2, 4)), recorder],
+    )
+    # Steps 0-4 change all four values (two per layer); the ramp ends at
+    # step 4, and steps 5-9 assign nothing. Step 0 is assigned once, at
+    # train begin, not again before the first batch.
+    assert writes == [4] * 5
+    assert recorder.seen[-1][2:] == pytest.approx([0.8, 0.6, 0.4, 0.3])
+    for _, step, *values in recorder.seen:
+        alpha, gamma = piecewise(step, 2, 4)
+        expected = [0.8 * alpha, 0.6 * gamma, 0.4 * alpha, 0.3 * gamma]
+        assert values == pytest.approx(expected, abs=1e-6)
+    # A second fit starts from nothing written: its first step is assigned.
+    writes.clear()
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[RampingCallback("constant")],
+    )
+    assert writes == [4]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="tf.distribute"
+)
+def test_distributed_variables_are_assigned():
+    import tensorflow as tf
+
+    with tf.distribute.MirroredStrategy(["CPU:0"]).scope():
+        model = td_model()
+    recorder = BatchRecorder()
+    x, y = data(40)
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[RampingCallback("linear", ramp_steps=40), recorder],
+    )
+    for _, step, *values in recorder.seen:
+        assert values == pytest.approx(linear_values(step), rel=1e-6)

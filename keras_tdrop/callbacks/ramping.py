@@ -28,31 +28,30 @@ def _is_steps(steps, schedule):
     )
 
 
-def _keras_assign(pairs):
-    for variable, value in pairs:
-        variable.assign(value)
+def _assigner(variable):
+    """`assign(value)` for a scalar variable, `value` a Python float.
 
-
-def _tf_assign(pairs):
-    """One `AssignVariableOp` per variable, skipping `Variable.assign`'s
-    Python layers (dtype conversion, shape check, read-back): about a fifth
-    of its cost. Distributed variables take `Variable.assign`."""
-    import tensorflow as tf
-
-    for variable, value in pairs:
-        if isinstance(variable.value, tf.distribute.DistributedValues):
-            variable.assign(value)
-        else:
-            tf.raw_ops.AssignVariableOp(
-                resource=variable.handle, value=tf.constant(value)
-            )
-
-
-def _writer():
-    """`write([(variable, numpy value), ...])` for the current backend."""
+    On TensorFlow, one `AssignVariableOp` on the variable's handle: about a
+    sixth of the host time of `Variable.assign` (which converts the value,
+    checks the shape and goes through Keras's and TensorFlow's Python
+    layers); a float32 variable takes the Python float as it is, which
+    TensorFlow converts in C++. Distributed variables, and the other
+    backends, take `Variable.assign`.
+    """
     if keras.backend.backend() == "tensorflow":
-        return _tf_assign
-    return _keras_assign
+        import tensorflow as tf
+
+        if not isinstance(variable.value, tf.distribute.DistributedValues):
+            handle = variable.handle
+            if variable.dtype == "float32":
+                return lambda value: tf.raw_ops.AssignVariableOp(
+                    resource=handle, value=value
+                )
+            dtype = variable.dtype
+            return lambda value: tf.raw_ops.AssignVariableOp(
+                resource=handle, value=tf.constant(value, dtype)
+            )
+    return variable.assign
 
 
 @keras.saving.register_keras_serializable(package="keras_tdrop")
@@ -159,10 +158,11 @@ class RampingCallback(keras.callbacks.Callback):
         if ramp_fraction is None:
             self._fn = self._make_fn(ramp_steps)
         self._layers = []
-        self._targets = []  # per layer: (variable, final value, kind) pairs
-        self._written = []  # per variable: the value it was last given
+        # Per alpha/gamma variable: (assign, its final value, its dtype),
+        # alpha and gamma of each layer in turn, and the value last assigned.
+        self._targets = []
+        self._written = []
         self._epoch_step = 0  # the optimizer's step at the epoch's start
-        self._write = _keras_assign
 
     def _make_fn(self, steps):
         if callable(self.schedule):
@@ -214,14 +214,14 @@ class RampingCallback(keras.callbacks.Callback):
                 if self.target_rate is None
                 else self.target_rate
             )
-            self._targets.append(
-                (
-                    (layer._current_rate, final_rate),
-                    (layer._current_target_rate, final_target),
+            for variable, final in (
+                (layer._current_rate, final_rate),
+                (layer._current_target_rate, final_target),
+            ):
+                self._targets.append(
+                    (_assigner(variable), final, np.dtype(variable.dtype))
                 )
-            )
-        self._written = [None] * (2 * len(self._layers))
-        self._write = _writer()
+        self._written = [None] * len(self._targets)
         self._epoch_step = self._current_step()
         self._apply(self._epoch_step)
 
@@ -238,23 +238,20 @@ class RampingCallback(keras.callbacks.Callback):
 
     def _apply(self, step):
         """Assigns the values at `step` to the variables whose value changes."""
-        rate_fraction, target_fraction = self.fractions(step)
+        fractions = self.fractions(step)
         changed = []
-        i = 0
-        for pair in self._targets:
-            for (variable, final), fraction in zip(
-                pair, (rate_fraction, target_fraction)
-            ):
-                value = np.asarray(min(1.0, final * fraction), variable.dtype)
-                if self._written[i] is None or value != self._written[i]:
-                    self._written[i] = value
-                    changed.append((variable, value))
-                i += 1
+        for i, (assign, final, dtype) in enumerate(self._targets):
+            # alpha, gamma, alpha, gamma, ...: fraction i % 2.
+            value = float(dtype.type(min(1.0, final * fractions[i % 2])))
+            if value != self._written[i]:
+                self._written[i] = value
+                changed.append((assign, value))
         if changed:
             # On JAX, reading `self.model` attaches the trainer's state to
             # the variables first, so the assignments reach the next step.
             self.model  # noqa: B018
-            self._write(changed)
+            for assign, value in changed:
+                assign(value)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self._layers:

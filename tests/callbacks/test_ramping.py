@@ -326,20 +326,26 @@ def test_assigns_only_values_that_change(monkeypatch):
     from keras_tdrop.callbacks import ramping
 
     writes = []
-    writer = ramping._writer
+    assigner = ramping._assigner
 
-    def counting_writer():
-        write = writer()
+    def counting_assigner(variable):
+        assign = assigner(variable)
 
-        def counted(pairs):
-            writes.append(len(pairs))
-            write(pairs)
+        def counted(value):
+            writes.append(value)
+            assign(value)
 
         return counted
 
-    monkeypatch.setattr(ramping, "_writer", counting_writer)
+    monkeypatch.setattr(ramping, "_assigner", counting_assigner)
+
+    class CountingRecorder(BatchRecorder):
+        def on_train_batch_begin(self, batch, logs=None):
+            super().on_train_batch_begin(batch, logs)
+            self.seen[-1] += (len(writes),)
+
     model = td_model()
-    recorder = BatchRecorder()
+    recorder = CountingRecorder()
     x, y = data(40)
     model.fit(
         x,
@@ -349,15 +355,15 @@ def test_assigns_only_values_that_change(monkeypatch):
         verbose=0,
         callbacks=[RampingCallback(ramp_steps=(2, 4)), recorder],
     )
-    # Steps 0-4 change all four values (two per layer); the ramp ends at
-    # step 4, and steps 5-9 assign nothing. Step 0 is assigned once, at
-    # train begin, not again before the first batch.
-    assert writes == [4] * 5
-    assert recorder.seen[-1][2:] == pytest.approx([0.8, 0.6, 0.4, 0.3])
-    for _, step, *values in recorder.seen:
+    # Four values (alpha and gamma of two layers) change at steps 0-4 and
+    # are assigned then; step 0 once, at train begin. The ramp ends at step
+    # 4: steps 5-9 assign nothing.
+    assert [seen[-1] for seen in recorder.seen] == [4, 8, 12, 16, 20] + [20] * 5
+    for _, step, *values, _ in recorder.seen:
         alpha, gamma = piecewise(step, 2, 4)
         expected = [0.8 * alpha, 0.6 * gamma, 0.4 * alpha, 0.3 * gamma]
         assert values == pytest.approx(expected, abs=1e-6)
+    assert writes[-4:] == pytest.approx([0.8, 0.6, 0.4, 0.3])
     # A second fit starts from nothing written: its first step is assigned.
     writes.clear()
     model.fit(
@@ -368,7 +374,7 @@ def test_assigns_only_values_that_change(monkeypatch):
         verbose=0,
         callbacks=[RampingCallback("constant")],
     )
-    assert writes == [4]
+    assert len(writes) == 4
 
 
 @pytest.mark.skipif(
@@ -391,3 +397,35 @@ def test_distributed_variables_are_assigned():
     )
     for _, step, *values in recorder.seen:
         assert values == pytest.approx(linear_values(step), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "dtype, variable_dtype",
+    [("float64", "float64"), ("mixed_float16", "float32")],
+)
+def test_other_variable_dtypes(dtype, variable_dtype):
+    inputs = keras.Input((6,))
+    layer = TargetedDropout(
+        keras.layers.Dense(5, dtype=dtype),
+        rate=0.8,
+        target_rate=0.6,
+        dtype=dtype,
+        name="td1",
+    )
+    outputs = keras.layers.Dense(2, dtype="float32")(layer(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    assert layer._current_rate.dtype == variable_dtype
+    recorder = Recorder()
+    x, y = data(40)
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[RampingCallback("linear", ramp_steps=40), recorder],
+    )
+    for step, rate, target in recorder.seen:
+        assert rate == pytest.approx(0.8 * step / 40, rel=1e-6)
+        assert target == pytest.approx(0.6 * step / 40, rel=1e-6)

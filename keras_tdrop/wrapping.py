@@ -183,14 +183,45 @@ def apply_targeted_dropout(
     return clone_with_weights(model, wrap)
 
 
-def strip_targeted_dropout(model):
+def strip_targeted_dropout(model, prune_targeted=None):
     """Returns a plain copy of `model`: every TargetedDropout unwrapped.
 
     The inner layers keep their names and weights; nothing of targeted
     dropout is left, so the result saves, converts and serves as any model.
+    The copy computes what `model` computes at inference: a wrapper that
+    prunes at inference (`prune_at_inference=True`, or the `"t2t"` and
+    `"for_ai"` references' own choice) has its targeted set zeroed in the
+    copy's kernels. `model` is not modified.
+
+    Args:
+        model: a Sequential or functional `keras.Model`.
+        prune_targeted: `None` (the default) folds the inference pruning of
+            the wrappers that prune at inference, as above; `False` keeps
+            every stored kernel as it is (the dense trained weights);
+            `True` zeroes every wrapper's targeted set (at its current
+            alpha and gamma), whether it prunes at inference or not.
+
+    Example:
+    >>> plain = strip_targeted_dropout(td_model)
+    >>> dense = strip_targeted_dropout(td_model, prune_targeted=False)
     """
     _check_graph_model(model)
-    return _unwrap_clone(model, TargetedDropout)[0]
+    if prune_targeted not in (None, True, False):
+        raise TypeError(
+            "`prune_targeted` must be None or a bool. "
+            f"Received: prune_targeted={prune_targeted!r}"
+        )
+    stripped, pairs = _unwrap_clone(model, TargetedDropout)
+    for wrapper, new in pairs:
+        if prune_targeted is False or not (
+            prune_targeted or wrapper.prunes_at_inference()
+        ):
+            continue
+        for variable, value in zip(
+            kernel_variables(new), wrapper.inference_kernels(prune=True)
+        ):
+            variable.assign(value)
+    return stripped
 
 
 def targeted_dropout_layers(model):

@@ -132,3 +132,78 @@ def test_bad_models():
         apply_targeted_dropout(functional_model(), rate=3)
     with pytest.raises(TypeError, match=r"model="):
         strip_targeted_dropout(None)
+
+
+def _column_zeros(kernel):
+    matrix = np.reshape(kernel, (-1, kernel.shape[-1]))
+    return (matrix == 0).sum(axis=0)
+
+
+@pytest.mark.parametrize(
+    "options, prune_targeted, pruned",
+    [
+        # (wrapper options, strip argument, layers whose targeted set is
+        # zeroed in the plain copy)
+        ({}, None, set()),
+        ({"prune_at_inference": True}, None, {"conv2", "fc1"}),
+        ({"reference": "for_ai"}, None, {"conv2"}),  # convs only
+        ({"prune_at_inference": True}, False, set()),
+        ({}, True, {"conv2", "fc1"}),
+    ],
+)
+def test_strip_folds_inference_pruning(options, prune_targeted, pruned):
+    model = functional_model()
+    td = apply_targeted_dropout(
+        model, rate=0.5, target_rate=0.75, exclude=["stem"], **options
+    )
+    before = weights_of(td)
+    plain = strip_targeted_dropout(td, prune_targeted=prune_targeted)
+    for name in ("conv2", "fc1"):
+        kernel = ops.convert_to_numpy(plain.get_layer(name).kernel)
+        original = ops.convert_to_numpy(model.get_layer(name).kernel)
+        rows = int(np.prod(kernel.shape[:-1]))
+        zeros = _column_zeros(kernel)
+        if name in pruned:
+            # floor(0.75 * rows) lowest-|w| of every column (for-ai's
+            # count is the same), the rest untouched.
+            assert zeros.tolist() == [int(0.75 * rows)] * kernel.shape[-1]
+            kept = kernel != 0
+            np.testing.assert_array_equal(kernel[kept], original[kept])
+            for column in range(kernel.shape[-1]):
+                dropped = np.abs(original[..., column][~kept[..., column]])
+                assert (
+                    dropped.max()
+                    <= np.abs(original[..., column][kept[..., column]]).min()
+                )
+        else:
+            np.testing.assert_array_equal(kernel, original)
+    # What the plain copy computes is what the wrapped model infers, unless
+    # the strip was told otherwise.
+    if prune_targeted is None:
+        np.testing.assert_allclose(
+            plain.predict(X, verbose=0), td.predict(X, verbose=0), atol=1e-6
+        )
+    after = weights_of(td)
+    for path in before:
+        np.testing.assert_array_equal(before[path], after[path])
+
+
+def test_strip_folds_t2t_inference_count():
+    model = functional_model()
+    td = apply_targeted_dropout(
+        model, rate=0.5, target_rate=0.75, exclude=["stem"], reference="t2t"
+    )
+    plain = strip_targeted_dropout(td)
+    kernel = ops.convert_to_numpy(plain.get_layer("fc1").kernel)
+    rows = kernel.shape[0]
+    # Tensor2Tensor: k' = round(k * alpha) (half to even), then `<=` keeps
+    # k' + 1 targeted per column.
+    k = int(0.75 * rows)
+    expected = int(np.round(k * 0.5)) + 1
+    assert _column_zeros(kernel).tolist() == [expected] * kernel.shape[-1]
+
+
+def test_strip_rejects_bad_prune_targeted():
+    td = apply_targeted_dropout(functional_model())
+    with pytest.raises(TypeError, match="prune_targeted='yes'"):
+        strip_targeted_dropout(td, prune_targeted="yes")

@@ -63,13 +63,32 @@ def _config(run_dir):
         return json.load(f)
 
 
+def _ramped_to(config):
+    """`(targeting, gamma)` of a ramped targeted-dropout run, else None."""
+    params = config.get("params", {})
+    if (
+        config.get("method") != "targeted"
+        or not config.get("ramp")
+        or "target_rate" not in params
+        or params.get("keep_per_column") is not None
+    ):
+        return None
+    return params.get("targeting", "weight"), round(params["target_rate"], 6)
+
+
 def format_random_prune_table(runs, configs, metric="accuracy"):
     """Table 7: random pruning before training vs post hoc pruning.
 
-    For every random-prune run (method `random_prune`, fraction p), its
-    accuracy as trained (already pruned at p); for every other run, its
-    accuracy pruned at p post hoc (the same targeting). Columns are the
-    fractions of the random-prune runs; None if there is none.
+    Columns are the `(targeting, fraction p)` of the random-prune runs
+    (method `random_prune`); None if there is none. Rows:
+
+    - `random-prune`: each random-prune run's accuracy as trained (already
+      pruned at its p), in its own column.
+    - `ramping TD (gamma = p)`: where ramped targeted-dropout runs were
+      given whose final gamma is a column's p (same targeting), each one's
+      accuracy pruned at p, in that column: the paper's comparison, one
+      ramped run per prune fraction.
+    - every other run: its accuracy pruned at p post hoc (same targeting).
     """
     random = {
         label: configs[label]["params"]
@@ -81,6 +100,14 @@ def format_random_prune_table(runs, configs, metric="accuracy"):
     columns = sorted(
         {(p["targeting"], round(p["fraction"], 6)) for p in random.values()}
     )
+    ramped = {
+        label: _ramped_to(configs.get(label, {}))
+        for label in runs
+        if label not in random
+    }
+    matched = {
+        label: key for label, key in ramped.items() if key in set(columns)
+    }
 
     def value(label, targeting, fraction):
         rows = runs[label].get(targeting, [])
@@ -92,26 +119,45 @@ def format_random_prune_table(runs, configs, metric="accuracy"):
             ):
                 return None
             fraction = 0.0
+        elif label in matched and matched[label] != (targeting, fraction):
+            return None
         found = [r[metric] for r in rows if round(r["fraction"], 6) == fraction]
         return found[0] if found else None
 
-    names = ["random-prune"] + [label for label in runs if label not in random]
-    width = max(len(n) for n in names)
+    groups = [("random-prune", list(random))]
+    if matched:
+        groups.append(("ramping TD (gamma = p)", list(matched)))
+    groups += [
+        (label, [label])
+        for label in runs
+        if label not in random and label not in matched
+    ]
+    width = max(len(name) for name, _ in groups)
     head = f"{'':<{width}}  " + "  ".join(
         f"{t} {f * 100:>3.0f}%" for t, f in columns
     )
     lines = [f"random pruning vs post hoc pruning, test {metric} (%)", head]
     lines.append("-" * len(head))
-    for name in names:
+    for name, labels in groups:
         cells = []
         for targeting, fraction in columns:
-            labels = list(random) if name == "random-prune" else [name]
             found = [value(label, targeting, fraction) for label in labels]
             found = [v for v in found if v is not None]
             text = f"{found[0] * 100:.2f}" if found else "-"
             cells.append(f"{text:>{len(targeting) + 5}}")
         lines.append(f"{name:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def pruned_as_saved(runs, targeting="weight"):
+    """`{label: sparsity}` of the runs whose 0% row is already sparse: runs
+    saved with their targeted set pruned (`prune_at_inference`)."""
+    found = {}
+    for label, sweeps in runs.items():
+        zero = [r for r in sweeps.get(targeting, []) if r["fraction"] == 0.0]
+        if zero and zero[0]["sparsity"] > 0.0:
+            found[label] = zero[0]["sparsity"]
+    return found
 
 
 def _unique_labels(labels, dirs):
@@ -158,6 +204,11 @@ def format_table(runs, targeting="weight", metric="accuracy"):
                 f"{found[0] * 100:>{w}.2f}" if found else f"{'-':>{w}}"
             )
         lines.append(f"{fraction * 100:>6.0f}%  " + "  ".join(cells))
+    for label, sparsity in pruned_as_saved(runs, targeting).items():
+        lines.append(
+            f"({label}: saved with its targeted set pruned, as it is "
+            f"evaluated; {sparsity:.2%} sparse at 0%)"
+        )
     return "\n".join(lines)
 
 

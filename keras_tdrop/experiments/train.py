@@ -7,7 +7,10 @@ uncompiled),
 layers, at every optimizer step), `logs/` (TensorBoard, when tensorboard
 is installed: the epoch metrics, and `ramp/alpha`, `ramp/gamma` per step),
 `backup/` (BackupAndRestore, while training), `sweep_weight.csv`,
-`sweep_unit.csv`, `sweep.png` and `results.json`. Running the same command
+`sweep_unit.csv`, `sweep.png`, `results.json`, and `dense.json` for runs
+whose TargetedDropout prunes at inference (the ramped runs: they are saved,
+evaluated and swept with the targeted set pruned, as for-ai/TD evaluates
+them; `dense.json` holds the dense weights' accuracy). Running the same command
 again resumes an interrupted run from its last epoch, the ramp where it was
 (it follows the optimizer's step), or reports a finished one; with other
 `fractions` it sweeps the trained model again.
@@ -465,6 +468,9 @@ def train(
         plain = registry.method(config["method"]).strip(training)
         if plain.compiled:
             plain = clone_with_weights(plain)
+        dense = _dense_accuracy(training, test_ds, config)
+        if dense is not None:
+            write_json(os.path.join(run_dir, "dense.json"), dense)
         tmp = os.path.join(run_dir, "model.tmp.keras")
         plain.save(tmp)  # uncompiled: weights and architecture only
         os.replace(tmp, model_path)
@@ -481,10 +487,30 @@ def train(
         else round(train_seconds, 1),
         "sweeps": sweep(plain, test_ds, run_dir, config, verbose=verbose),
     }
+    dense_path = os.path.join(run_dir, "dense.json")
+    if os.path.exists(dense_path):
+        with open(dense_path) as f:
+            results.update(json.load(f))
     results["total_seconds"] = round(time.perf_counter() - start, 1)
     write_json(results_path, results)
     say(f"Wrote {run_dir} ({results['total_seconds']:.0f} s).")
     return results
+
+
+def _dense_accuracy(training, test_ds, config):
+    """For a run whose TargetedDropout layers prune at inference (so the
+    saved model has the targeted set zeroed): the test accuracy of the
+    trained weights left dense, `{"dense_test_accuracy": a}`; else None."""
+    from keras_tdrop.wrapping import strip_targeted_dropout
+    from keras_tdrop.wrapping import targeted_dropout_layers
+
+    layers = targeted_dropout_layers(training)
+    if not any(layer.prunes_at_inference() for layer in layers):
+        return None
+    dense = strip_targeted_dropout(training, prune_targeted=False)
+    compile_model(dense, config)
+    accuracy = dense.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"]
+    return {"dense_test_accuracy": float(accuracy)}
 
 
 def sweep(model, test_ds, run_dir, config, verbose=1):

@@ -196,18 +196,21 @@ class TargetedDropout(keras.layers.Wrapper):
             return isinstance(self.layer, _CONV_TYPES)
         return self.reference == "t2t"
 
-    def call(self, inputs, *args, training=None, **kwargs):
-        if self.layer._call_has_training_arg:
-            kwargs["training"] = training
-        if not self.layer.built:
-            self.layer(inputs, *args, **kwargs)
-            self._check_kernels()
-        training = bool(training)
-        if not training and not self._prunes_at_inference():
-            return self.layer(inputs, *args, **kwargs)
-        kernels = kernel_variables(self.layer)
+    def prunes_at_inference(self):
+        """Whether inference zeroes the targeted set (see `__init__`)."""
+        return self._prunes_at_inference()
+
+    def _dropped_kernels(self, training):
+        """`[(kernel variable, value the layer runs on)]`, every kernel.
+
+        In training: the dropped copy (fresh noise). At inference: each
+        kernel with its targeted set at the current gamma zeroed, as
+        `call` runs it when the layer prunes at inference.
+        """
         mapping = []
-        for kernel, scale in zip(kernels, self._kernel_scales()):
+        for kernel, scale in zip(
+            kernel_variables(self.layer), self._kernel_scales()
+        ):
             value = targeting_lib.targeted_dropout(
                 _float_value(kernel),
                 self._current_rate,
@@ -219,6 +222,38 @@ class TargetedDropout(keras.layers.Wrapper):
                 seed=self.seed_generator,
             )
             mapping.append((kernel, value))
+        return mapping
+
+    def inference_kernels(self, prune=None):
+        """The kernels as inference uses them, as numpy arrays.
+
+        The stored kernels when the layer does not prune at inference;
+        otherwise each with its targeted set (current alpha and gamma)
+        zeroed. `prune=True` / `False` overrides the layer's own choice.
+        `strip_targeted_dropout` folds these into the plain model.
+        """
+        if prune is None:
+            prune = self._prunes_at_inference()
+        if not prune:
+            return [
+                ops.convert_to_numpy(k.value)
+                for k in kernel_variables(self.layer)
+            ]
+        return [
+            ops.convert_to_numpy(value)
+            for _, value in self._dropped_kernels(training=False)
+        ]
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if self.layer._call_has_training_arg:
+            kwargs["training"] = training
+        if not self.layer.built:
+            self.layer(inputs, *args, **kwargs)
+            self._check_kernels()
+        training = bool(training)
+        if not training and not self._prunes_at_inference():
+            return self.layer(inputs, *args, **kwargs)
+        mapping = self._dropped_kernels(training)
         return call_with_values(self.layer, mapping, inputs, args, kwargs)
 
     def get_config(self):

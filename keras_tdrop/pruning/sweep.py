@@ -85,7 +85,8 @@ def prune_sweep(
 
     Returns:
         A list of dicts, one per fraction: `fraction`, `sparsity` (the share
-        of prunable kernel weights removed) and every value `evaluate`
+        of prunable kernel weights that are zero once pruned, zeros the
+        model already had included) and every value `evaluate`
         returns (`loss`, `accuracy`, ...).
 
     Example:
@@ -141,8 +142,13 @@ def prune_sweep(
                 **mask_options,
             )
             apply_masks(target, masks, inplace=True)
-            total = sum(m.size for m in masks.values())
-            removed = total - sum(np.count_nonzero(m) for m in masks.values())
+            # Zeros after pruning, those the model already had included (a
+            # model saved with its targeted set pruned is sparse at 0%).
+            total = sum(np.size(v) for v in unpruned)
+            removed = total - sum(
+                np.count_nonzero(keras.ops.convert_to_numpy(k.value))
+                for k in kernels
+            )
             results = target.evaluate(x, y, verbose=0, return_dict=True)
             row = {
                 "fraction": fraction,

@@ -120,3 +120,74 @@ def test_random_prune_table(tmp_path):
         "ramping_weight        93.29        92.51",
     ]
     assert "random_prune" not in compare.compare(runs[2:], verbose=0)
+
+
+def test_random_prune_table_pairs_ramped_runs_by_gamma(tmp_path):
+    runs = []
+    for fraction, accuracy in ((0.5, 0.90), (0.75, 0.85)):
+        runs.append(
+            _run_with_config(
+                tmp_path / f"rp{fraction}",
+                {
+                    "experiment": f"random_prune_weight_{fraction}",
+                    "method": "random_prune",
+                    "params": {"fraction": fraction, "targeting": "weight"},
+                },
+                [(0.0, accuracy), (0.5, 0.2), (0.75, 0.1)],
+            )
+        )
+    for gamma, weight in (
+        (0.5, [(0.0, 0.93), (0.5, 0.93), (0.75, 0.40)]),
+        (0.75, [(0.0, 0.91), (0.5, 0.91), (0.75, 0.91)]),
+    ):
+        runs.append(
+            _run_with_config(
+                tmp_path / f"ramp{gamma}",
+                {
+                    "experiment": f"ramping_weight_{gamma}",
+                    "method": "targeted",
+                    "params": {
+                        "rate": 0.99,
+                        "target_rate": gamma,
+                        "targeting": "weight",
+                    },
+                    "ramp": {"schedule": "piecewise", "ramp_steps": [1, 2]},
+                },
+                weight,
+                sparsity_at_zero=gamma,
+            )
+        )
+    runs.append(make_run(tmp_path / "none", "none", [(0.0, 0.95), (0.5, 0.94)]))
+    tables = compare.compare(runs, verbose=0)
+    # Each ramped run fills the column of its own gamma only.
+    assert tables["random_prune"].splitlines() == [
+        "random pruning vs post hoc pruning, test accuracy (%)",
+        "                        weight  50%  weight  75%",
+        "-" * 48,
+        "random-prune                  90.00        85.00",
+        "ramping TD (gamma = p)        93.00        91.00",
+        "none                          94.00            -",
+    ]
+    # The weight table says which runs were saved already pruned.
+    assert tables["weight"].splitlines()[-2:] == [
+        "(ramping_weight_0.5: saved with its targeted set pruned, as it is "
+        "evaluated; 50.00% sparse at 0%)",
+        "(ramping_weight_0.75: saved with its targeted set pruned, as it is "
+        "evaluated; 75.00% sparse at 0%)",
+    ]
+
+
+def _run_with_config(path, config, weight, sparsity_at_zero=0.0):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(config))
+    rows = [
+        {
+            "fraction": f,
+            "sparsity": max(f, sparsity_at_zero),
+            "loss": 1.0,
+            "accuracy": a,
+        }
+        for f, a in weight
+    ]
+    compare.write_sweep_csv(rows, str(path / "sweep_weight.csv"))
+    return str(path)

@@ -26,11 +26,29 @@ PAPER_TARGETED = {
 def test_named_experiments_hold_the_papers_settings():
     for name, (rate, target_rate, targeting) in PAPER_TARGETED.items():
         params = registry.get(name)["params"]
-        assert params == {
+        expected = {
             "rate": rate,
             "target_rate": target_rate,
             "targeting": targeting,
         }
+        if name.startswith("ramping"):
+            # Evaluated as for-ai/TD evaluates ramped runs: pruned.
+            expected["prune_at_inference"] = True
+        assert params == expected
+    # Table 7's ramped runs: one per random-prune fraction, alpha 0.99.
+    for targeting, gammas in (
+        ("weight", (0.5, 0.75, 0.9)),
+        ("unit", (0.75, 0.85, 0.95)),
+    ):
+        for gamma in gammas:
+            spec = registry.get(f"ramping_{targeting}_{gamma}")
+            assert spec["params"] == {
+                "rate": 0.99,
+                "target_rate": gamma,
+                "targeting": targeting,
+                "prune_at_inference": True,
+            }
+            assert spec["ramp"] == registry.REFERENCE_RAMP
     for targeting in ("weight", "unit"):
         for rate in (0.25, 0.5):
             spec = registry.get(f"dropout_{targeting}_{rate}")

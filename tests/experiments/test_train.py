@@ -148,6 +148,34 @@ def test_train_random_prune(tmp_path):
     assert not (tmp_path / "run" / "ramp.csv").exists()  # nothing targeted
 
 
+def test_train_ramped_run_is_saved_and_swept_pruned(tmp_path):
+    experiment = "ramping_weight_0.75"
+    results = train_lib.train(
+        experiment,
+        str(tmp_path / "run"),
+        **{**TINY, "fractions": (0.0, 0.5, 0.75, 0.9)},
+    )
+    plain = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    kernel = plain.get_layer("hidden").kernel.numpy()
+    # The ramp ends at gamma 0.75 (6 steps, ramp 1/1 steps scaled): the
+    # saved model is the one evaluated, floor(0.75 * 784) = 588 zeros in
+    # every column.
+    assert (kernel == 0).sum(axis=0).tolist() == [588] * 10
+    sweep = results["sweeps"]["weight"]
+    # Sparsity counts the zeros it was saved with (hidden: 7,840 of the
+    # 7,840 prunable weights; the logits are not pruned).
+    assert [r["sparsity"] for r in sweep[:3]] == [0.75, 0.75, 0.75]
+    assert sweep[3]["sparsity"] == pytest.approx(int(0.9 * 784) / 784)
+    assert sweep[0]["accuracy"] == sweep[1]["accuracy"] == sweep[2]["accuracy"]
+    assert results["test_accuracy"] == pytest.approx(sweep[0]["accuracy"])
+    # The dense weights' accuracy is kept beside it.
+    assert 0.0 <= results["dense_test_accuracy"] <= 1.0
+    with open(tmp_path / "run" / "dense.json") as f:
+        assert json.load(f) == {
+            "dense_test_accuracy": results["dense_test_accuracy"]
+        }
+
+
 def test_compile_model_recipe():
     config = train_lib.resolve_config(
         "none", model="resnet8", epochs=10, batch_size=100, train_limit=1000

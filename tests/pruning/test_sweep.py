@@ -205,14 +205,30 @@ def test_sweep_models_compares(tmp_path, capsys):
     assert sweeps["halved"][1]["accuracy"] == sweeps["base"][1]["accuracy"]
     assert sweeps["halved"][0]["accuracy"] == sweeps["base"][1]["accuracy"]
     printed = capsys.readouterr().out
-    assert "prune %  sparsity     base   halved" in printed
+    # The halved model is 50% sparse at 0% already: one sparsity column
+    # per model.
+    assert "prune %  sp. base     base  sp. halved   halved" in printed
     with open(tmp_path / "compare.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == [
         "prune_fraction",
-        "sparsity",
+        "sparsity_base",
         "accuracy_base",
+        "sparsity_halved",
         "accuracy_halved",
     ]
+    assert [float(r["sparsity_halved"]) for r in table] == [0.5, 0.5, 0.75]
     with pytest.raises(ValueError, match=r"metric='f1'"):
         sweep_models({"base": model}, (x, y), (0.0,), metric="f1", verbose=0)
+
+
+def test_sparsity_counts_zeros_the_model_already_had():
+    model, x, y = trained_model()
+    # fc (8 x 20) saved with its 6 lowest-|w| weights per column zeroed, as
+    # a model stripped with its targeted set pruned is.
+    sparse = prune(model, 0.75)
+    sparse.compile(loss=model.loss, metrics=["accuracy"])
+    rows = prune_sweep(sparse, (x, y), (0.0, 0.5, 0.75, 0.875), verbose=0)
+    # Pruning below 75% removes zeros only: sparsity and accuracy stay.
+    assert [r["sparsity"] for r in rows] == [0.75, 0.75, 0.75, 0.875]
+    assert rows[0]["accuracy"] == rows[1]["accuracy"] == rows[2]["accuracy"]

@@ -197,45 +197,36 @@ def _build():
     # evaluates them (REFERENCE.md). Version 2: version 1 evaluated them
     # dense, which left them at chance below their gamma.
     ramped = {"prune_at_inference": True}
-    for targeting, rate, target_rate, extra in (
-        ("weight", 0.99, 0.99, (0.5, 0.75, 0.9)),
-        ("unit", 0.99, 0.9, (0.75, 0.85, 0.95)),
-    ):
-        found[f"ramping_{targeting}"] = _experiment(
+
+    def ramping(targeting, gamma, paper, version=1):
+        share = "weights per column" if targeting == "weight" else "columns"
+        return _experiment(
             "targeted",
             {
-                "rate": rate,
-                "target_rate": target_rate,
+                "rate": 0.99,
+                "target_rate": gamma,
                 "targeting": targeting,
                 **ramped,
             },
             ramp=REFERENCE_RAMP,
-            paper="Tables 6, 7",
-            description=f"ramping targeted {targeting} dropout, alpha "
-            f"{rate}, gamma {target_rate} (for-ai/TD's piecewise ramp; "
-            "evaluated with the targeted set pruned)",
-            version=2,
+            paper=paper,
+            description=f"ramping targeted {targeting} dropout, alpha 0.99, "
+            f"gamma {gamma} (for-ai/TD's piecewise ramp; evaluated with the "
+            f"targeted {gamma:.0%} of each kernel's {share} pruned)",
+            version=version,
         )
-        # Table 7: ramped to each random-prune fraction, then pruned there.
-        for gamma in extra:
-            found[f"ramping_{targeting}_{gamma}"] = _experiment(
-                "targeted",
-                {
-                    "rate": rate,
-                    "target_rate": gamma,
-                    "targeting": targeting,
-                    **ramped,
-                },
-                ramp=REFERENCE_RAMP,
-                paper="Table 7",
-                description=f"ramping targeted {targeting} dropout, alpha "
-                f"{rate}, gamma {gamma} (evaluated with the targeted set "
-                f"pruned: {gamma:.0%} of each kernel's "
-                + (
-                    "weights per column)"
-                    if targeting == "weight"
-                    else "columns)"
-                ),
+
+    # The paper's ramped runs, and (Table 7) one ramped to each of the
+    # random-prune fractions, pruned there.
+    found["ramping_weight"] = ramping("weight", 0.99, "Tables 6, 7", 2)
+    found["ramping_unit"] = ramping("unit", 0.9, "Tables 6, 7", 2)
+    for targeting, gammas in (
+        ("weight", (0.5, 0.75, 0.9)),
+        ("unit", (0.75, 0.85, 0.95)),
+    ):
+        for gamma in gammas:
+            found[f"ramping_{targeting}_{gamma}"] = ramping(
+                targeting, gamma, "Table 7"
             )
     for keep in (3, 4):
         found[f"xtreme{keep}"] = _experiment(

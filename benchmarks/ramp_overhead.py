@@ -35,9 +35,11 @@ class PerBatchReadRamping(RampingCallback):
 
     def on_train_batch_begin(self, batch, logs=None):
         rate_fraction, target_fraction = self.fractions(self._current_step())
-        for (rate, final_rate), (target, final_target) in self._targets:
-            rate.assign(min(1.0, final_rate * rate_fraction))
-            target.assign(min(1.0, final_target * target_fraction))
+        for layer in self._layers:
+            layer.set_rates(
+                min(1.0, layer.rate * rate_fraction),
+                min(1.0, layer.target_rate * target_fraction),
+            )
 
 
 class HookTimer(keras.callbacks.Callback):

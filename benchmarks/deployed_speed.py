@@ -6,7 +6,10 @@
    directly at that width, which a truncated model must match.
 2. `mnist_cnn` with whole units and filters removed (`compute_masks(...,
    targeting="unit")` then `keras_tdrop.pruning.shrink`), against the
-   full CNN.
+   full CNN; every conv and dense layer but the logits is pruned, the stem
+   included (`--cnn-keep-stem`: the stem kept whole, as the references
+   prune). `--layers` adds the time after each layer (sub-models ending
+   there), to show where the pruned CNN's time goes.
 
 Every model is converted with `keras_tdrop.export.to_tflite` (checked
 against Keras there), then all interpreters are timed in turns (one
@@ -16,6 +19,7 @@ The FLOP ratio counts the multiply-adds of the Dense and Conv layers.
 
     python benchmarks/deployed_speed.py          # MLP batch 1, CNN batch 8
     python benchmarks/deployed_speed.py --full   # more rounds
+    python benchmarks/deployed_speed.py --cnn-batch 64 --layers
 """
 
 import atexit
@@ -71,6 +75,48 @@ def interpreter(model, x, folder, name, threads):
     return runner, export
 
 
+def shapes(model):
+    """The filters/units of the conv and dense layers, as text."""
+    return "/".join(
+        str(layer.output.shape[-1])
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
+    )
+
+
+def layer_times(models, x, folder, reps, inner, threads):
+    """Prints, per model, the CPU time per invocation of the sub-models that
+    end after each layer, and each layer's increment (its own cost, within
+    the noise), beside its share of the multiply-adds."""
+    runners = {}
+    for name, model in models.items():
+        for layer in model.layers[1:]:
+            sub = keras.Model(model.input, layer.output)
+            key = f"{name}:{layer.name}"
+            runners[key], _ = interpreter(
+                sub, x, folder, key.replace(":", "_").replace("%", ""), threads
+            )
+    times = timed(runners, reps, inner)
+    print(f"time (us, CPU) after each layer, batch {x.shape[0]}:")
+    rows = []
+    for name, model in models.items():
+        previous = 0.0
+        for layer in model.layers[1:]:
+            t = _bench.quartiles(times.cpu[f"{name}:{layer.name}"])[1] * 1e6
+            share = ""
+            if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+                spatial = math.prod(layer.output.shape[1:-1])
+                layer_macs = spatial * math.prod(layer.kernel.shape)
+                share = f"{layer_macs / macs(model):.0%}"
+            rows.append(
+                [name, layer.name, f"{t:.1f}", f"{t - previous:+.1f}", share]
+            )
+            previous = t
+    _bench.table(
+        ["model", "after layer", "us", "layer's own", "MAC share"], rows
+    )
+
+
 def timed(runners, reps, inner):
     fns = {name: r.invoke for name, r in runners.items()}
     return _bench.interleave(fns, reps, warmup=3, inner=inner, progress=False)
@@ -82,6 +128,10 @@ def main():
     p.add_argument("--cnn-batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--inner", type=int, default=None)
+    p.add_argument("--cnn-keep-stem", action="store_true")
+    p.add_argument(
+        "--layers", action="store_true", help="CNN time after each layer"
+    )
     args = p.parse_args()
     reps = args.reps or (30 if args.full else 15)
     inner = args.inner or (20 if args.full else 10)
@@ -160,15 +210,23 @@ def main():
         cnn, xc, folder, "cnn_full", args.threads
     )
     cnn_sizes["full"] = (macs(cnn), export.bytes)
+    exclude = ["stem"] if args.cnn_keep_stem else None
+    cnn_models = {"full": cnn}
     for fraction in (0.5, 0.75):
-        masks = compute_masks(cnn, fraction, targeting="unit")
+        masks = compute_masks(cnn, fraction, targeting="unit", exclude=exclude)
         small, _ = shrink(cnn, masks)
         name = f"pruned_{fraction:.0%}"
+        cnn_models[name] = small
         cnn_runners[name], export = interpreter(
             small, xc, folder, f"cnn_{int(fraction * 100)}", args.threads
         )
         cnn_sizes[name] = (macs(small), export.bytes)
     cnn_times = timed(cnn_runners, reps, inner)
+    print(
+        f"mnist_cnn, batch {args.cnn_batch}, "
+        f"{'stem kept whole' if exclude else 'stem pruned too'}: "
+        + "; ".join(f"{n} {shapes(m)}" for n, m in cnn_models.items())
+    )
     rows = []
     for name in cnn_runners:
         flop_ratio = cnn_sizes["full"][0] / cnn_sizes[name][0]
@@ -198,6 +256,8 @@ def main():
         ],
         rows,
     )
+    if args.layers:
+        layer_times(cnn_models, xc, folder, reps, inner, args.threads)
     for key, speed, flop_ratio, same in results:
         if same is not None:
             _bench.result(

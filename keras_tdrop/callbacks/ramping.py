@@ -69,8 +69,11 @@ class RampingCallback(keras.callbacks.Callback):
     The per-batch cost is kept to a few Python operations: the optimizer's
     step is read from the device at the beginning of training and of every
     epoch only (after `BackupAndRestore` or a checkpoint has restored it),
-    and within an epoch it is that value plus the batch index Keras passes
-    (`optimizer.iterations` advances by one per step within an epoch).
+    and within an epoch it is that value plus the batch index Keras passes.
+    That assumes the optimizer's step advances by one per training step, as
+    with Keras's `train_step`; a `LossScaleOptimizer` (mixed precision)
+    does not count the steps it skips on non-finite gradients, so with one
+    the step is read before every batch instead.
     A variable is assigned only when its value (in its own dtype) changes,
     and on TensorFlow with one raw assign op instead of `Variable.assign`.
     The final values are each layer's own `rate`/`target_rate` (so Xtreme
@@ -163,6 +166,7 @@ class RampingCallback(keras.callbacks.Callback):
         self._targets = []
         self._written = []
         self._epoch_step = 0  # the optimizer's step at the epoch's start
+        self._read_every_batch = False
 
     def _make_fn(self, steps):
         if callable(self.schedule):
@@ -222,6 +226,9 @@ class RampingCallback(keras.callbacks.Callback):
                     (_assigner(variable), final, np.dtype(variable.dtype))
                 )
         self._written = [None] * len(self._targets)
+        self._read_every_batch = isinstance(
+            self.model.optimizer, keras.optimizers.LossScaleOptimizer
+        )
         self._epoch_step = self._current_step()
         self._apply(self._epoch_step)
 
@@ -231,7 +238,10 @@ class RampingCallback(keras.callbacks.Callback):
         self._epoch_step = self._current_step()
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._apply(self._epoch_step + batch)
+        if self._read_every_batch:
+            self._apply(self._current_step())
+        else:
+            self._apply(self._epoch_step + batch)
 
     def _current_step(self):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))

@@ -429,3 +429,33 @@ def test_other_variable_dtypes(dtype, variable_dtype):
     for step, rate, target in recorder.seen:
         assert rate == pytest.approx(0.8 * step / 40, rel=1e-6)
         assert target == pytest.approx(0.6 * step / 40, rel=1e-6)
+
+
+def test_loss_scale_optimizer_skipped_steps_do_not_advance_the_ramp():
+    # A LossScaleOptimizer skips the steps whose gradients are not finite
+    # and does not count them: the values must follow its step, not the
+    # batch index. Batches 1 and 5 of every epoch have an infinite target.
+    model = td_model()
+    model.compile(
+        keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)),
+        "mse",
+    )
+    recorder = BatchRecorder()
+    x, y = data(40)
+    y[4:8] = np.inf
+    y[20:24] = np.inf
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[RampingCallback("linear", ramp_steps=40), recorder],
+    )
+    assert [seen[1] for seen in recorder.seen] == [
+        0, 1, 1, 2, 3, 4, 4, 5, 6, 7,
+        8, 9, 9, 10, 11, 12, 12, 13, 14, 15,
+    ]  # fmt: skip
+    for _, step, *values in recorder.seen:
+        assert values == pytest.approx(linear_values(step), rel=1e-6)

@@ -169,11 +169,13 @@ def _unique_labels(labels, dirs):
     ]
 
 
-def format_table(runs, targeting="weight", metric="accuracy"):
+def format_table(runs, targeting="weight", metric="accuracy", dense=None):
     """A fixed-width table: rows prune %, columns runs, `metric` in %.
 
     `runs` maps a label to `{"weight": rows, "unit": rows}`; a run without
-    a fraction shows `-` there.
+    a fraction shows `-` there. Runs saved already sparse (ramped runs,
+    saved with their targeted set pruned) get a note under the table, with
+    their dense weights' accuracy when `dense` (`{label: accuracy}`) has it.
     """
     labels = [label for label, s in runs.items() if targeting in s]
     fractions = sorted(
@@ -205,9 +207,14 @@ def format_table(runs, targeting="weight", metric="accuracy"):
             )
         lines.append(f"{fraction * 100:>6.0f}%  " + "  ".join(cells))
     for label, sparsity in pruned_as_saved(runs, targeting).items():
+        note = (
+            f"; {dense[label] * 100:.2f} with the dense weights"
+            if dense and label in dense
+            else ""
+        )
         lines.append(
             f"({label}: saved with its targeted set pruned, as it is "
-            f"evaluated; {sparsity:.2%} sparse at 0%)"
+            f"evaluated; {sparsity:.2%} sparse at 0%{note})"
         )
     return "\n".join(lines)
 
@@ -282,10 +289,16 @@ def compare(run_dirs, out=None, fractions=None, verbose=1):
                 for t, rows in sweeps.items()
             }
         runs[label] = sweeps
+    dense = {}
+    for label, run_dir in zip(labels, run_dirs):
+        path = os.path.join(run_dir, "dense.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                dense[label] = json.load(f)["dense_test_accuracy"]
     tables = {}
     for targeting in TARGETINGS:
         if any(targeting in s for s in runs.values()):
-            tables[targeting] = format_table(runs, targeting)
+            tables[targeting] = format_table(runs, targeting, dense=dense)
             if verbose:
                 print(tables[targeting] + "\n")
     configs = {label: _config(d) for label, d in zip(labels, run_dirs)}

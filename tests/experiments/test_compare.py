@@ -158,6 +158,9 @@ def test_random_prune_table_pairs_ramped_runs_by_gamma(tmp_path):
             )
         )
     runs.append(make_run(tmp_path / "none", "none", [(0.0, 0.95), (0.5, 0.94)]))
+    (tmp_path / "ramp0.75" / "dense.json").write_text(
+        json.dumps({"dense_test_accuracy": 0.1})
+    )
     tables = compare.compare(runs, verbose=0)
     # Each ramped run fills the column of its own gamma only.
     assert tables["random_prune"].splitlines() == [
@@ -173,7 +176,7 @@ def test_random_prune_table_pairs_ramped_runs_by_gamma(tmp_path):
         "(ramping_weight_0.5: saved with its targeted set pruned, as it is "
         "evaluated; 50.00% sparse at 0%)",
         "(ramping_weight_0.75: saved with its targeted set pruned, as it is "
-        "evaluated; 75.00% sparse at 0%)",
+        "evaluated; 75.00% sparse at 0%; 10.00 with the dense weights)",
     ]
 
 

@@ -69,7 +69,9 @@ class RampingCallback(keras.callbacks.Callback):
     The per-batch cost is kept to a few Python operations: the optimizer's
     step is read from the device at the beginning of training and of every
     epoch only (after `BackupAndRestore` or a checkpoint has restored it),
-    and within an epoch it is that value plus the batch index Keras passes.
+    and within an epoch it is that value plus the batch index Keras passes
+    (a hand-written loop that does not call `on_epoch_begin` is seen by its
+    batch index starting again, and the step is read then).
     That assumes the optimizer's step advances by one per training step, as
     with Keras's `train_step`; a `LossScaleOptimizer` (mixed precision)
     does not count the steps it skips on non-finite gradients, so with one
@@ -167,6 +169,7 @@ class RampingCallback(keras.callbacks.Callback):
         self._written = []
         self._epoch_step = 0  # the optimizer's step at the epoch's start
         self._read_every_batch = False
+        self._last_batch = -1  # the batch index of the last call this epoch
 
     def _make_fn(self, steps):
         if callable(self.schedule):
@@ -230,18 +233,25 @@ class RampingCallback(keras.callbacks.Callback):
             self.model.optimizer, keras.optimizers.LossScaleOptimizer
         )
         self._epoch_step = self._current_step()
+        self._last_batch = -1
         self._apply(self._epoch_step)
 
     def on_epoch_begin(self, epoch, logs=None):
         # One device read per epoch; it also picks up a step restored after
         # on_train_begin (by BackupAndRestore listed after this callback).
         self._epoch_step = self._current_step()
+        self._last_batch = -1
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._read_every_batch:
             self._apply(self._current_step())
-        else:
-            self._apply(self._epoch_step + batch)
+            return
+        if batch <= self._last_batch:
+            # A new epoch that on_epoch_begin did not announce (a training
+            # loop driving the callback by hand): read the step again.
+            self._epoch_step = self._current_step() - batch
+        self._last_batch = batch
+        self._apply(self._epoch_step + batch)
 
     def _current_step(self):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))

@@ -459,3 +459,25 @@ def test_loss_scale_optimizer_skipped_steps_do_not_advance_the_ramp():
     ]  # fmt: skip
     for _, step, *values in recorder.seen:
         assert values == pytest.approx(linear_values(step), rel=1e-6)
+
+
+def test_loop_driving_the_callback_without_epoch_begin():
+    # As a custom training loop may: on_train_begin, then batch hooks whose
+    # index starts again every epoch, with no on_epoch_begin.
+    model = td_model()
+    x, y = data(12)
+    ramp = RampingCallback("linear", ramp_steps=40)
+    ramp.set_model(model)
+    ramp.on_train_begin()
+    seen = []
+    for _ in range(3):
+        for batch in range(3):
+            ramp.on_train_batch_begin(batch)
+            step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+            layer = model.get_layer("td1")
+            seen.append((step, layer.current_rate))
+            model.train_on_batch(x[4 * batch : 4 * batch + 4], y[:4])
+    assert [step for step, _ in seen] == list(range(9))
+    assert [rate for _, rate in seen] == pytest.approx(
+        [0.8 * step / 40 for step in range(9)], rel=1e-6
+    )

@@ -213,8 +213,8 @@ def format_table(runs, targeting="weight", metric="accuracy", dense=None):
             else ""
         )
         lines.append(
-            f"({label}: saved with its targeted set pruned, as it is "
-            f"evaluated; {sparsity:.2%} sparse at 0%{note})"
+            f"({label}: saved already pruned, as it is evaluated: "
+            f"{sparsity:.2%} sparse at 0%{note})"
         )
     return "\n".join(lines)
 

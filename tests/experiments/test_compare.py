@@ -173,10 +173,10 @@ def test_random_prune_table_pairs_ramped_runs_by_gamma(tmp_path):
     ]
     # The weight table says which runs were saved already pruned.
     assert tables["weight"].splitlines()[-2:] == [
-        "(ramping_weight_0.5: saved with its targeted set pruned, as it is "
-        "evaluated; 50.00% sparse at 0%)",
-        "(ramping_weight_0.75: saved with its targeted set pruned, as it is "
-        "evaluated; 75.00% sparse at 0%; 10.00 with the dense weights)",
+        "(ramping_weight_0.5: saved already pruned, as it is evaluated: "
+        "50.00% sparse at 0%)",
+        "(ramping_weight_0.75: saved already pruned, as it is evaluated: "
+        "75.00% sparse at 0%; 10.00 with the dense weights)",
     ]
 
 

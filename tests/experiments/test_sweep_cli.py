@@ -80,26 +80,31 @@ def test_sweep_two_models(saved, tmp_path, monkeypatch, capsys):
     assert status == 0
     with open(tmp_path / "sweep.csv", newline="") as f:
         table = list(csv.DictReader(f))
+    # The half-pruned copy is sparse at 0% already: a sparsity column each.
     assert list(table[0]) == [
         "prune_fraction",
-        "sparsity",
+        "sparsity_plain",
         "accuracy_plain",
+        "sparsity_bare",
         "accuracy_bare",
     ]
+    half = (392 * 32 + 16 * 16) / (784 * 32 + 32 * 16)
+    assert float(table[0]["sparsity_bare"]) == pytest.approx(half, abs=1e-6)
+    assert float(table[1]["sparsity_bare"]) == pytest.approx(half, abs=1e-6)
     for row in table:
         fraction = float(row["prune_fraction"])
         expected = accuracy(prune(model, fraction), x, y)
         assert float(row["accuracy_plain"]) == pytest.approx(expected, abs=1e-6)
     # fc1 784 x 32 and fc2 32 x 16: floor(0.9 * rows) of each column.
     removed = 705 * 32 + 28 * 16
-    assert float(table[2]["sparsity"]) == pytest.approx(
+    assert float(table[2]["sparsity_plain"]) == pytest.approx(
         removed / (784 * 32 + 32 * 16), abs=1e-6
     )
     # The half-pruned copy, pruned again at 50%, is the same model.
     assert table[1]["accuracy_bare"] == table[1]["accuracy_plain"]
     assert table[0]["accuracy_bare"] == table[1]["accuracy_plain"]
     printed = capsys.readouterr().out
-    assert "prune %  sparsity    plain     bare" in printed
+    assert "prune %  sp. plain    plain  sp. bare     bare" in printed
     assert "[3/3] pruned 90%" in printed
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -213,9 +213,12 @@ def strip_targeted_dropout(model, prune_targeted=None):
         )
     stripped, pairs = _unwrap_clone(model, TargetedDropout)
     for wrapper, new in pairs:
-        if prune_targeted is False or not (
-            prune_targeted or wrapper.prunes_at_inference()
-        ):
+        prune = (
+            wrapper.prunes_at_inference()
+            if prune_targeted is None
+            else prune_targeted
+        )
+        if not prune:
             continue
         for variable, value in zip(
             kernel_variables(new), wrapper.inference_kernels(prune=True)

@@ -55,8 +55,9 @@ def load_run(run_dir):
     return config.get("experiment", label), sweeps
 
 
-def _config(run_dir):
-    path = os.path.join(run_dir, "config.json")
+def _config(run_dir, name="config.json"):
+    """The JSON file `name` of a run folder as a dict, {} if it is absent."""
+    path = os.path.join(run_dir, name)
     if not os.path.exists(path):
         return {}
     with open(path) as f:
@@ -291,10 +292,9 @@ def compare(run_dirs, out=None, fractions=None, verbose=1):
         runs[label] = sweeps
     dense = {}
     for label, run_dir in zip(labels, run_dirs):
-        path = os.path.join(run_dir, "dense.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                dense[label] = json.load(f)["dense_test_accuracy"]
+        saved = _config(run_dir, "dense.json")
+        if saved:
+            dense[label] = saved["dense_test_accuracy"]
     tables = {}
     for targeting in TARGETINGS:
         if any(targeting in s for s in runs.values()):

@@ -188,17 +188,14 @@ class TargetedDropout(keras.layers.Wrapper):
         if target_rate is not None:
             self._current_target_rate.assign(target_rate)
 
-    def _prunes_at_inference(self):
+    def prunes_at_inference(self):
+        """Whether inference zeroes the targeted set (see `__init__`)."""
         if self.prune_at_inference is not None:
             return self.prune_at_inference
         if self.reference == "for_ai":
             # for-ai/TD prunes its conv layers at evaluation, not dense ones.
             return isinstance(self.layer, _CONV_TYPES)
         return self.reference == "t2t"
-
-    def prunes_at_inference(self):
-        """Whether inference zeroes the targeted set (see `__init__`)."""
-        return self._prunes_at_inference()
 
     def _dropped_kernels(self, training):
         """`[(kernel variable, value the layer runs on)]`, every kernel.
@@ -233,7 +230,7 @@ class TargetedDropout(keras.layers.Wrapper):
         `strip_targeted_dropout` folds these into the plain model.
         """
         if prune is None:
-            prune = self._prunes_at_inference()
+            prune = self.prunes_at_inference()
         if not prune:
             return [
                 ops.convert_to_numpy(k.value)
@@ -251,7 +248,7 @@ class TargetedDropout(keras.layers.Wrapper):
             self.layer(inputs, *args, **kwargs)
             self._check_kernels()
         training = bool(training)
-        if not training and not self._prunes_at_inference():
+        if not training and not self.prunes_at_inference():
             return self.layer(inputs, *args, **kwargs)
         mapping = self._dropped_kernels(training)
         return call_with_values(self.layer, mapping, inputs, args, kwargs)

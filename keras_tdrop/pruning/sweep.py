@@ -146,8 +146,8 @@ def prune_sweep(
             # model saved with its targeted set pruned is sparse at 0%).
             total = sum(np.size(v) for v in unpruned)
             removed = total - sum(
-                np.count_nonzero(keras.ops.convert_to_numpy(k.value))
-                for k in kernels
+                np.count_nonzero(value * masks.get(kernel.path, 1))
+                for kernel, value in zip(kernels, unpruned)
             )
             results = target.evaluate(x, y, verbose=0, return_dict=True)
             row = {

@@ -5,20 +5,27 @@ import pytest
 from keras_tdrop.experiments import compare
 
 
-def make_run(path, name, weight, unit=None):
+def make_run(path, name, weight, unit=None, config=None, sparsity_at_zero=0.0):
+    """A finished run folder: config.json (`config`, default just the
+    experiment's name) and the sweeps; every row's sparsity is its fraction,
+    or `sparsity_at_zero` where that is more (a run saved already pruned)."""
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"experiment": name}))
-    rows = [
-        {"fraction": f, "sparsity": f, "loss": 1.0, "accuracy": a}
-        for f, a in weight
-    ]
-    compare.write_sweep_csv(rows, str(path / "sweep_weight.csv"))
-    if unit is not None:
+    (path / "config.json").write_text(
+        json.dumps(config if config is not None else {"experiment": name})
+    )
+    for targeting, swept in (("weight", weight), ("unit", unit)):
+        if swept is None:
+            continue
         rows = [
-            {"fraction": f, "sparsity": f, "loss": 1.0, "accuracy": a}
-            for f, a in unit
+            {
+                "fraction": f,
+                "sparsity": max(f, sparsity_at_zero),
+                "loss": 1.0,
+                "accuracy": a,
+            }
+            for f, a in swept
         ]
-        compare.write_sweep_csv(rows, str(path / "sweep_unit.csv"))
+        compare.write_sweep_csv(rows, str(path / f"sweep_{targeting}.csv"))
     return str(path)
 
 
@@ -126,14 +133,15 @@ def test_random_prune_table_pairs_ramped_runs_by_gamma(tmp_path):
     runs = []
     for fraction, accuracy in ((0.5, 0.90), (0.75, 0.85)):
         runs.append(
-            _run_with_config(
+            make_run(
                 tmp_path / f"rp{fraction}",
-                {
+                f"random_prune_weight_{fraction}",
+                [(0.0, accuracy), (0.5, 0.2), (0.75, 0.1)],
+                config={
                     "experiment": f"random_prune_weight_{fraction}",
                     "method": "random_prune",
                     "params": {"fraction": fraction, "targeting": "weight"},
                 },
-                [(0.0, accuracy), (0.5, 0.2), (0.75, 0.1)],
             )
         )
     for gamma, weight in (
@@ -141,9 +149,11 @@ def test_random_prune_table_pairs_ramped_runs_by_gamma(tmp_path):
         (0.75, [(0.0, 0.91), (0.5, 0.91), (0.75, 0.91)]),
     ):
         runs.append(
-            _run_with_config(
+            make_run(
                 tmp_path / f"ramp{gamma}",
-                {
+                f"ramping_weight_{gamma}",
+                weight,
+                config={
                     "experiment": f"ramping_weight_{gamma}",
                     "method": "targeted",
                     "params": {
@@ -153,7 +163,6 @@ def test_random_prune_table_pairs_ramped_runs_by_gamma(tmp_path):
                     },
                     "ramp": {"schedule": "piecewise", "ramp_steps": [1, 2]},
                 },
-                weight,
                 sparsity_at_zero=gamma,
             )
         )
@@ -178,19 +187,3 @@ def test_random_prune_table_pairs_ramped_runs_by_gamma(tmp_path):
         "(ramping_weight_0.75: saved already pruned, as it is evaluated: "
         "75.00% sparse at 0%; 10.00 with the dense weights)",
     ]
-
-
-def _run_with_config(path, config, weight, sparsity_at_zero=0.0):
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(config))
-    rows = [
-        {
-            "fraction": f,
-            "sparsity": max(f, sparsity_at_zero),
-            "loss": 1.0,
-            "accuracy": a,
-        }
-        for f, a in weight
-    ]
-    compare.write_sweep_csv(rows, str(path / "sweep_weight.csv"))
-    return str(path)

@@ -1,0 +1,1 @@
+"""Channel dependency graph: which channels of which weights go together."""

@@ -3,6 +3,8 @@ running a layer on substituted kernel values."""
 
 import keras
 
+from keras_tdrop.channels import adapter
+
 _KERNEL_SUFFIXES = ("kernel",)
 
 
@@ -12,10 +14,19 @@ def kernel_variables(layer):
     Every variable whose name ends in "kernel" (Dense, Conv*, EinsumDense,
     the depthwise and pointwise kernels of separable convolutions, recurrent
     kernels, and the four EinsumDense kernels of MultiHeadAttention).
+    Only trainable variables count: a frozen layer (`trainable=False`) has
+    no prunable kernels, and a raw `keras.ops` operation of a functional
+    graph (`x + y`, `x[:, 0]`), which is not a Layer, has none either.
     """
+    if not isinstance(layer, keras.layers.Layer):
+        return []
+    return _kernels(layer.trainable_variables)
+
+
+def _kernels(variables):
     return [
         v
-        for v in layer.trainable_variables
+        for v in variables
         if v.name.endswith(_KERNEL_SUFFIXES) and len(v.shape) >= 1
     ]
 
@@ -42,24 +53,34 @@ def call_with_values(layer, replacements, inputs, args, kwargs):
 
 
 def iter_layers(model):
-    """All layers of `model`, depth first, descending into nested models."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer)
-        else:
-            yield layer
+    """All layers of `model`, depth first, descending into nested models.
 
+    Each layer once (a shared layer is called several times but listed
+    once); raw `keras.ops` operations of the graph are not layers and are
+    left out.
+    """
+    seen = set()
 
-def _producing_layer(tensor):
-    history = getattr(tensor, "_keras_history", None)
-    return None if history is None else history.operation
+    def walk(parent):
+        for layer in parent.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if isinstance(layer, keras.Model):
+                yield from walk(layer)
+            else:
+                yield layer
+
+    yield from walk(model)
 
 
 def logits_layers(model):
     """The layers that produce the model's outputs, through kernel-free ones.
 
-    A model ending in `Dense -> Softmax` or `Dense -> Activation` has its
-    Dense as logits layer. Returns an empty list for a model without a graph.
+    A model ending in `Dense -> Softmax` or `Dense -> Activation` (or a raw
+    op such as `ops.softmax`) has its Dense as logits layer; a model with
+    several outputs has one per output. Returns an empty list for a model
+    without a graph.
     """
     try:
         outputs = model.outputs
@@ -67,21 +88,24 @@ def logits_layers(model):
         return []
     found = []
     for tensor in keras.tree.flatten(outputs or []):
-        layer = _producing_layer(tensor)
-        while layer is not None:
+        while tensor is not None:
+            layer = adapter.producer(tensor)
             if isinstance(layer, keras.Model):
                 nested = logits_layers(layer)
                 if nested:
-                    found.extend(nested)
+                    found.extend(n for n in nested if n not in found)
                     break
-            if kernel_variables(layer):
-                found.append(layer)
+            elif isinstance(layer, keras.layers.Layer) and _kernels(
+                layer.variables
+            ):
+                # A frozen logits layer still ends the walk (and is left
+                # out anyway, having no trainable kernels).
+                if layer not in found:
+                    found.append(layer)
                 break
-            node = layer._inbound_nodes[0] if layer._inbound_nodes else None
-            inputs = node.input_tensors if node is not None else []
-            if len(inputs) != 1:
-                break
-            layer = _producing_layer(inputs[0])
+            node = adapter.producing_node(tensor)
+            inputs = [] if node is None else adapter.node_inputs(node)
+            tensor = inputs[0] if len(inputs) == 1 else None
     return found
 
 

@@ -3,6 +3,7 @@
 import keras
 
 from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.channels import adapter
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
 from keras_tdrop.layers.targeted_dropout import TargetedDropout
@@ -13,8 +14,8 @@ def _check_graph_model(model, name="model"):
         raise TypeError(
             f"`{name}` must be a keras.Model. Received: {name}={model!r}"
         )
-    if not isinstance(model, (keras.Sequential,)) and not hasattr(
-        model, "_operations"
+    if not isinstance(model, keras.Sequential) and not adapter.is_graph_model(
+        model
     ):
         raise ValueError(
             f"`{name}` must be a Sequential or functional model (a graph of "
@@ -30,6 +31,13 @@ def _check_graph_model(model, name="model"):
 
 def _fresh(layer):
     """A new layer of the same config, built as `layer` was (if it was)."""
+    if not isinstance(layer, keras.layers.Layer):
+        # A raw keras.ops operation (`x + y`, `x[:, 0]`): stateless, so the
+        # operation itself serves when its config does not round-trip.
+        try:
+            return layer.__class__.from_config(layer.get_config())
+        except (NotImplementedError, TypeError, ValueError):
+            return layer
     new = layer.__class__.from_config(layer.get_config())
     build_config = layer.get_build_config() if layer.built else None
     if build_config:
@@ -41,24 +49,39 @@ def clone_with_weights(model, clone_function=None):
     """Clones a graph model (nested models too) and copies every weight.
 
     `clone_function(layer)` may return a TargetedDropout around a fresh
-    layer, or the bare inner layer of a TargetedDropout: weights follow.
+    layer, or the bare inner layer of a TargetedDropout: weights follow. It
+    sees every Layer once (a shared layer is cloned once and stays shared),
+    never a nested Sequential or functional model (cloned in turn, keeping
+    `trainable=False`) nor a raw `keras.ops` operation (copied as is).
     """
     _check_graph_model(model)
     pairs = []
+    clones = {}
 
     def clone(layer):
-        new = clone_function(layer) if clone_function else None
-        if new is None:
+        if id(layer) in clones:
+            return clones[id(layer)]
+        if adapter.is_graph_model(layer):
+            new = clone_graph(layer)
+        elif not isinstance(layer, keras.layers.Layer):
             new = _fresh(layer)
-        pairs.append((layer, new))
+        else:
+            new = clone_function(layer) if clone_function else None
+            if new is None:
+                new = _fresh(layer)
+            pairs.append((layer, new))
+        clones[id(layer)] = new
         return new
 
-    new_model = keras.models.clone_model(
-        model,
-        input_tensors=_named_inputs(model),
-        clone_function=clone,
-        recursive=True,
-    )
+    def clone_graph(graph):
+        new = keras.models.clone_model(
+            graph, input_tensors=_named_inputs(graph), clone_function=clone
+        )
+        if not graph.trainable:
+            new.trainable = False
+        return new
+
+    new_model = clone_graph(model)
     for old, new in pairs:
         _copy_weights(old, new)
     return new_model
@@ -88,7 +111,7 @@ def _named_inputs(model):
         return None
 
     def fresh_input(tensor):
-        layer = tensor._keras_history.operation
+        layer = adapter.producer(tensor)
         return keras.Input(
             batch_shape=tensor.shape,
             dtype=tensor.dtype,
@@ -96,7 +119,9 @@ def _named_inputs(model):
             name=layer.name,
         )
 
-    return keras.tree.map_structure(fresh_input, model._inputs_struct)
+    return keras.tree.map_structure(
+        fresh_input, adapter.inputs_structure(model)
+    )
 
 
 def _inner(layer):
@@ -134,11 +159,19 @@ def apply_targeted_dropout(
 ):
     """Returns a copy of `model` with every eligible layer in TargetedDropout.
 
-    Eligible: every layer with a kernel (see `keras_tdrop.kernels`) that is
-    not excluded. The layer producing the model's output (the logits, found
-    through trailing kernel-free layers such as Softmax) is excluded by
-    default, as in the references. The copy starts from `model`'s weights;
-    `model` itself is not modified.
+    Eligible: every trainable layer with a kernel (see
+    `keras_tdrop.kernels`) that is not excluded. The layer producing each of
+    the model's outputs (the logits, found through trailing kernel-free
+    layers such as Softmax) is excluded by default, as in the references.
+    A frozen layer (`trainable=False`, or inside a frozen nested model) is
+    not wrapped: its kernels do not train, so there is nothing to make
+    robust; it stays frozen in the copy. Nested models are wrapped inside,
+    a shared layer gets one wrapper (shared as the layer was), a custom
+    layer holding kernels in sublayers (a KerasHub `TransformerEncoder`) is
+    wrapped as one, and raw `keras.ops` nodes (`x + y`) are kept as they
+    are. The copy starts from `model`'s weights; `model` itself is not
+    modified. A nested model of a subclass built functionally (a KerasHub
+    backbone) comes back as a plain functional model computing the same.
 
     Args:
         model: a built Sequential or functional `keras.Model`.
@@ -229,8 +262,8 @@ def strip_targeted_dropout(model, prune_targeted=None):
 
 def targeted_dropout_layers(model):
     """Every TargetedDropout in `model`, nested models included."""
-    found = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, TargetedDropout):
-            found.append(layer)
-    return found
+    return [
+        layer
+        for layer in adapter.sublayers(model)
+        if isinstance(layer, TargetedDropout)
+    ]

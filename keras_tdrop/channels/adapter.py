@@ -11,8 +11,12 @@ node. Everything that needs that goes through this module, and
   `Node.outputs`, `Node.is_input`: one call.
 - `Functional._inputs_struct`: the nesting of the inputs (dicts).
 - `Sequential._functional`: the functional model a built Sequential runs.
-- `KerasTensor._keras_history`: the operation that made a tensor.
+- `KerasTensor._keras_history`: the operation that made a tensor, and
+  which of its calls (`node_index` into `Operation._inbound_nodes`).
+- `Layer._flatten_layers`: every layer inside a layer or model.
 """
+
+import inspect
 
 import keras
 
@@ -78,6 +82,20 @@ def node_inputs(node):
     return list(node.arguments.keras_tensors)
 
 
+def node_inputs_by_signature(node):
+    """The KerasTensors a call reads, flat, in the order of the parameters
+    of its operation's `call` (keyword arguments included), so that
+    `mha(query=q, value=v, key=k)` and `mha(q, v, k)` list `q, v, k` alike.
+    """
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    try:
+        bound = inspect.signature(node.operation.call).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return node_inputs(node)
+    flat = keras.tree.flatten(list(bound.arguments.values()))
+    return [t for t in flat if isinstance(t, keras.KerasTensor)]
+
+
 def call_arguments(node, values):
     """`(args, kwargs)` of `node` with each KerasTensor `t` replaced by
     `values[id(t)]`."""
@@ -113,3 +131,23 @@ def run_graph(model, inputs, call):
             values[id(tensor)] = value
     flat = [values[id(t)] for t in keras.tree.flatten(functional.outputs)]
     return keras.tree.pack_sequence_as(functional._outputs_struct, flat)
+
+
+def producing_node(tensor):
+    """The call (Node) that computed a KerasTensor, or None.
+
+    Unlike `operation._inbound_nodes[0]`, the right one for a shared layer
+    (called more than once) too.
+    """
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or history.operation is None:
+        return None
+    inbound = history.operation._inbound_nodes
+    index = history.node_index
+    return inbound[index] if 0 <= index < len(inbound) else None
+
+
+def sublayers(layer):
+    """Every layer inside `layer`, depth first, nested ones included (not
+    `layer` itself); each once."""
+    return list(layer._flatten_layers(include_self=False, recursive=True))

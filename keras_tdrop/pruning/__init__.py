@@ -1,3 +1,5 @@
+from keras_tdrop.pruning.flops import flops
+from keras_tdrop.pruning.flops import register_flops_rule
 from keras_tdrop.pruning.masks import apply_masks
 from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.pruning.masks import nm_masks

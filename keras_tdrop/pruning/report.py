@@ -15,6 +15,8 @@ from keras import ops
 
 from keras_tdrop.kernels import iter_layers
 from keras_tdrop.kernels import kernel_variables
+from keras_tdrop.pruning.flops import flops
+from keras_tdrop.pruning.flops import macs_by_call
 
 
 def format_rows(rows, columns=None):
@@ -49,25 +51,35 @@ def format_rows(rows, columns=None):
     return "\n".join(out)
 
 
-def sparsity_report(model, verbose=1):
+def sparsity_report(model, verbose=1, dense=None):
     """Per layer with kernels, and in total: how much pruning removed.
 
     Row keys: `layer`, `parameters` (all the layer's weights), `weights`
     (its kernel entries), `zeros` (kernel entries equal to 0), `sparsity`
     (`zeros / weights`), `units` (kernel columns: output units or
-    filters) and `zero_units` (columns entirely zero). The last row,
-    `layer="total"`, sums them (`parameters` is the model's count).
+    filters), `zero_units` (columns entirely zero), `nonzero` (weights of
+    the layer that are not 0, biases and statistics included),
+    `compression` (`parameters / nonzero`) and `flops` (the layer's
+    multiply-accumulates per example, every call; zero weights count, so
+    only shrinking lowers it; None for a model without a graph or an
+    input shape, see `flops`). With `dense`, a `speedup` column: the
+    FLOPs of the layer of the same name in `dense` over this one's (the
+    theoretical speed-up of a shrunk model; 1.0 for a masked one). The
+    last row, `layer="total"`, sums them over the model.
 
     Args:
         model: a built `keras.Model`.
         verbose: 1 prints the table, 0 nothing.
+        dense: optional, the model before pruning or shrinking.
 
     Returns:
         The rows, as a list of dicts.
 
     Example:
-    >>> rows = sparsity_report(prune(model, 0.5, targeting="unit"))
+    >>> rows = sparsity_report(shrink(pruned), dense=model)
+    >>> rows[-1]["compression"], rows[-1]["speedup"]
     """
+    macs = _macs_by_layer(model)
     rows = []
     for layer in iter_layers(model):
         kernels = kernel_variables(getattr(layer, "layer", layer))
@@ -80,6 +92,8 @@ def sparsity_report(model, verbose=1):
             "zeros": 0,
             "units": 0,
             "zero_units": 0,
+            "nonzero": _nonzero(layer.weights),
+            "flops": None if macs is None else macs.get(id(layer), 0),
         }
         for kernel in kernels:
             value = ops.convert_to_numpy(kernel.value)
@@ -89,12 +103,18 @@ def sparsity_report(model, verbose=1):
             row["units"] += matrix.shape[1]
             row["zero_units"] += int(np.sum(~matrix.any(axis=0)))
         rows.append(row)
-    total = {"layer": "total", "parameters": model.count_params()}
+    total = {
+        "layer": "total",
+        "parameters": model.count_params(),
+        "nonzero": _nonzero(model.weights),
+        "flops": None if macs is None else sum(macs.values()),
+    }
     for key in ("weights", "zeros", "units", "zero_units"):
         total[key] = sum(row[key] for row in rows)
     rows.append(total)
     for row in rows:
         row["sparsity"] = row["zeros"] / max(row["weights"], 1)
+        row["compression"] = compression(row["parameters"], row["nonzero"])
     columns = [
         "layer",
         "parameters",
@@ -103,11 +123,67 @@ def sparsity_report(model, verbose=1):
         "sparsity",
         "units",
         "zero_units",
+        "nonzero",
+        "compression",
+        "flops",
     ]
+    if dense is not None:
+        _add_speedups(rows, dense)
+        columns.append("speedup")
     rows = [{c: row[c] for c in columns} for row in rows]
     if verbose:
         print(format_rows(rows), flush=True)
     return rows
+
+
+def compression(parameters, nonzero):
+    """`parameters / nonzero` (inf when every parameter is 0)."""
+    return parameters / nonzero if nonzero else float("inf")
+
+
+def speedup(flops_or_none, flops):
+    """`flops_or_none / flops`, or None where either is unknown or 0."""
+    if not flops_or_none or not flops:
+        return None
+    return flops_or_none / flops
+
+
+def flops_or_none(model):
+    """`flops(model)`, or None for a model without a graph or a known
+    input shape (reports show no FLOPs for it rather than fail)."""
+    try:
+        return flops(model)
+    except ValueError:
+        return None
+
+
+def _macs_by_layer(model):
+    """`{id(layer): MACs of all its calls}`, or None (see `flops_or_none`)."""
+    try:
+        calls = list(macs_by_call(model))
+    except ValueError:
+        return None
+    macs = {}
+    for op, count in calls:
+        macs[id(op)] = macs.get(id(op), 0) + count
+    return macs
+
+
+def _nonzero(variables):
+    return sum(
+        int(np.count_nonzero(ops.convert_to_numpy(v.value))) for v in variables
+    )
+
+
+def _add_speedups(rows, dense):
+    by_name = {}
+    macs = _macs_by_layer(dense) or {}
+    for layer in iter_layers(dense):
+        if id(layer) in macs:
+            by_name[layer.name] = macs[id(layer)]
+    for row in rows[:-1]:
+        row["speedup"] = speedup(by_name.get(row["layer"]), row["flops"])
+    rows[-1]["speedup"] = speedup(sum(macs.values()), rows[-1]["flops"])
 
 
 def _check_sweeps(sweeps):
@@ -182,16 +258,31 @@ def format_sweep(sweeps, metric="accuracy"):
         labels = {}
     columns = [c for c in wide[0] if c != "prune_fraction"]
     heads = ["prune %"] + [labels.get(c, c) for c in columns]
-    widths = [7] + [max(7, len(h)) for h in heads[1:]]
+    cells = [
+        [f"{row['prune_fraction'] * 100:>6.0f}%"]
+        + [_cell(row.get(c)) for c in columns]
+        for row in wide
+    ]
+    widths = [
+        max([7, len(h)] + [len(line[i]) for line in cells])
+        for i, h in enumerate(heads)
+    ]
     lines = [
         "  ".join(f"{h:>{w}}" for h, w in zip(heads, widths)),
         "  ".join("-" * w for w in widths),
     ]
-    for row in wide:
-        cells = [f"{row['prune_fraction'] * 100:>6.0f}%"]
-        cells += [f"{row[c]:>{w}.4f}" for c, w in zip(columns, widths[1:])]
-        lines.append("  ".join(cells))
+    for line in cells:
+        lines.append("  ".join(f"{c:>{w}}" for c, w in zip(line, widths)))
     return "\n".join(lines)
+
+
+def _cell(value):
+    """Floats with 4 decimals, ints whole, None as "-"."""
+    if value is None:
+        return "-"
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    return f"{value:.4f}"
 
 
 @contextlib.contextmanager

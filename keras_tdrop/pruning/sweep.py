@@ -9,6 +9,8 @@ from keras_tdrop.pruning.masks import check_options
 from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.pruning.masks import prunable_kernels
 from keras_tdrop.pruning.report import compare_sweeps
+from keras_tdrop.pruning.report import compression
+from keras_tdrop.pruning.report import flops_or_none
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps
 from keras_tdrop.pruning.report import write_csv
@@ -86,8 +88,16 @@ def prune_sweep(
     Returns:
         A list of dicts, one per fraction: `fraction`, `sparsity` (the share
         of prunable kernel weights that are zero once pruned, zeros the
-        model already had included) and every value `evaluate`
-        returns (`loss`, `accuracy`, ...).
+        model already had included), every value `evaluate` returns
+        (`loss`, `accuracy`, ...), then `parameters` (the model's count),
+        `nonzero` (its parameters that are not 0 once pruned),
+        `compression` (`parameters / nonzero`), `flops` (its
+        multiply-accumulates per example, see `flops`; None for a model
+        without a graph or a known input shape) and `speedup` (the dense
+        model's FLOPs over the evaluated one's). Masks keep every weight's
+        shape, so `flops` stays the dense count and `speedup` is 1.0 at
+        every fraction: the speed-up that pruning buys appears after
+        `shrink` (see `sparsity_report(shrunk, dense=model)`).
 
     Example:
     >>> rows = prune_sweep(model, test_ds, fractions=(0.0, 0.5, 0.9))
@@ -124,6 +134,15 @@ def prune_sweep(
         target.compile(loss=model.loss, metrics=list(metrics))
     kernels = prunable_kernels(target, exclude, exclude_logits)
     unpruned = [keras.ops.convert_to_numpy(k.value) for k in kernels]
+    # What pruning leaves alone is counted once (biases, statistics...).
+    pruned_ids = {id(k) for k in kernels}
+    other_nonzero = sum(
+        int(np.count_nonzero(keras.ops.convert_to_numpy(v.value)))
+        for v in target.weights
+        if id(v) not in pruned_ids
+    )
+    parameters = target.count_params()
+    macs = flops_or_none(model)
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
     else:
@@ -145,16 +164,22 @@ def prune_sweep(
             # Zeros after pruning, those the model already had included (a
             # model saved with its targeted set pruned is sparse at 0%).
             total = sum(np.size(v) for v in unpruned)
-            removed = total - sum(
-                np.count_nonzero(value * masks.get(kernel.path, 1))
+            kept = sum(
+                int(np.count_nonzero(value * masks.get(kernel.path, 1)))
                 for kernel, value in zip(kernels, unpruned)
             )
+            removed = total - kept
             results = target.evaluate(x, y, verbose=0, return_dict=True)
             row = {
                 "fraction": fraction,
                 "sparsity": float(removed / max(total, 1)),
             }
             row.update({k: float(v) for k, v in results.items()})
+            row["parameters"] = parameters
+            row["nonzero"] = other_nonzero + kept
+            row["compression"] = compression(parameters, row["nonzero"])
+            row["flops"] = macs
+            row["speedup"] = None if macs is None else 1.0
             rows.append(row)
             if verbose:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
@@ -257,8 +282,13 @@ def _check_data(data):
         )
 
 
+SIZE_COLUMNS = ("parameters", "nonzero", "compression", "flops", "speedup")
+
+
 def _plotted_metric(rows):
-    keys = [k for k in rows[0] if k not in ("fraction", "sparsity")]
+    keys = [
+        k for k in rows[0] if k not in ("fraction", "sparsity") + SIZE_COLUMNS
+    ]
     return "accuracy" if "accuracy" in keys else keys[-1]
 
 

@@ -49,6 +49,9 @@ def test_sparsity_report_counts():
             sparsity=9 / 24,
             units=3,
             zero_units=1,
+            nonzero=15,  # 3 zero biases too
+            compression=27 / 15,
+            flops=3 * 3 * 2 * 2 * 2 * 3,
         ),
         dict(
             layer="fc",
@@ -58,6 +61,9 @@ def test_sparsity_report_counts():
             sparsity=10 / 135,
             units=5,
             zero_units=0,
+            nonzero=125,
+            compression=140 / 125,
+            flops=27 * 5,
         ),
         dict(
             layer="total",
@@ -67,8 +73,12 @@ def test_sparsity_report_counts():
             sparsity=19 / 159,
             units=8,
             zero_units=1,
+            nonzero=146,  # batch norm: 6 of 12 (beta and mean are 0)
+            compression=179 / 146,
+            flops=216 + 135,
         ),
     ]
+    assert model.count_params() == 179
     # Wrapped layers report the kernels they wrap.
     wrapped = apply_targeted_dropout(model, exclude_logits=False)
     assert [r["zeros"] for r in sparsity_report(wrapped, verbose=0)] == [
@@ -91,8 +101,59 @@ def test_sparsity_report_prints_table(capsys):
         "sparsity",
         "units",
         "zero_units",
+        "nonzero",
+        "compression",
+        "flops",
     ]
-    assert lines[-1].split() == ["total", "8", "6", "6", "1.0000", "2", "2"]
+    assert lines[-1].split() == [
+        "total",
+        "8",
+        "6",
+        "6",
+        "1.0000",
+        "2",
+        "2",
+        "0",
+        "inf",
+        "6",
+    ]
+
+
+def mlp(hidden):
+    inputs = keras.Input((5,))
+    x = keras.layers.Dense(hidden, name="fc1")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+
+
+def test_sparsity_report_speedup_against_dense():
+    dense, narrow = mlp(8), mlp(4)
+    rows = sparsity_report(narrow, verbose=0, dense=dense)
+    # fc1 5x8 -> 5x4, logits 8x3 -> 4x3: half the MACs everywhere.
+    assert [(r["flops"], r["speedup"]) for r in rows] == [
+        (20, 2.0),
+        (12, 2.0),
+        (32, 2.0),
+    ]
+    masked = sparsity_report(dense, verbose=0, dense=dense)
+    assert [r["speedup"] for r in masked] == [1.0, 1.0, 1.0]
+    assert "speedup" not in sparsity_report(dense, verbose=0)[0]
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.fc = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        return self.fc(inputs)
+
+
+def test_sparsity_report_without_a_graph_has_no_flops():
+    model = Subclassed()
+    model(np.ones((1, 3)))
+    rows = sparsity_report(model, verbose=0, dense=model)
+    assert [(r["flops"], r["speedup"]) for r in rows] == [(None, None)] * 2
+    assert rows[-1]["nonzero"] == 6  # the kernel; the biases are 0
 
 
 def test_format_rows():
@@ -147,6 +208,19 @@ def test_single_sweep_table():
         "prune %  sparsity     loss  accuracy",
         "-------  --------  -------  --------",
         "     0%    0.0000   0.0200    0.9800",
+    ]
+
+
+def test_single_sweep_table_with_counts():
+    rows = [
+        dict(r, parameters=1000, flops=123456789, speedup=1.0, missing=None)
+        for r in PLAIN[:2]
+    ]
+    assert format_sweep(rows).splitlines()[::2] == [
+        "prune %  sparsity     loss  accuracy  parameters      flops"
+        "  speedup  missing",
+        "     0%    0.0000   0.0200    0.9800        1000  123456789"
+        "   1.0000        -",
     ]
 
 

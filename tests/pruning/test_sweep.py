@@ -50,6 +50,24 @@ def test_rows_equal_pruning_from_scratch_and_model_untouched():
         np.testing.assert_array_equal(ops.convert_to_numpy(v), before[v.path])
 
 
+def test_size_columns():
+    model, x, y = trained_model()
+    rows = prune_sweep(model, (x, y), (0.0, 0.5, 0.875), verbose=0)
+    for row in rows:
+        pruned = prune(model, row["fraction"])
+        nonzero = sum(np.count_nonzero(w) for w in pruned.get_weights())
+        # fc 8x20 + 20, logits 20x3 + 3; masks keep the shapes: the FLOPs
+        # (8x20 + 20x3 MACs) and the speed-up do not change.
+        assert row["parameters"] == 243
+        assert row["nonzero"] == nonzero
+        assert row["compression"] == 243 / nonzero
+        assert row["flops"] == 220
+        assert row["speedup"] == 1.0
+    # 4 and 7 of fc's 8 inputs removed per column.
+    assert rows[0]["nonzero"] - rows[1]["nonzero"] == 4 * 20
+    assert rows[0]["nonzero"] - rows[2]["nonzero"] == 7 * 20
+
+
 def test_unit_sweep_and_inplace_restores_weights():
     model, x, y = trained_model()
     kernel = ops.convert_to_numpy(model.get_layer("fc").kernel).copy()
@@ -182,7 +200,17 @@ def test_table_csv_and_plot(tmp_path, capsys):
     ) in printed
     with open(tmp_path / "sweep.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == ["fraction", "sparsity", "accuracy", "loss"]
+    assert list(table[0]) == [
+        "fraction",
+        "sparsity",
+        "accuracy",
+        "loss",
+        "parameters",
+        "nonzero",
+        "compression",
+        "flops",
+        "speedup",
+    ]
     assert float(table[1]["accuracy"]) == pytest.approx(
         last["accuracy"], abs=1e-6
     )

@@ -1,11 +1,11 @@
 """Multiply-accumulates (MACs) per example of a Keras graph model.
 
 Only matrix products are counted (Dense, convolutions, EinsumDense,
-attention), as Torch-Pruning and most papers count: normalization,
-activations, pooling, merges and raw `keras.ops` calls count 0. Zero
-weights are counted too (dense MACs); a pruned but not shrunk model costs
-what the dense one costs, and the compression ratio of the reports says
-how sparse it is.
+attention, SimpleRNN/GRU/LSTM), as Torch-Pruning and most papers count:
+normalization, activations, pooling, merges and raw `keras.ops` calls
+count 0. Zero weights are counted too (dense MACs); a pruned but not
+shrunk model costs what the dense one costs, and the compression ratio of
+the reports says how sparse it is.
 """
 
 import math
@@ -239,6 +239,23 @@ def _attention(layer, input_shapes, output_shapes):
     )
 
 
+def _recurrent(gates):
+    def rule(layer, input_shapes, output_shapes):
+        # Per step and gate: inputs x units and the recurrent units x units.
+        sequences = input_shapes[0]
+        steps = sequences[1]
+        return gates * (_size(sequences) + steps * layer.units) * layer.units
+
+    return rule
+
+
+def _bidirectional(layer, input_shapes, output_shapes):
+    return sum(
+        _count(inner, input_shapes, output_shapes)
+        for inner in (layer.forward_layer, layer.backward_layer)
+    )
+
+
 def _wrapper(layer, input_shapes, output_shapes):
     # TimeDistributed and kernel-mask wrappers cost what they wrap.
     return _count(layer.layer, input_shapes, output_shapes)
@@ -256,6 +273,10 @@ for _classes, _fn in (
     ((L.SeparableConv1D, L.SeparableConv2D), _separable_conv),
     ((L.EinsumDense,), _einsum_dense),
     ((L.MultiHeadAttention,), _attention),
+    ((L.SimpleRNN,), _recurrent(1)),
+    ((L.GRU,), _recurrent(3)),
+    ((L.LSTM,), _recurrent(4)),
+    ((L.Bidirectional,), _bidirectional),
     ((L.Wrapper,), _wrapper),
     ((L.Embedding,), _no_macs),
 ):

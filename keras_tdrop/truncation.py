@@ -5,9 +5,9 @@ import numpy as np
 
 from keras_tdrop.layers.triangular_dropout import TriangularDropout
 from keras_tdrop.layers.triangular_dropout import triangular_dropout_layers
-from keras_tdrop.pruning.shrink import CHANNELWISE
-from keras_tdrop.pruning.shrink import PRODUCERS
-from keras_tdrop.pruning.shrink import remove_units
+from keras_tdrop.pruning.unit_removal import CHANNELWISE
+from keras_tdrop.pruning.unit_removal import PRODUCERS
+from keras_tdrop.pruning.unit_removal import remove_units
 
 
 def _inbound_layer(layer):

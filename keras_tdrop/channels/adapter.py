@@ -151,3 +151,30 @@ def sublayers(layer):
     """Every layer inside `layer`, depth first, nested ones included (not
     `layer` itself); each once."""
     return list(layer._flatten_layers(include_self=False, recursive=True))
+
+
+def raw_op_types(*names):
+    """The classes of raw `keras.ops` operations (`Add`, `Reshape`, ...)
+    that appear as nodes of a functional graph; names Keras lacks are
+    skipped."""
+    from keras.src.ops import core
+    from keras.src.ops import nn
+    from keras.src.ops import numpy as knp
+
+    found = []
+    for name in names:
+        for module in (knp, nn, core):
+            cls = getattr(module, name, None)
+            if isinstance(cls, type) and cls not in found:
+                found.append(cls)
+    return found
+
+
+def application_layer_types():
+    """Custom layers of `keras.applications` that act on each channel
+    alone with per-channel parameters (ConvNeXt's LayerScale)."""
+    try:
+        from keras.src.applications.convnext import LayerScale
+    except ImportError:
+        return []
+    return [LayerScale]

@@ -1,5 +1,6 @@
 from keras_tdrop.pruning.flops import flops
 from keras_tdrop.pruning.flops import register_flops_rule
+from keras_tdrop.pruning.group_masks import group_masks
 from keras_tdrop.pruning.masks import apply_masks
 from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.pruning.masks import nm_masks
@@ -10,9 +11,9 @@ from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps
 from keras_tdrop.pruning.report import sparsity_report
 from keras_tdrop.pruning.report import write_csv
-from keras_tdrop.pruning.shrink import remove_units
 from keras_tdrop.pruning.shrink import shrink
 from keras_tdrop.pruning.sweep import prune_sweep
 from keras_tdrop.pruning.sweep import sweep_models
 from keras_tdrop.pruning.tfmot_bridge import from_tfmot
 from keras_tdrop.pruning.tfmot_bridge import to_tfmot
+from keras_tdrop.pruning.unit_removal import remove_units

@@ -7,6 +7,7 @@ from keras import ops
 from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.kernels import iter_layers
 from keras_tdrop.kernels import kernel_variables
+from keras_tdrop.kernels import logits_kernels
 from keras_tdrop.kernels import resolve_exclude
 from keras_tdrop.wrapping import clone_with_weights
 
@@ -36,6 +37,11 @@ def prunable_kernels(model, exclude=None, exclude_logits=True):
         if excluded(layer):
             continue
         kernels.extend(kernel_variables(layer))
+    if exclude_logits:
+        # A subclassed model, or one in a ModelTargetedDropout, has no
+        # logits layer in a graph; its logits kernel is found by running it.
+        logits = {id(k) for k in logits_kernels(model)}
+        kernels = [k for k in kernels if id(k) not in logits]
     return kernels
 
 
@@ -54,6 +60,7 @@ def compute_masks(
     criterion="magnitude",
     scores=None,
     seed=None,
+    groups=False,
 ):
     """Pruning masks, `{variable path: 0/1 array}` (1 = keep).
 
@@ -94,6 +101,10 @@ def compute_masks(
         criterion: `"magnitude"` or `"random"`.
         scores: None or `{variable path: importance array}`.
         seed: int or None, for `criterion="random"`.
+        groups: bool, with `targeting="unit"`: prune whole channel groups
+            of the channel dependency graph (see
+            `keras_tdrop.pruning.group_masks`), so that `shrink` can remove
+            every zeroed channel. Needs a functional or Sequential model.
 
     Example:
     >>> masks = compute_masks(model, 0.8)
@@ -103,6 +114,11 @@ def compute_masks(
     """
     targeting_lib.check_rate("fraction", fraction)
     targeting_lib.check_targeting(targeting)
+    if groups is not False:
+        return _group_masks(
+            model, fraction, targeting, exclude, exclude_logits, scope,
+            block_size, criterion, scores, groups,
+        )
     kernels = prunable_kernels(model, exclude, exclude_logits)
     check_options(kernels, targeting, scope, block_size, criterion, scores)
     if not kernels:
@@ -137,6 +153,38 @@ def compute_masks(
             pruned = np.broadcast_to(pruned.reshape(1, cols), (rows, cols))
         masks[kernel.path] = _keep(pruned.reshape(kernel.shape), kernel.dtype)
     return masks
+
+
+def _group_masks(
+    model, fraction, targeting, exclude, exclude_logits, scope, block_size,
+    criterion, scores, groups,
+):
+    from keras_tdrop.pruning.group_masks import group_masks
+
+    _check_model(model)
+    if groups is not True:
+        raise TypeError(f"`groups` must be a bool. Received: groups={groups!r}")
+    if targeting != "unit":
+        raise ValueError(
+            "`groups=True` prunes whole channels: it needs "
+            f'targeting="unit". Received: targeting={targeting!r}'
+        )
+    if scope not in SCOPES:
+        raise ValueError(
+            f"`scope` must be one of {SCOPES}. Received: scope={scope!r}"
+        )
+    unsupported = {
+        "block_size": (block_size, None),
+        "criterion": (criterion, "magnitude"),
+        "scores": (scores, None),
+    }
+    for name, (value, default) in unsupported.items():
+        if value != default:
+            raise ValueError(
+                f"`{name}` is not supported with groups=True. "
+                f"Received: {name}={value!r}"
+            )
+    return group_masks(model, fraction, scope, exclude, exclude_logits)
 
 
 def nm_masks(
@@ -372,10 +420,33 @@ def apply_masks(model, masks, inplace=False):
     return target
 
 
+def copy_model(model):
+    """A copy of `model` with its weights, graph or subclassed.
+
+    A Sequential or functional model is cloned layer by layer; any other
+    model is rebuilt from its config (its `get_config`) and given the
+    weights by position.
+    """
+    if isinstance(model, keras.Sequential) or hasattr(model, "_operations"):
+        return clone_with_weights(model)
+    try:
+        copy = keras.saving.deserialize_keras_object(
+            keras.saving.serialize_keras_object(model)
+        )
+    except (NotImplementedError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"Cannot copy model '{model.name}' ({type(model).__name__}): "
+            "it does not rebuild from its config. Work on it in place "
+            f"(inplace=True). Received error: {error}"
+        ) from error
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _copy(model):
     # Variables correspond by position; seed generators of the copy get new
     # paths (seed_generator_1/...), so the paths themselves may differ.
-    copy = clone_with_weights(model)
+    copy = copy_model(model)
     original = [tuple(v.shape) for v in model.variables]
     copied = [tuple(v.shape) for v in copy.variables]
     if original != copied:

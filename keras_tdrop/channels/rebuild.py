@@ -1,0 +1,155 @@
+"""Rebuilding a model without some channels of its channel graph."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_tdrop.channels import adapter
+from keras_tdrop.channels.rules import rule_for
+
+
+def _relative(variable):
+    return "/".join(variable.path.split("/")[1:])
+
+
+def sliced_weights(graph, layer, removed, deltas=None):
+    """`layer`'s weights as numpy arrays with the removed channels' slices
+    deleted, and `deltas[id(layer)]` (a change of the output bias, over the
+    old outputs) added."""
+    arrays = [ops.convert_to_numpy(v) for v in layer.weights]
+    delta = (deltas or {}).get(id(layer))
+    cuts = []
+    for piece in graph.slices_of(layer):
+        roots = graph.roots(piece.ids)
+        positions = np.flatnonzero(np.isin(roots, list(removed)))
+        cuts.append((piece.index, piece.axis, positions))
+    if delta is not None:
+        bias = _bias_index(layer)
+        if bias is None:
+            arrays.append(delta.astype(arrays[0].dtype))
+        else:
+            arrays[bias] = (arrays[bias] + delta).astype(arrays[bias].dtype)
+    for index, axis, positions in cuts:
+        if len(positions):
+            arrays[index] = np.delete(arrays[index], positions, axis=axis)
+    if delta is not None and _bias_index(layer) is None:
+        for piece, (_, _, positions) in zip(graph.slices_of(layer), cuts):
+            if piece.role == "out" and piece.variable is layer.kernel:
+                arrays[-1] = np.delete(arrays[-1], positions)
+    return arrays
+
+
+def _bias_index(layer):
+    bias = getattr(layer, "bias", None)
+    if bias is None:
+        return None
+    for index, variable in enumerate(layer.weights):
+        if variable is bias:
+            return index
+    return None
+
+
+class _Builder:
+    def __init__(self, graph, removed, deltas):
+        self.graph, self.removed, self.deltas = graph, set(removed), deltas
+        self.layers = {}
+        self.models = {}
+        self.pending = []
+
+    def layer(self, layer, node, args, kwargs):
+        if id(layer) in self.layers:
+            return self.layers[id(layer)]
+        arrays = sliced_weights(self.graph, layer, self.removed, self.deltas)
+        config = layer.get_config()
+        if id(layer) in self.deltas and getattr(layer, "bias", 1) is None:
+            config["use_bias"] = True
+        rule = rule_for(layer)
+        if rule is not None:
+            config = rule.configure(layer, node, config, arrays, args, kwargs)
+        try:
+            new = layer.__class__.from_config(config)
+        except Exception as error:
+            raise ValueError(
+                f"Cannot rebuild layer '{layer.name}' "
+                f"({type(layer).__name__}) from its config: {error}. Give "
+                "it a get_config/from_config pair."
+            ) from error
+        self.layers[id(layer)] = new
+        self.pending.append((layer, new, arrays))
+        return new
+
+    def call(self, node, args, kwargs):
+        op = node.operation
+        if adapter.is_graph_model(op):
+            return self.nested(op)(*args, **kwargs)
+        if isinstance(op, keras.layers.Layer):
+            return self.layer(op, node, args, kwargs)(*args, **kwargs)
+        rule = rule_for(op)
+        if rule is not None:
+            return rule.call(op, node, args, kwargs)
+        return op(*args, **kwargs)
+
+    def nested(self, model):
+        if id(model) not in self.models:
+            self.models[id(model)] = self.model(model)
+        return self.models[id(model)]
+
+    def model(self, model):
+        functional = adapter.functional_of(model)
+        inputs = [
+            keras.Input(
+                batch_shape=self._shape(t),
+                dtype=t.dtype,
+                name=adapter.producer(t).name,
+            )
+            for t in functional.inputs
+        ]
+        outputs = adapter.run_graph(functional, inputs, self.call)
+        structure = adapter.inputs_structure(functional)
+        return keras.Model(
+            keras.tree.pack_sequence_as(structure, inputs),
+            outputs,
+            name=model.name,
+        )
+
+    def _shape(self, tensor):
+        ids = self.graph.tensors.get(id(tensor))
+        shape = list(tensor.shape)
+        if ids is not None:
+            roots = self.graph.roots(ids)
+            shape[-1] = int(np.sum(~np.isin(roots, list(self.removed))))
+        return tuple(shape)
+
+    def set_weights(self):
+        for old, new, arrays in self.pending:
+            old_names = [_relative(v) for v in old.weights]
+            if len(arrays) > len(old_names):
+                old_names.append(_relative(new.bias))
+            by_name = dict(zip(old_names, arrays))
+            in_order = len(arrays) == len(old.weights)
+            for index, variable in enumerate(new.weights):
+                name = _relative(variable)
+                value = arrays[index] if in_order else by_name.get(name)
+                if value is None:
+                    raise RuntimeError(
+                        f"No value for {variable.path} of rebuilt layer "
+                        f"'{new.name}'."
+                    )
+                if tuple(value.shape) != tuple(variable.shape):
+                    raise RuntimeError(
+                        f"Rebuilt {variable.path} has shape "
+                        f"{tuple(variable.shape)}, the sliced value "
+                        f"{value.shape}."
+                    )
+                variable.assign(value)
+
+
+def rebuild(graph, removed, deltas=None):
+    """A new functional model: `graph.model` without the channels whose
+    roots are in `removed`, with `deltas` (`{id(layer): bias change}`)
+    added to biases. Fresh layers of the same names; the original model
+    is not touched."""
+    builder = _Builder(graph, removed, deltas or {})
+    new_model = builder.model(graph.model)
+    builder.set_weights()
+    return new_model

@@ -1,0 +1,178 @@
+"""Unit masks that respect the channel dependency graph's groups."""
+
+import numpy as np
+from keras import ops
+
+from keras_tdrop.channels import channel_graph
+from keras_tdrop.kernels import kernel_variables
+from keras_tdrop.kernels import resolve_exclude
+
+_EPS = 1.0 + 2.0**-20
+
+
+def _arrays(graph):
+    cache = {}
+
+    def value(piece):
+        key = id(piece.variable)
+        if key not in cache:
+            cache[key] = ops.convert_to_numpy(piece.variable).astype("float64")
+        return cache[key]
+
+    return value
+
+
+def _is_kernel(piece):
+    variable = piece.variable
+    return any(variable is k for k in kernel_variables(piece.layer)) or (
+        variable.name == "embeddings"
+    )
+
+
+def channel_importance(graph):
+    """`{root: importance}`: the summed L2 norms of every kernel slice of
+    the channel (producer columns, consumer rows, depthwise and attention
+    slices), Torch-Pruning's group magnitude."""
+    value = _arrays(graph)
+    scores = {}
+    for root, pieces in graph.root_slices().items():
+        total = 0.0
+        for piece, positions in pieces:
+            if piece.role != "param" and _is_kernel(piece):
+                taken = np.take(value(piece), positions, axis=piece.axis)
+                total += float(np.sqrt(np.sum(taken**2)))
+        scores[root] = total
+    return scores
+
+
+def prunable_groups(graph, model, exclude=None, exclude_logits=True):
+    """`{space: [roots]}`: the channels group pruning may remove.
+
+    Left out: blocked channels, channels no kernel writes, and whole groups
+    written by an excluded layer, by the logits layer (with
+    `exclude_logits`) or by the stem (a layer that reads a model input).
+    """
+    excluded = resolve_exclude(model, exclude, exclude_logits)
+    blocked = graph.blocked_reasons()
+    pieces = graph.root_slices()
+    inputs = {
+        i for ids in _input_ids(graph, model) for i in graph.roots(ids).tolist()
+    }
+    stems = set()
+    for root in inputs:
+        for piece, _ in pieces.get(root, []):
+            if piece.role == "in":
+                stems.add(id(piece.layer))
+    chosen = {}
+    for space, roots in graph.groups().items():
+        writers = [
+            piece.layer
+            for r in roots
+            for piece, _ in pieces.get(r, [])
+            if piece.role == "out" and _is_kernel(piece)
+        ]
+        if not writers or any(excluded(w) or id(w) in stems for w in writers):
+            continue
+        free = [
+            r
+            for r in roots
+            if r not in blocked
+            and any(p.role == "out" and _is_kernel(p) for p, _ in pieces[r])
+        ]
+        if free:
+            chosen[space] = free
+    return chosen
+
+
+def _input_ids(graph, model):
+    from keras_tdrop.channels import adapter
+
+    for tensor in adapter.functional_of(model).inputs:
+        ids = graph.tensors.get(id(tensor))
+        if ids is not None:
+            yield ids
+
+
+def _lowest(roots, scores, count):
+    order = sorted(range(len(roots)), key=lambda i: (scores[roots[i]], i))
+    return [roots[i] for i in order[:count]]
+
+
+def choose_channels(
+    graph, model, fraction, scope="local", exclude=None, exclude_logits=True
+):
+    """The roots group pruning removes at `fraction` (see `group_masks`)."""
+    groups = prunable_groups(graph, model, exclude, exclude_logits)
+    scores = channel_importance(graph)
+    removed = []
+    if scope == "local":
+        for roots in groups.values():
+            count = min(
+                int(np.floor(fraction * len(roots) * _EPS)), len(roots) - 1
+            )
+            removed.extend(_lowest(roots, scores, count))
+        return set(removed)
+    candidates = []
+    for space, roots in groups.items():
+        mean = np.mean([scores[r] for r in roots])
+        for r in roots:
+            normal = scores[r] / mean if mean > 0 else 0.0
+            candidates.append((normal, len(candidates), r, space))
+    total = int(np.floor(fraction * len(candidates) * _EPS))
+    left = {space: len(roots) for space, roots in groups.items()}
+    for _, _, root, space in sorted(candidates)[:]:
+        if total == 0:
+            break
+        if left[space] > 1:
+            removed.append(root)
+            left[space] -= 1
+            total -= 1
+    return set(removed)
+
+
+def masks_for(graph, removed):
+    """`{kernel path: 0/1 mask}` zeroing every kernel slice of `removed`."""
+    masks = {}
+    removed = list(removed)
+    for piece in graph.slices.values():
+        if piece.role == "param" or not _is_kernel(piece):
+            continue
+        positions = np.flatnonzero(np.isin(graph.roots(piece.ids), removed))
+        if not len(positions):
+            continue
+        variable = piece.variable
+        mask = masks.get(variable.path)
+        if mask is None:
+            mask = np.ones(tuple(variable.shape), dtype=variable.dtype)
+        index = [slice(None)] * mask.ndim
+        index[piece.axis] = positions
+        mask[tuple(index)] = 0
+        masks[variable.path] = mask
+    return masks
+
+
+def group_masks(
+    model, fraction, scope="local", exclude=None, exclude_logits=True
+):
+    """Unit masks over the channel dependency graph's groups.
+
+    Every group of coupled layers (the convolutions feeding one residual
+    `Add`, a convolution with its BatchNormalization, depthwise
+    convolution and squeeze-excite gate, the heads of a MultiHeadAttention)
+    loses the same channels in all its members: the channels' importance is
+    the sum of the L2 norms of all their kernel slices; `floor(fraction *
+    channels)` of the lowest go from each group (`scope="local"`), or, with
+    `scope="global"`, the lowest `floor(fraction * all channels)` after
+    dividing each group's importances by their mean, so that groups of
+    different width compete fairly. A group keeps at least one channel.
+    Producer columns, consumer rows, depthwise and attention slices are all
+    zeroed, so `shrink` removes exactly these channels.
+
+    Returns:
+        `{kernel variable path: 0/1 array}` (TF-MOT's mask convention).
+    """
+    graph = channel_graph(model)
+    removed = choose_channels(
+        graph, model, fraction, scope, exclude, exclude_logits
+    )
+    return masks_for(graph, removed)

@@ -79,8 +79,8 @@ def logits_layers(model):
 
     A model ending in `Dense -> Softmax` or `Dense -> Activation` (or a raw
     op such as `ops.softmax`) has its Dense as logits layer; a model with
-    several outputs has one per output. Returns an empty list for a model
-    without a graph.
+    several outputs has one per output. An output of a nested model is
+    followed inside it. Returns an empty list for a model without a graph.
     """
     try:
         outputs = model.outputs
@@ -88,25 +88,31 @@ def logits_layers(model):
         return []
     found = []
     for tensor in keras.tree.flatten(outputs or []):
-        while tensor is not None:
+        layer = _logits_of(tensor)
+        if layer is not None and layer not in found:
+            found.append(layer)
+    return found
+
+
+def _logits_of(tensor):
+    while tensor is not None:
+        inner = adapter.inner_output(tensor)
+        if inner is not None:
+            layer = _logits_of(inner)
+            if layer is not None:
+                return layer
+        else:
             layer = adapter.producer(tensor)
-            if isinstance(layer, keras.Model):
-                nested = logits_layers(layer)
-                if nested:
-                    found.extend(n for n in nested if n not in found)
-                    break
-            elif isinstance(layer, keras.layers.Layer) and _kernels(
+            # A frozen logits layer ends the walk too (it is left out
+            # anyway, having no trainable kernels).
+            if isinstance(layer, keras.layers.Layer) and _kernels(
                 layer.variables
             ):
-                # A frozen logits layer still ends the walk (and is left
-                # out anyway, having no trainable kernels).
-                if layer not in found:
-                    found.append(layer)
-                break
-            node = adapter.producing_node(tensor)
-            inputs = [] if node is None else adapter.node_inputs(node)
-            tensor = inputs[0] if len(inputs) == 1 else None
-    return found
+                return layer
+        node = adapter.producing_node(tensor)
+        inputs = [] if node is None else adapter.node_inputs(node)
+        tensor = inputs[0] if len(inputs) == 1 else None
+    return None
 
 
 def resolve_exclude(model, exclude, exclude_logits=True):

@@ -137,7 +137,9 @@ def test_convnext_tiny(tmp_path):
         input_shape=(32, 32, 3), weights=None, classes=10
     )
     expected = typed_layers(model, KERNEL_TYPES)
-    assert len(expected) == 55
+    # 18 blocks of 3, the stem and 3 downsamplings (nested Sequentials),
+    # the head.
+    assert len(expected) == 59
     expected.remove("convnext_tiny_head_dense")
     round_trip(model, *images(), expected, tmp_path, big=True)
 
@@ -369,3 +371,23 @@ def test_adapter_producing_node_of_shared_layer():
     assert adapter.producing_node(np.ones(3)) is None
     model = keras.Model(inputs, second)
     assert shared in adapter.sublayers(model)
+
+
+def test_logits_followed_into_and_out_of_nested_models():
+    inner_in = keras.Input((4,))
+    h = keras.layers.Dense(4, name="hidden")(inner_in)
+    a = keras.layers.Dense(3, name="a")(h)
+    b = keras.layers.Dense(2, name="b")(h)
+    heads = keras.Model(inner_in, [a, b], name="heads")
+    post = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Activation("softmax")], name="post"
+    )
+    inputs = keras.Input((4,))
+    _, second = heads(inputs)
+    model = keras.Model(inputs, post(second))
+    # Only the nested output in use is followed, through a kernel-free
+    # nested model after it.
+    assert [layer.name for layer in logits_layers(model)] == ["b"]
+    td = apply_targeted_dropout(model)
+    wrapped = [w.layer.name for w in targeted_dropout_layers(td)]
+    assert sorted(wrapped) == ["a", "hidden"]

@@ -178,3 +178,14 @@ def application_layer_types():
     except ImportError:
         return []
     return [LayerScale]
+
+
+def inner_output(tensor):
+    """For a tensor that a nested graph model's call returned, the output
+    tensor inside that model it stands for; None for any other tensor."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or not is_graph_model(history.operation):
+        return None
+    outputs = keras.tree.flatten(functional_of(history.operation).outputs)
+    index = history.tensor_index
+    return outputs[index] if 0 <= index < len(outputs) else None

@@ -11,8 +11,9 @@ node. Everything that needs that goes through this module, and
   `Node.outputs`, `Node.is_input`: one call.
 - `Functional._inputs_struct`: the nesting of the inputs (dicts).
 - `Sequential._functional`: the functional model a built Sequential runs.
-- `KerasTensor._keras_history`: the operation that made a tensor, and
-  which of its calls (`node_index` into `Operation._inbound_nodes`).
+- `KerasTensor._keras_history`: the operation that made a tensor, which
+  of its calls (`node_index` into `Operation._inbound_nodes`) and which of
+  that call's outputs (`tensor_index`).
 - `Layer._flatten_layers`: every layer inside a layer or model.
 """
 

@@ -101,7 +101,21 @@ class ChannelGraph:
                     self.space_parent[sy] = sx
 
     def roots(self, ids):
-        return np.array([self.find(i) for i in np.asarray(ids).tolist()])
+        """The root of each id (an array)."""
+        frozen = getattr(self, "_root_of", None)
+        if frozen is not None:
+            return frozen[np.asarray(ids, dtype="int64")]
+        return np.array(
+            [self.find(i) for i in np.asarray(ids).tolist()], dtype="int64"
+        )
+
+    def freeze(self):
+        """Caches every id's root once tracing is done (then `roots` is a
+        lookup)."""
+        self._root_of = np.array(
+            [self.find(i) for i in range(len(self.parent))], dtype="int64"
+        )
+        self._root_slices = None
 
     def space_of(self, root):
         return self._find_space(self.space[root])
@@ -163,13 +177,20 @@ class ChannelGraph:
 
     def root_slices(self):
         """`{root: [(slice, positions)]}`: where each channel unit lives."""
+        cached = getattr(self, "_root_slices", None)
+        if cached is not None:
+            return cached
         found = {}
         for piece in self.slices.values():
             roots = self.roots(piece.ids)
-            for root in np.unique(roots).tolist():
-                found.setdefault(root, []).append(
-                    (piece, np.flatnonzero(roots == root))
-                )
+            order = np.argsort(roots, kind="stable")
+            unique, starts = np.unique(roots[order], return_index=True)
+            for root, positions in zip(
+                unique.tolist(), np.split(order, starts[1:])
+            ):
+                found.setdefault(root, []).append((piece, positions))
+        if getattr(self, "_root_of", None) is not None:
+            self._root_slices = found
         return found
 
     def groups(self):
@@ -222,4 +243,5 @@ def channel_graph(model, strict=False):
     for ids in outputs:
         if ids is not None:
             graph.block(ids, "a model output")
+    graph.freeze()
     return graph

@@ -52,22 +52,25 @@ def _check(model, masks, strict, approximate):
 
 
 def _zeroed(graph):
-    """Roots whose every writing slice is all zero: constant channels."""
+    """`(zeroed, partial)`: roots whose every writing slice is all zero
+    (constant channels), and `{root: [layers]}` of roots that only some of
+    their writers zero (per-layer masks across a residual sum)."""
     cache = {}
-    zeroed = []
+    zeroed, partial = [], {}
     for root, pieces in graph.root_slices().items():
+        live = []
         writers = [(p, pos) for p, pos in pieces if p.role == "out"]
-        if not writers:
-            continue
         for piece, positions in writers:
             key = id(piece.variable)
             if key not in cache:
                 cache[key] = ops.convert_to_numpy(piece.variable)
             if np.take(cache[key], positions, axis=piece.axis).any():
-                break
-        else:
+                live.append(piece.layer.name)
+        if writers and not live:
             zeroed.append(root)
-    return zeroed
+        elif len(live) < len(writers):
+            partial[root] = live
+    return zeroed, partial
 
 
 def _keep_one(graph, removable):
@@ -78,7 +81,7 @@ def _keep_one(graph, removable):
     axes += [p.ids for p in graph.slices.values()]
     for ids in axes:
         roots = graph.roots(ids)
-        if all(r in removable for r in roots.tolist()):
+        if np.isin(roots, list(removable)).all():
             removable.discard(int(roots[0]))
             kept.add(int(roots[0]))
     return kept
@@ -87,7 +90,7 @@ def _keep_one(graph, removable):
 def _group_name(graph, roots):
     writers, members = [], []
     for root in roots:
-        for piece, _ in graph.root_slices_cache.get(root, []):
+        for piece, _ in graph.root_slices().get(root, []):
             name = piece.layer.name
             if piece.role == "out" and name not in writers:
                 writers.append(name)
@@ -167,10 +170,15 @@ def shrink(model, masks=None, strict=False, approximate=False):
         model = strip_targeted_dropout(model)
     masked = apply_masks(model, masks) if masks else model
     graph = channel_graph(masked)
-    graph.root_slices_cache = graph.root_slices()
     blocked = graph.blocked_reasons()
-    zeroed = _zeroed(graph)
+    zeroed, partial = _zeroed(graph)
     reasons = {r: list(blocked[r]) for r in zeroed if r in blocked}
+    for root, live in partial.items():
+        reasons[root] = [
+            "not zeroed in every layer that writes it ("
+            + ", ".join(sorted(set(live)))
+            + " keeps it)"
+        ]
     removable = {r for r in zeroed if r not in blocked}
     for root in _keep_one(graph, removable):
         reasons.setdefault(root, []).append("a layer keeps one channel")
@@ -194,6 +202,7 @@ def shrink(model, masks=None, strict=False, approximate=False):
     new_model = rebuild(graph, removable, deltas)
     report = ShrinkReport()
     by_space = {}
+    zeroed = zeroed + list(partial)
     for root in zeroed:
         by_space.setdefault(graph.space_of(root), []).append(root)
     groups = graph.groups()

@@ -5,8 +5,8 @@ from keras import ops
 
 from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
-from keras_tdrop.pruning.shrink import remove_units
 from keras_tdrop.pruning.shrink import shrink
+from keras_tdrop.pruning.unit_removal import remove_units
 
 L = keras.layers
 
@@ -111,10 +111,11 @@ def test_shrink_dense_folds_constant_units():
     masks = unit_masks(model, {"a": [1, 4, 5, 6], "b": [0, 3]})
     x = np.random.default_rng(3).normal(size=(32, 6)).astype("float32")
     small, rows = shrink(model, masks)
-    assert [(r["layer"], r["kept"], r["removed"]) for r in rows] == [
-        ("a", 4, 4),
-        ("b", 3, 2),
+    assert [(r["group"], r["channels"], r["removed"]) for r in rows] == [
+        ("a", 8, 4),
+        ("b", 5, 2),
     ]
+    assert rows.removed_fraction == 1.0 and rows.max_abs_diff < 1e-5
     assert_same_outputs(small, apply_masks(model, masks), x)
     assert small.get_layer("a").kernel.shape == (6, 4)
     assert small.get_layer("b").kernel.shape == (4, 3)
@@ -168,12 +169,19 @@ def test_same_padding_keeps_nonzero_constants():
     # bn1 makes the removed channels positive constants, that a same-padded
     # 3x3 convolution sees unevenly at the borders: refused.
     small, rows = shrink(model, masks)
-    assert rows[0]["removed"] == 0 and rows[0]["refused"] == 3
-    assert "c2" in rows[0]["reason"]
+    assert rows[0]["removed"] == 0 and rows[0]["kept"] == 3
+    assert "'c2' (Conv2D) sees the removed channel's constant" in (
+        rows[0]["reason"]
+    )
+    assert rows.removed_fraction == 0.0
     x = np.random.default_rng(6).normal(size=(2, 10, 10, 3)).astype("float32")
     assert_same_outputs(small, apply_masks(model, masks), x)
-    with pytest.raises(ValueError, match=r"layer 'c2' \(Conv2D\)"):
+    with pytest.raises(ValueError, match=r"strict=True.*'c2' \(Conv2D\)"):
         shrink(model, masks, strict=True)
+    # approximate=True removes them and measures the error it makes.
+    small, rows = shrink(model, masks, approximate=True)
+    assert rows[0]["removed"] == 3 and rows[0]["approximated"] == 3
+    assert rows.max_abs_diff > 1e-3
     # A constant of zero (beta very negative before the relu) is removable.
     beta[[0, 5, 6]] = -100.0
     model.get_layer("bn1").beta.assign(beta)
@@ -198,7 +206,8 @@ def test_residual_block_removes_shared_channels():
     model = residual_model()
     masks = unit_masks(model, {"stem": [1, 3], "branch": [1, 3]})
     small, rows = shrink(model, masks, strict=True)
-    assert [r["removed"] for r in rows] == [2, 2]
+    # stem and branch feed one Add: one group of 4 channels.
+    assert [(r["group"], r["removed"]) for r in rows] == [("stem+branch", 2)]
     assert small.get_layer("out").kernel.shape == (2, 2)
     assert small.get_layer("bn").gamma.shape == (2,)
     x = np.random.default_rng(8).normal(size=(3, 6, 6, 2)).astype("float32")
@@ -209,9 +218,15 @@ def test_residual_block_refuses_different_channels():
     model = residual_model()
     masks = unit_masks(model, {"stem": [1, 3], "branch": [0, 3]})
     small, rows = shrink(model, masks)
-    # Only channel 3 is removed in both branches of the sum.
-    assert [(r["removed"], r["refused"]) for r in rows] == [(1, 1), (1, 1)]
-    assert all("add: its branches keep different" in r["reason"] for r in rows)
+    # Only channel 3 is zero in both branches of the sum; 0 and 1 are
+    # zeroed in one branch only, and kept.
+    assert [(r["zeroed"], r["removed"], r["kept"]) for r in rows] == [
+        (3, 1, 2)
+    ]
+    assert "not zeroed in every layer that writes it (branch keeps it)" in (
+        rows[0]["reason"]
+    )
+    assert "(stem keeps it)" in rows[0]["reason"]
     x = np.random.default_rng(9).normal(size=(3, 6, 6, 2)).astype("float32")
     assert_same_outputs(small, apply_masks(model, masks), x)
     with pytest.raises(ValueError, match=r"'add' \(Add\).*different channels"):
@@ -230,12 +245,14 @@ def test_refuses_outputs_and_unsliceable_layers():
     model = randomize(keras.Model(inputs, outputs))
     masks = compute_masks(model, 0.4, "unit", exclude_logits=False)
     small, rows = shrink(model, masks)
-    assert [(r["layer"], r["removed"]) for r in rows] == [
-        ("fc", 0),
-        ("logits", 0),
+    assert [(r["group"], r["zeroed"], r["removed"]) for r in rows] == [
+        ("fc", 2, 0),
+        ("logits", 1, 0),
     ]
-    assert "norm: it cannot be sliced" in rows[0]["reason"]
-    assert "its output is a model output" in rows[1]["reason"]
+    assert "'norm' (LayerNormalization): it normalizes over the channels" in (
+        rows[0]["reason"]
+    )
+    assert "a model output" in rows[1]["reason"]
     x = np.random.default_rng(10).normal(size=(4, 5)).astype("float32")
     assert_same_outputs(small, apply_masks(model, masks), x)
 
@@ -246,9 +263,9 @@ def test_unit_pruned_mnist_cnn_shrinks_exactly():
     model = randomize(mnist_cnn(filters=(8, 16), units=32), seed=11)
     masks = compute_masks(model, 0.5, "unit", exclude=["stem"])
     small, rows = shrink(model, masks, strict=True)
-    assert [(r["layer"], r["kept"]) for r in rows] == [
-        ("conv2", 8),
-        ("fc1", 16),
+    assert [(r["group"], r["channels"], r["removed"]) for r in rows] == [
+        ("conv2", 16, 8),
+        ("fc1", 32, 16),
     ]
     assert small.get_layer("fc1").kernel.shape == (5 * 5 * 8, 16)
     x = np.random.default_rng(12).normal(size=(2, 28, 28, 1)).astype("float32")

@@ -184,6 +184,16 @@ def _group_masks(
                 f"`{name}` is not supported with groups=True. "
                 f"Received: {name}={value!r}"
             )
+    from keras_tdrop.channels import adapter
+
+    try:
+        adapter.functional_of(model)
+    except adapter.GraphError as error:
+        raise ValueError(
+            f"groups=True needs the channel graph of a functional or "
+            f"Sequential model. {error} On it, use per-layer unit masks "
+            "(groups=False)."
+        ) from None
     return group_masks(model, fraction, scope, exclude, exclude_logits)
 
 

@@ -178,7 +178,7 @@ def shrink(model, masks=None, strict=False, approximate=False):
             "not zeroed in every layer that writes it ("
             + ", ".join(sorted(set(live)))
             + " keeps it)"
-        ]
+        ] + list(blocked.get(root, []))
     removable = {r for r in zeroed if r not in blocked}
     for root in _keep_one(graph, removable):
         reasons.setdefault(root, []).append("a layer keeps one channel")

@@ -191,6 +191,38 @@ def _run_autoencoder(args):
     )
 
 
+def _add_mobile(parser):
+    parser.add_argument(
+        "--out",
+        default="mobile_out",
+        help="folder for mobile.csv, mobile.png and the .tflite files",
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=3)
+    _add_data_args(parser)
+    parser.set_defaults(batch_size=64, train_limit=10000, test_limit=2000)
+    _add_fractions(
+        parser, "comma-separated prune fractions (default 0,0.1,...,0.7)"
+    )
+    parser.add_argument(
+        "--latency-repeats",
+        type=_positive_int,
+        default=500,
+        help="timed LiteRT invocations per model (default 500)",
+    )
+    _add_quiet(parser)
+
+
+def _run_mobile(args):
+    from keras_tdrop.experiments.mobile import run_mobile
+
+    run_mobile(
+        **_run_kwargs(args),
+        **({"fractions": args.fractions} if args.fractions else {}),
+        latency_repeats=args.latency_repeats,
+        verbose=0 if args.quiet else 1,
+    )
+
+
 def _add_train(parser):
     parser.add_argument(
         "experiment",
@@ -319,6 +351,13 @@ _COMMANDS = {
         "its loss at every code width with truncated and fixed-width ones",
         _add_autoencoder,
         _run_autoencoder,
+    ),
+    "mobile": (
+        "train a small MobileNetV2-style CIFAR-10 network, prune it by "
+        "channel groups, shrink and export it: accuracy, parameters, MACs, "
+        "file size and LiteRT latency per prune fraction",
+        _add_mobile,
+        _run_mobile,
     ),
     "train": (
         "train a named experiment of the Targeted Dropout paper into a run "

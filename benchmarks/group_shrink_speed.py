@@ -1,0 +1,239 @@
+"""Issue 13: LiteRT latency of group-pruned, shrunk mobile networks.
+
+keras.applications MobileNetV2 (alpha 1.0) and EfficientNetB0, 224x224,
+random weights, 1000 classes, logits out (`classifier_activation=None`:
+a random EfficientNetB0's softmax outputs span ~2e-10, too narrow for the
+export check against Keras; the softmax is one small op), at 50% group
+unit pruning (`compute_masks(model, 0.5, targeting="unit", groups=True)` then
+`keras_tdrop.pruning.shrink`: every channel group of the dependency graph
+(residual Adds, depthwise convolutions, squeeze-excite) loses the same
+half; the stem and the logits stay whole). Both the dense and the shrunk
+model are converted with `keras_tdrop.export.to_tflite` (checked against
+Keras there) and timed in one process, batch 1, float32, XNNPACK with one
+thread, in turns (dense, shrunk, order rotated every round, `--inner`
+invocations per round); each model's pair is timed on its own. The target:
+latency ratio dense / shrunk (median of per-round ratios, process CPU
+time) >= 0.8 x the FLOP ratio (`keras_tdrop.pruning.flops`, MACs).
+
+    python benchmarks/group_shrink_speed.py
+    python benchmarks/group_shrink_speed.py --full       # more rounds
+    python benchmarks/group_shrink_speed.py --blocks     # time per block
+"""
+
+import atexit
+import os
+import re
+import shutil
+import tempfile
+
+import _bench
+import keras
+import numpy as np
+
+from keras_tdrop.export import to_tflite
+from keras_tdrop.pruning import compute_masks
+from keras_tdrop.pruning import flops
+from keras_tdrop.pruning import shrink
+
+MODELS = {
+    "MobileNetV2": lambda: keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3),
+        alpha=1.0,
+        weights=None,
+        classes=1000,
+        classifier_activation=None,
+    ),
+    "EfficientNetB0": lambda: keras.applications.EfficientNetB0(
+        input_shape=(224, 224, 3),
+        weights=None,
+        classes=1000,
+        classifier_activation=None,
+    ),
+}
+
+
+def interpreter(model, x, path, threads):
+    from ai_edge_litert import interpreter as litert
+
+    export = to_tflite(model, path, sample=x, repeats=1, num_threads=threads)
+    runner = litert.Interpreter(model_path=path, num_threads=threads)
+    runner.allocate_tensors()
+    runner.set_tensor(runner.get_input_details()[0]["index"], x)
+    runner.invoke()
+    return runner, export
+
+
+def timed(runners, reps, inner):
+    fns = {name: r.invoke for name, r in runners.items()}
+    return _bench.interleave(fns, reps, warmup=3, inner=inner, progress=False)
+
+
+def speedup(times, baseline, name):
+    """`(q1, median, q3)` of the per-round ratios baseline / name."""
+    return _bench.quartiles(
+        [a / b for a, b in zip(times[baseline], times[name])]
+    )
+
+
+def block_ends(model):
+    """The last layer of each block (`block_3_...`, `block2a_...`,
+    `expanded_conv_...`); the layers before the first block form the
+    stem, those after the last the top."""
+    ends, previous, seen = [], None, False
+    for layer in model.layers[1:]:
+        match = re.match(r"(block_?\d+[a-z]?|expanded_conv)_", layer.name)
+        seen = seen or bool(match)
+        prefix = match.group(1) if match else ("top" if seen else "stem")
+        if previous is not None and prefix != previous[0]:
+            ends.append(previous[1])
+        previous = (prefix, layer.name)
+    ends.append(previous[1])
+    return ends
+
+
+def block_times(name, dense, small, x, folder, reps, inner, threads):
+    """Prints the CPU time after each block of both models (sub-models
+    ending there) and each block's own increment beside its MACs."""
+    runners, macs = {}, {}
+    ends = block_ends(dense)
+    for label, model in (("dense", dense), ("shrunk", small)):
+        for end in ends:
+            sub = keras.Model(model.input, model.get_layer(end).output)
+            key = f"{label}:{end}"
+            path = os.path.join(folder, f"{name}_{label}_{end}.tflite")
+            runners[key], _ = interpreter(sub, x, path, threads)
+            macs[key] = flops(sub)
+    times = timed(runners, reps, inner)
+    rows, before = [], {"dense": (0.0, 0), "shrunk": (0.0, 0)}
+    for end in ends:
+        row = [end]
+        own = {}
+        for label in ("dense", "shrunk"):
+            key = f"{label}:{end}"
+            t = _bench.quartiles(times.cpu[key])[1] * 1e3
+            m = macs[key]
+            own[label] = (t - before[label][0], m - before[label][1])
+            before[label] = (t, m)
+            row += [f"{own[label][0]:.3f}", f"{own[label][1] / 1e6:.1f}"]
+        d, s = own["dense"], own["shrunk"]
+        row += [
+            f"{d[0] / s[0]:.2f}" if s[0] > 0 else "-",
+            f"{d[1] / s[1]:.2f}" if s[1] else "-",
+        ]
+        rows.append(row)
+    print(f"{name}: CPU ms and MACs (M) of each block (increments):")
+    _bench.table(
+        [
+            "block ends at",
+            "dense ms",
+            "dense MMACs",
+            "shrunk ms",
+            "shrunk MMACs",
+            "time ratio",
+            "MAC ratio",
+        ],
+        rows,
+    )
+
+
+def main():
+    p = _bench.parser(__doc__.splitlines()[0])
+    p.add_argument("--fraction", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--inner", type=int, default=None)
+    p.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated names"
+    )
+    p.add_argument(
+        "--blocks", action="store_true", help="time after each block too"
+    )
+    args = p.parse_args()
+    reps = args.reps or (30 if args.full else 15)
+    inner = args.inner or (10 if args.full else 5)
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
+    folder = tempfile.mkdtemp(prefix="tdrop_bench_")
+    atexit.register(shutil.rmtree, folder, True)
+    print(
+        f"LiteRT float32, batch 1, {args.threads} thread(s), "
+        f"{args.fraction:.0%} group unit pruning; {reps} rounds x {inner}; "
+        f"{_bench.load()}",
+        flush=True,
+    )
+    rows, results = [], []
+    for name in args.models.split(","):
+        dense = MODELS[name]()
+        masks = compute_masks(
+            dense, args.fraction, targeting="unit", groups=True
+        )
+        small, report = shrink(dense, masks)
+        runners, exports = {}, {}
+        for label, model in (("dense", dense), ("shrunk", small)):
+            path = os.path.join(folder, f"{name}_{label}.tflite")
+            runners[label], exports[label] = interpreter(
+                model, x, path, args.threads
+            )
+        print(
+            f"{name}: shrink removed {report.removed:,} of {report.zeroed:,} "
+            f"zeroed channels ({report.removed_fraction:.0%}), max |shrunk - "
+            f"masked| {report.max_abs_diff:.2g}; LiteRT max |diff| "
+            f"{exports['shrunk'].max_abs_diff:.2g}",
+            flush=True,
+        )
+        times = timed(runners, reps, inner)
+        macs = {"dense": flops(dense), "shrunk": flops(small)}
+        flop_ratio = macs["dense"] / macs["shrunk"]
+        params = {"dense": dense.count_params(), "shrunk": small.count_params()}
+        cpu = speedup(times.cpu, "dense", "shrunk")
+        wall = speedup(times, "dense", "shrunk")
+        for label in ("dense", "shrunk"):
+            rows.append(
+                [
+                    f"{name} {label}",
+                    f"{params[label]:,}",
+                    f"{macs[label]:,}",
+                    f"{exports[label].bytes:,}",
+                    f"{_bench.quartiles(times.cpu[label])[1] * 1e3:.2f}",
+                    f"{_bench.quartiles(times[label])[1] * 1e3:.2f}",
+                    "" if label == "dense" else f"{flop_ratio:.2f}",
+                    ""
+                    if label == "dense"
+                    else f"{cpu[1]:.2f} ({cpu[0]:.2f}-{cpu[2]:.2f})",
+                    "" if label == "dense" else f"{wall[1]:.2f}",
+                    "" if label == "dense" else f"{cpu[1] / flop_ratio:.2f}",
+                ]
+            )
+        results.append((name, cpu[1], wall[1], flop_ratio))
+        if args.blocks:
+            block_times(
+                name, dense, small, x, folder, reps, inner, args.threads
+            )
+    _bench.table(
+        [
+            "model",
+            "params",
+            "MACs",
+            "bytes",
+            "CPU ms",
+            "wall ms",
+            "FLOP ratio",
+            "latency ratio CPU (IQR)",
+            "wall",
+            "ratio/FLOP",
+        ],
+        rows,
+    )
+    for name, cpu, wall, flop_ratio in results:
+        _bench.result(
+            f"issue 13 {name} {args.fraction:.0%} groups: latency ratio "
+            f"dense/shrunk / FLOP ratio ({cpu:.2f}x vs {flop_ratio:.2f}x; "
+            f"wall {wall:.2f}x)",
+            cpu / flop_ratio,
+            0.8,
+            higher_is_better=True,
+            fmt="{:.2f}",
+        )
+
+
+if __name__ == "__main__":
+    main()

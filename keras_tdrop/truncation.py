@@ -3,83 +3,79 @@
 import keras
 import numpy as np
 
+from keras_tdrop.channels import ChannelGraph
+from keras_tdrop.channels import ChannelRule
+from keras_tdrop.channels import channel_graph
+from keras_tdrop.channels import rebuild
+from keras_tdrop.channels import register_channel_rule
+from keras_tdrop.channels.rules import block_call
 from keras_tdrop.layers.triangular_dropout import TriangularDropout
 from keras_tdrop.layers.triangular_dropout import triangular_dropout_layers
-from keras_tdrop.pruning.unit_removal import CHANNELWISE
-from keras_tdrop.pruning.unit_removal import PRODUCERS
-from keras_tdrop.pruning.unit_removal import remove_units
 
 
-def _inbound_layer(layer):
-    """The one layer whose output `layer` consumes, or None for an input."""
-    nodes = layer._inbound_nodes
-    if len(nodes) != 1:
-        raise ValueError(
-            f"Cannot truncate at layer '{layer.name}': it is called "
-            f"{len(nodes)} times in the model; truncation needs one call."
-        )
-    tensors = nodes[0].input_tensors
-    if len(tensors) != 1:
-        raise ValueError(
-            f"Cannot truncate through layer '{layer.name}': it has "
-            f"{len(tensors)} inputs."
-        )
-    source = tensors[0]._keras_history.operation
-    if isinstance(source, keras.layers.InputLayer):
-        return None
-    return source
+class _WidthCut(ChannelRule):
+    """TriangularDropout in the channel graph: per-channel, and a cut: its
+    output channels get ids of their own, so that the units it zeroes
+    beyond a width are told apart from the same units before it."""
+
+    def trace(self, graph, node, layer, ins):
+        if ins[0] is None:
+            return block_call(graph, node, layer, ins, "a model input")
+        out = graph.fresh(len(ins[0]))
+        graph.cuts[id(layer)] = (layer, ins[0], out)
+        return [out]
 
 
-def _check_single_use(layer, model, masked):
-    uses = len(layer._outbound_nodes)
-    if uses != 1:
-        raise ValueError(
-            f"Cannot truncate at TriangularDropout layer '{masked.name}': "
-            f"layer '{layer.name}' on its input path has {uses} consumers; "
-            "its units can only be removed when they feed the "
-            "TriangularDropout layer alone."
-        )
-    if any(
-        t._keras_history.operation is layer
-        for t in keras.tree.flatten(model.outputs)
-    ):
-        raise ValueError(
-            f"Cannot truncate at TriangularDropout layer '{masked.name}': "
-            f"the output of layer '{layer.name}' is a model output."
-        )
+register_channel_rule(TriangularDropout, _WidthCut())
 
 
-def producer_of(layer, model=None):
-    """The Dense or Conv layer whose units `layer`'s input carries, found
-    through channel-wise layers (activations, BatchNormalization, dropout,
-    pooling: `keras_tdrop.pruning.shrink.CHANNELWISE`).
-
-    With `model`, also checks that the producer and the layers after it
-    feed nothing but `layer` (no other consumer, no model output), so that
-    removing the producer's units changes nothing else.
-
-    Raises:
-        ValueError: naming the layer met when there is no such producer.
-    """
-    source = _inbound_layer(layer)
-    while isinstance(source, CHANNELWISE):
-        if model is not None:
-            _check_single_use(source, model, layer)
-        source = _inbound_layer(source)
-    if isinstance(source, PRODUCERS):
-        if model is not None:
-            _check_single_use(source, model, layer)
-        return source
-    found = (
-        "a model input"
-        if source is None
-        else (f"layer '{source.name}' ({type(source).__name__})")
+def _writers(graph, roots):
+    pieces = graph.root_slices()
+    return sorted(
+        {
+            p.layer.name
+            for r in roots
+            for p, _ in pieces.get(r, [])
+            if p.role == "out"
+        }
     )
-    raise ValueError(
+
+
+def _plan(graph, layer, width):
+    """The roots truncation removes at `layer` (a TriangularDropout), or a
+    ValueError naming what stands in the way."""
+    _, before, after = graph.cuts[id(layer)]
+    pre = set(graph.roots(before[width:]).tolist())
+    post = set(graph.roots(after[width:]).tolist())
+    blocked = graph.blocked_reasons()
+    pieces = graph.root_slices()
+    source = _writers(graph, pre)
+    origin = f" (from {', '.join(map(repr, source))})" if source else ""
+    where = (
         f"Cannot truncate at TriangularDropout layer '{layer.name}': its "
-        f"input comes from {found}, not from a Dense or Conv layer "
-        "(through channel-wise layers only)."
+        f"units beyond width {width}{origin}"
     )
+    for root in sorted(pre | post):
+        if root in blocked:
+            raise ValueError(f"{where}: {blocked[root][0]}.")
+    for root in sorted(pre):
+        readers = {
+            p.layer.name
+            for p, _ in pieces.get(root, [])
+            if p.role in ("in", "member")
+        }
+        if readers:
+            raise ValueError(
+                f"{where} are also read by {sorted(readers)} without "
+                "passing through it."
+            )
+    for root in sorted(post):
+        writers = _writers(graph, [root])
+        if writers:
+            raise ValueError(
+                f"{where} are joined with channels written by {writers}."
+            )
+    return pre | post
 
 
 def _widths(layers, width):
@@ -129,11 +125,14 @@ def truncate(model, width=None):
     `set_width(model, width)`, with exactly the parameters of an
     architecture built at width w. `model` is not modified.
 
-    The graph surgery is `keras_tdrop.pruning.shrink.remove_units` in
-    strict mode: a structure where removing units cannot be propagated
-    exactly (the masked tensor feeds a reshape, a concatenation, two
-    consumers, ...) raises a `ValueError` naming the layer, instead of
-    returning a different function.
+    The units are followed through the channel dependency graph
+    (`keras_tdrop.channels`), so the producer may sit behind channel-wise
+    layers, residual sums or concatenations; a structure where removing
+    them cannot be exact (a reshape that moves the channels, a layer that
+    reads the producer's units without passing through the
+    TriangularDropout layer, a model output, a normalization over the
+    channels) raises a `ValueError` naming the layer, instead of returning
+    a different function.
 
     Args:
         model: a functional or Sequential Keras model with
@@ -174,20 +173,11 @@ def truncate(model, width=None):
             "truncate at."
         )
     widths = _widths(layers, width)
-    keep = {}
+    graph = ChannelGraph(model)
+    graph.cuts = {}
+    graph = channel_graph(model, graph=graph)
+    removed = set()
     for layer in layers:
-        producer = producer_of(layer, model)
-        units = np.arange(widths[layer.name])
-        if producer.name in keep and len(keep[producer.name]) != len(units):
-            raise ValueError(
-                f"Cannot truncate: layer '{producer.name}' feeds several "
-                "TriangularDropout layers with different widths."
-            )
-        keep[producer.name] = units
-    new_model, _ = remove_units(
-        model,
-        keep,
-        drop_layers=tuple(layer.name for layer in layers),
-        strict=True,
-    )
+        removed |= _plan(graph, layer, widths[layer.name])
+    new_model = rebuild(graph, removed, drop={id(layer) for layer in layers})
     return new_model

@@ -202,7 +202,7 @@ class ChannelGraph:
         return {s: sorted(r) for s, r in members.items()}
 
 
-def channel_graph(model, strict=False):
+def channel_graph(model, strict=False, graph=None):
     """Builds the channel dependency graph of a functional or Sequential
     model.
 
@@ -216,6 +216,8 @@ def channel_graph(model, strict=False):
             models, shared layers, raw `keras.ops` nodes and dict inputs
             are followed).
         strict: bool, raise on an operation the graph does not know.
+        graph: an empty `ChannelGraph(model)` to fill (rules may keep
+            their own records on it), or None.
 
     Returns:
         A `ChannelGraph`.
@@ -231,7 +233,7 @@ def channel_graph(model, strict=False):
             f"`model` must be a keras.Model. Received: model={model!r}"
         )
     adapter.functional_of(model)
-    graph = ChannelGraph(model)
+    graph = ChannelGraph(model) if graph is None else graph
     graph.strict = strict
     inputs = []
     for tensor in adapter.functional_of(model).inputs:

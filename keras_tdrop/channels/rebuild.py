@@ -50,8 +50,9 @@ def _bias_index(layer):
 
 
 class _Builder:
-    def __init__(self, graph, removed, deltas):
+    def __init__(self, graph, removed, deltas, drop):
         self.graph, self.removed, self.deltas = graph, set(removed), deltas
+        self.drop = drop
         self.layers = {}
         self.models = {}
         self.pending = []
@@ -80,6 +81,8 @@ class _Builder:
 
     def call(self, node, args, kwargs):
         op = node.operation
+        if id(op) in self.drop:
+            return args[0]
         if adapter.is_graph_model(op):
             return self.nested(op)(*args, **kwargs)
         if isinstance(op, keras.layers.Layer):
@@ -144,12 +147,13 @@ class _Builder:
                 variable.assign(value)
 
 
-def rebuild(graph, removed, deltas=None):
+def rebuild(graph, removed, deltas=None, drop=()):
     """A new functional model: `graph.model` without the channels whose
     roots are in `removed`, with `deltas` (`{id(layer): bias change}`)
-    added to biases. Fresh layers of the same names; the original model
-    is not touched."""
-    builder = _Builder(graph, removed, deltas or {})
+    added to biases; operations whose id is in `drop` (identities at
+    inference) are taken out. Fresh layers of the same names; the original
+    model is not touched."""
+    builder = _Builder(graph, removed, deltas or {}, set(drop))
     new_model = builder.model(graph.model)
     builder.set_weights()
     return new_model

@@ -86,6 +86,8 @@ class Reshape(ChannelRule):
 
     def _target(self, shape, old_in, new_in):
         shape = list(shape)
+        if old_in == new_in:
+            return tuple(shape)
         if shape[-1] is not None and shape[-1] != -1:
             shape[-1] = shape[-1] // old_in * new_in
         return tuple(shape)

@@ -13,7 +13,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # The backend-agnostic core suite, run again under JAX and PyTorch.
 CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_schedules.py \
 	tests/layers/test_targeted_dropout.py \
-	tests/layers/test_triangular_dropout.py tests/callbacks/test_ramping.py \
+	tests/layers/test_triangular_dropout.py \
+	tests/layers/test_model_targeted_dropout.py tests/callbacks/test_ramping.py \
 	tests/test_wrapping.py tests/pruning/test_masks.py \
 	tests/pruning/test_shrink.py tests/test_truncation.py \
 	tests/reliability/test_backends.py tests/reliability/test_properties.py \

@@ -5,6 +5,7 @@ from keras_tdrop import pruning
 from keras_tdrop import schedules
 from keras_tdrop import targeting
 from keras_tdrop.callbacks.ramping import RampingCallback
+from keras_tdrop.layers.model_targeted_dropout import ModelTargetedDropout
 from keras_tdrop.layers.targeted_dropout import TargetedDropout
 from keras_tdrop.layers.triangular_dropout import TriangularDropout
 from keras_tdrop.layers.triangular_dropout import set_width

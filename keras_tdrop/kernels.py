@@ -1,7 +1,10 @@
 """Which variables of a layer are kernels, which layers of a model, and
 running a layer on substituted kernel values."""
 
+import itertools
+
 import keras
+import numpy as np
 
 from keras_tdrop.channels import adapter
 
@@ -113,6 +116,67 @@ def _logits_of(tensor):
         inputs = [] if node is None else adapter.node_inputs(node)
         tensor = inputs[0] if len(inputs) == 1 else None
     return None
+
+
+class _ReadOrder(keras.StatelessScope):
+    """A scope that changes nothing and notes when each variable is read."""
+
+    def __init__(self):
+        super().__init__()
+        self.last_read = {}
+        self._clock = itertools.count()
+
+    def get_current_value(self, variable):
+        self.last_read[id(variable)] = next(self._clock)
+        return super().get_current_value(variable)
+
+
+def _example_inputs(model):
+    """Zeros of the shape `model` was built with (batch 1), or None."""
+    config = model.get_build_config() or {}
+    shapes = config.get("input_shape")
+    if shapes is None:
+        return None
+
+    def zeros(shape):
+        shape = [1 if d is None else d for d in shape]
+        return np.zeros([1] + shape[1:], "float32")
+
+    return keras.tree.map_shape_structure(zeros, shapes)
+
+
+def logits_kernels(model):
+    """The kernels of the model's logits.
+
+    For a Sequential or functional model, the kernels of `logits_layers`.
+    A model without a graph (subclassed) is run once at inference on zeros
+    of the shape it was built with, and the kernel read last is its logits
+    kernel. A model with a `logits_kernels()` method (a model-level
+    wrapper) answers for itself. Returns an empty list when there is
+    neither a graph nor a known input shape.
+    """
+    if callable(getattr(model, "logits_kernels", None)):
+        return model.logits_kernels()
+    layers = logits_layers(model)
+    if layers or _has_graph(model):
+        return [k for layer in layers for k in kernel_variables(layer)]
+    kernels = kernel_variables(model)
+    inputs = _example_inputs(model)
+    if not kernels or inputs is None:
+        return []
+    with _ReadOrder() as scope:
+        model(inputs, training=False)
+    read = [k for k in kernels if id(k) in scope.last_read]
+    if not read:
+        return []
+    return [max(read, key=lambda k: scope.last_read[id(k)])]
+
+
+def _has_graph(model):
+    try:
+        return bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
 
 
 def resolve_exclude(model, exclude, exclude_logits=True):

@@ -6,6 +6,7 @@ import numpy as np
 
 from keras_tdrop import schedules
 from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.layers.model_targeted_dropout import model_targeted_dropouts
 from keras_tdrop.wrapping import targeted_dropout_layers
 
 _SCHEDULES = ("piecewise", "linear", "constant")
@@ -59,7 +60,8 @@ class RampingCallback(keras.callbacks.Callback):
     """Ramps alpha and gamma of every TargetedDropout in the model.
 
     Before every training batch, at the optimizer's step `s`, the callback
-    assigns to each `TargetedDropout` (nested models included)
+    assigns to each `TargetedDropout` and `ModelTargetedDropout` (the
+    model itself, nested models included)
     `rate = final_rate * fa(s)` and `target_rate = final_target_rate * fg(s)`,
     where `(fa, fg) = schedule(s)`. Because the step comes from the optimizer,
     training resumed from a checkpoint continues the ramp where it stopped.
@@ -197,7 +199,9 @@ class RampingCallback(keras.callbacks.Callback):
         return float(rate_fraction), float(target_fraction)
 
     def on_train_begin(self, logs=None):
-        self._layers = targeted_dropout_layers(self.model)
+        self._layers = model_targeted_dropouts(
+            self.model
+        ) + targeted_dropout_layers(self.model)
         if self.ramp_fraction is not None:
             epochs = self.params.get("epochs")
             steps = self.params.get("steps")

@@ -1,1 +1,2 @@
+from keras_tdrop.layers.model_targeted_dropout import ModelTargetedDropout
 from keras_tdrop.layers.targeted_dropout import TargetedDropout

@@ -12,6 +12,7 @@ import inspect
 import keras
 import numpy as np
 
+from keras_tdrop.channels import adapter
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.pruning.masks import _check_model
 from keras_tdrop.pruning.masks import prunable_kernels
@@ -281,10 +282,11 @@ def _check_architecture(model):
                 f"The TF-MOT bridge does not support layer '{layer.name}' of "
                 f"type {name}{hint}. Supported: {', '.join(SUPPORTED_LAYERS)}"
             )
-        if len(layer._inbound_nodes) != 1:
+        calls = sum(n.operation is layer for n in adapter.nodes(model))
+        if calls != 1:
             raise ValueError(
-                f"Layer '{layer.name}' is called {len(layer._inbound_nodes)} "
-                "times; the TF-MOT bridge supports layers called once."
+                f"Layer '{layer.name}' is called {calls} times; the TF-MOT "
+                "bridge supports layers called once."
             )
 
 
@@ -401,34 +403,29 @@ def _translate_object(key, value, lib):
 
 
 def _rebuild(model, layers, tf_keras):
-    """Calls the tf_keras layers along the Keras 3 model's graph."""
-    tensors = {}
-
-    def resolve(keras_tensor):
-        if id(keras_tensor) in tensors:
-            return tensors[id(keras_tensor)]
-        operation, node_index, _ = keras_tensor._keras_history
-        if isinstance(operation, keras.layers.InputLayer):
-            tensors[id(keras_tensor)] = tf_keras.Input(
-                batch_shape=tuple(keras_tensor.shape),
-                dtype=keras_tensor.dtype,
-                name=operation.name,
-            )
-            return tensors[id(keras_tensor)]
-        node = operation._inbound_nodes[node_index]
-        args, kwargs = keras.tree.map_structure(
-            lambda x: resolve(x) if isinstance(x, keras.KerasTensor) else x,
-            (node.arguments.args, node.arguments.kwargs),
+    """Calls the tf_keras layers along the Keras 3 model's graph (walked
+    with `keras_tdrop.channels.adapter`)."""
+    functional = adapter.functional_of(model)
+    inputs = [
+        tf_keras.Input(
+            batch_shape=tuple(t.shape),
+            dtype=t.dtype,
+            name=adapter.producer(t).name,
         )
-        outputs = layers[operation.name](*args, **kwargs)
-        for keras_output, output in zip(
-            keras.tree.flatten(node.outputs), _flatten(outputs)
-        ):
-            tensors[id(keras_output)] = output
-        return tensors[id(keras_tensor)]
+        for t in functional.inputs
+    ]
 
-    inputs = [resolve(t) for t in model.inputs]
-    outputs = [resolve(t) for t in keras.tree.flatten(model.outputs)]
+    def call(node, args, kwargs):
+        operation = node.operation
+        if operation.name not in layers:
+            raise ValueError(
+                f"The TF-MOT bridge does not support operation "
+                f"'{operation.name}' ({type(operation).__name__}): write it "
+                f"as a layer. Supported: {', '.join(SUPPORTED_LAYERS)}"
+            )
+        return layers[operation.name](*args, **kwargs)
+
+    outputs = keras.tree.flatten(adapter.run_graph(model, inputs, call))
     return tf_keras.Model(
         inputs[0] if len(inputs) == 1 else inputs,
         outputs[0] if len(outputs) == 1 else outputs,

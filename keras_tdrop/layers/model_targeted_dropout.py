@@ -1,0 +1,386 @@
+import fnmatch
+import re
+
+import keras
+
+from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.channels import adapter
+from keras_tdrop.kernels import kernel_variables
+from keras_tdrop.kernels import logits_kernels
+from keras_tdrop.layers.targeted_dropout import _CONV_TYPES
+from keras_tdrop.layers.targeted_dropout import TargetedDropout
+from keras_tdrop.layers.targeted_dropout import _float_value
+
+
+@keras.saving.register_keras_serializable(package="keras_tdrop")
+class ModelTargetedDropout(keras.Model):
+    """Targeted dropout on chosen kernels of any model, without cloning it.
+
+    Holds the given model (Sequential, functional or subclassed, with its
+    kernels in plain layers or inside custom ones) and, in training, runs
+    it with each chosen kernel replaced by its dropped value: the least
+    important elements per output column (lowest |w|, or lowest-L2
+    columns) dropped with probability `rate`, fresh noise every step, by
+    the same targeting functions as `TargetedDropout`. The stored weights
+    are never modified, and updates the model makes to its other state
+    (normalization statistics, seeds) in training are kept. At inference
+    the model runs unchanged (unless the reference prunes at inference).
+    Use it where layers cannot be wrapped one by one: subclassed models,
+    kernels inside custom layers (KerasHub blocks).
+
+    The current alpha and gamma live in non-trainable variables, which
+    `RampingCallback` ramps as it ramps `TargetedDropout` layers, and a
+    `.keras` file keeps. Train, save and load the wrapper; the model it
+    holds (`.model`) is the trained model, ready for pruning and export.
+
+    Kernels are chosen among every kernel of the model (variables named
+    `kernel`, see `keras_tdrop.kernels`). A pattern is a glob matched
+    against a kernel's path (`"block/attn/query/kernel"`) or any trailing
+    part of it that starts after a `/`, so that `"block/*"` chooses every
+    kernel under a layer named `block` wherever it sits; or a compiled
+    `re.Pattern`, searched in the path. A predicate takes the kernel
+    variable and returns a bool. Every pattern must match some kernel.
+
+    Args:
+        model: the `keras.Model` to train with targeted dropout.
+        rate: float in [0, 1], alpha, the drop probability of targeted
+            elements (the final value when ramped).
+        target_rate: float in [0, 1], gamma, the proportion of each kernel
+            targeted (the final value when ramped).
+        targeting: `"weight"` or `"unit"`.
+        reference: `None`, `"t2t"` or `"for_ai"`; see
+            `keras_tdrop.targeting`.
+        include: `None` (every kernel), a pattern, a list of patterns, or
+            a predicate `variable -> bool`: the kernels to target.
+        exclude: the same forms: kernels never targeted.
+        exclude_logits: bool, whether to leave the logits kernels alone
+            (those of the layers producing a graph model's outputs; for a
+            subclassed model, the kernel its forward pass reads last).
+        prune_at_inference: optional bool; by default the reference's own
+            choice: `"t2t"` prunes every chosen kernel at inference,
+            `"for_ai"` the convolution kernels, the default never.
+        seed: optional int for the dropout noise.
+
+    Call arguments:
+        The model's, plus `training`.
+
+    Example:
+    >>> td = ModelTargetedDropout(model, rate=0.5, target_rate=0.75,
+    ...                           exclude=["stem/*"])
+    >>> td.compile(optimizer="sgd", loss="mse")
+    >>> td.fit(x, y, callbacks=[RampingCallback(ramp_fraction=(0.5, 1.0))])
+    >>> trained = td.model
+
+    Reference:
+    - [Gomez et al., 2019](https://arxiv.org/abs/1905.13678)
+    """
+
+    def __init__(
+        self,
+        model,
+        rate=0.5,
+        target_rate=0.5,
+        targeting="weight",
+        reference=None,
+        include=None,
+        exclude=None,
+        exclude_logits=True,
+        prune_at_inference=None,
+        seed=None,
+        **kwargs,
+    ):
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"`model` must be a keras.Model. Received: model={model!r}"
+            )
+        targeting_lib.check_rate("rate", rate)
+        targeting_lib.check_rate("target_rate", target_rate)
+        targeting_lib.check_targeting(targeting)
+        targeting_lib.check_reference(reference)
+        _check_selector("include", include)
+        _check_selector("exclude", exclude)
+        if not isinstance(exclude_logits, bool):
+            raise TypeError(
+                "`exclude_logits` must be a bool. "
+                f"Received: exclude_logits={exclude_logits!r}"
+            )
+        if prune_at_inference is not None and not isinstance(
+            prune_at_inference, bool
+        ):
+            raise TypeError(
+                "`prune_at_inference` must be None or a bool. "
+                f"Received: prune_at_inference={prune_at_inference!r}"
+            )
+        super().__init__(**kwargs)
+        self.model = model
+        self.rate = float(rate)
+        self.target_rate = float(target_rate)
+        self.targeting = targeting
+        self.reference = reference
+        self.include = include
+        self.exclude = exclude
+        self.exclude_logits = exclude_logits
+        self.prune_at_inference = prune_at_inference
+        self.seed = seed
+        self._kernels = None
+        if model.built:
+            self._kernels = self._select()
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._current_rate = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.rate),
+            trainable=False,
+            name="current_rate",
+        )
+        self._current_target_rate = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.target_rate),
+            trainable=False,
+            name="current_target_rate",
+        )
+        self.built = model.built
+
+    def build(self, input_shape):
+        if not self.model.built:
+            # Runs the model on symbolic inputs, which builds any model.
+            self.model(
+                keras.tree.map_shape_structure(keras.KerasTensor, input_shape)
+            )
+        if self._kernels is None:
+            self._kernels = self._select()
+
+    def _select(self):
+        """The targeted kernels, checked; nothing is changed."""
+        kernels = kernel_variables(self.model)
+        if not kernels:
+            raise ValueError(
+                "`model` has no kernels to target. Received: model="
+                f"{type(self.model).__name__} '{self.model.name}'"
+            )
+        inside = set()
+        for layer in adapter.sublayers(self.model):
+            if isinstance(layer, TargetedDropout):
+                inside.update(id(k) for k in kernel_variables(layer))
+        kernels = [k for k in kernels if id(k) not in inside]
+        chosen = [k for k in kernels if _selects(self.include, k, True)]
+        chosen = [k for k in chosen if not _selects(self.exclude, k, False)]
+        _check_matches("include", self.include, kernels)
+        _check_matches("exclude", self.exclude, kernels)
+        if self.exclude_logits:
+            logits = {id(k) for k in self.logits_kernels()}
+            chosen = [k for k in chosen if id(k) not in logits]
+        if not chosen:
+            raise ValueError(
+                "No kernel of the model is left to target. Received: "
+                f"include={self.include!r}, exclude={self.exclude!r}, "
+                f"exclude_logits={self.exclude_logits}; the kernels are "
+                f"{[k.path for k in kernels]}"
+            )
+        return chosen
+
+    def logits_kernels(self):
+        """The model's logits kernels (see `exclude_logits`)."""
+        found = logits_kernels(self.model)
+        if not found and self.exclude_logits:
+            raise ValueError(
+                f"Cannot find the logits kernel of model '{self.model.name}'"
+                " (it has no graph, and no input shape to run it on): "
+                "build it by calling it once, or pass exclude_logits=False "
+                "and `exclude` its output layer."
+            )
+        return found
+
+    @property
+    def targeted_kernels(self):
+        """The kernel variables targeted in training."""
+        return list(self._kernels or [])
+
+    @property
+    def current_rate(self):
+        """The alpha in use now, as a float."""
+        return float(keras.ops.convert_to_numpy(self._current_rate))
+
+    @property
+    def current_target_rate(self):
+        """The gamma in use now, as a float."""
+        return float(keras.ops.convert_to_numpy(self._current_target_rate))
+
+    def set_rates(self, rate=None, target_rate=None):
+        """Assigns the current alpha and/or gamma (no retracing)."""
+        if rate is not None:
+            self._current_rate.assign(rate)
+        if target_rate is not None:
+            self._current_target_rate.assign(target_rate)
+
+    def _inference_pruned(self):
+        """The targeted kernels that inference runs with pruned."""
+        prune = self.prune_at_inference
+        if prune is None and self.reference == "for_ai":
+            convs = {
+                id(k)
+                for layer in adapter.sublayers(self.model)
+                if isinstance(layer, _CONV_TYPES)
+                for k in kernel_variables(layer)
+            }
+            return [k for k in self._kernels if id(k) in convs]
+        if prune is None:
+            prune = self.reference == "t2t"
+        return list(self._kernels) if prune else []
+
+    def dropped_kernels(self, training=True):
+        """`[(kernel, value)]`: the values the model runs on now.
+
+        In training, each targeted kernel dropped (fresh noise at every
+        call); at inference, the kernels inference prunes, pruned.
+        """
+        kernels = self._kernels if training else self._inference_pruned()
+        return [
+            (
+                kernel,
+                targeting_lib.targeted_dropout(
+                    _float_value(kernel),
+                    self._current_rate,
+                    self._current_target_rate,
+                    targeting=self.targeting,
+                    reference=self.reference,
+                    training=training,
+                    prune_at_inference=True,
+                    seed=self.seed_generator,
+                ),
+            )
+            for kernel in kernels
+        ]
+
+    def call(self, inputs, training=None, **kwargs):
+        mapping = self.dropped_kernels(bool(training))
+        if not mapping:
+            return self.model(inputs, training=training, **kwargs)
+        replaced = {id(kernel) for kernel, _ in mapping}
+        others = [v for v in self.model.variables if id(v) not in replaced]
+        # A nested scope does not see an enclosing one (JAX's stateless
+        # training step): hand it the current value of every other variable.
+        before = [v.value for v in others]
+        with keras.StatelessScope(
+            state_mapping=mapping + list(zip(others, before)),
+            collect_losses=True,
+        ) as scope:
+            outputs = self.model(inputs, training=training, **kwargs)
+        for variable, old in zip(others, before):
+            value = scope.get_current_value(variable)
+            if value is not None and value is not old:
+                variable.assign(value)
+        if scope.losses:
+            self.add_loss(scope.losses)
+        return outputs
+
+    def get_config(self):
+        for name in ("include", "exclude"):
+            if callable(getattr(self, name)):
+                raise NotImplementedError(
+                    f"A ModelTargetedDropout with a predicate `{name}` is not"
+                    " serializable; select the kernels with patterns."
+                )
+        config = super().get_config()
+        config.update(
+            {
+                "model": keras.saving.serialize_keras_object(self.model),
+                "rate": self.rate,
+                "target_rate": self.target_rate,
+                "targeting": self.targeting,
+                "reference": self.reference,
+                "include": _serializable(self.include),
+                "exclude": _serializable(self.exclude),
+                "exclude_logits": self.exclude_logits,
+                "prune_at_inference": self.prune_at_inference,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(
+            config["model"], custom_objects=custom_objects
+        )
+        for name in ("include", "exclude"):
+            config[name] = _deserialized(config.get(name))
+        return cls(**config)
+
+
+def model_targeted_dropouts(model):
+    """Every ModelTargetedDropout in `model` (itself and nested models)."""
+    return [
+        layer
+        for layer in [model, *adapter.sublayers(model)]
+        if isinstance(layer, ModelTargetedDropout)
+    ]
+
+
+def _patterns(selector):
+    if isinstance(selector, (str, re.Pattern)):
+        return [selector]
+    return list(selector)
+
+
+def _check_selector(name, selector):
+    if selector is None or callable(selector):
+        return
+    try:
+        patterns = _patterns(selector)
+    except TypeError:
+        patterns = [selector]
+    if not patterns or not all(
+        isinstance(p, (str, re.Pattern)) for p in patterns
+    ):
+        raise TypeError(
+            f"`{name}` must be None, a pattern (a glob string or a compiled "
+            "re.Pattern), a non-empty list of patterns, or a predicate "
+            f"`variable -> bool`. Received: {name}={selector!r}"
+        )
+
+
+def _matches(pattern, path):
+    if isinstance(pattern, re.Pattern):
+        return pattern.search(path) is not None
+    parts = path.split("/")
+    return any(
+        fnmatch.fnmatchcase("/".join(parts[i:]), pattern)
+        for i in range(len(parts))
+    )
+
+
+def _selects(selector, kernel, default):
+    if selector is None:
+        return default
+    if callable(selector):
+        return bool(selector(kernel))
+    return any(_matches(p, kernel.path) for p in _patterns(selector))
+
+
+def _check_matches(name, selector, kernels):
+    if selector is None or callable(selector):
+        return
+    for pattern in _patterns(selector):
+        if not any(_matches(pattern, k.path) for k in kernels):
+            raise ValueError(
+                f"`{name}` has a pattern that matches no kernel of the "
+                f"model. Received: {name}={selector!r}; the kernels are "
+                f"{[k.path for k in kernels]}"
+            )
+
+
+def _serializable(selector):
+    if isinstance(selector, re.Pattern):
+        return {"regex": selector.pattern}
+    if selector is None or isinstance(selector, str):
+        return selector
+    return [_serializable(p) for p in selector]
+
+
+def _deserialized(selector):
+    if isinstance(selector, dict):
+        return re.compile(selector["regex"])
+    if isinstance(selector, list):
+        return [_deserialized(p) for p in selector]
+    return selector

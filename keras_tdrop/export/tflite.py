@@ -368,11 +368,12 @@ def _input_specs(model):
     try:
         inputs = keras.tree.flatten(model.inputs)
     except (AttributeError, ValueError):
-        inputs = []
+        inputs = _built_inputs(model)
     if not inputs:
         raise ValueError(
             "`model` must have known inputs (a Sequential or functional "
-            f"model built on an input shape). Received: model '{model.name}'"
+            "model, or a model built on one input shape). Received: model "
+            f"'{model.name}'"
         )
     return [
         _Spec(
@@ -382,6 +383,17 @@ def _input_specs(model):
         )
         for i, t in enumerate(inputs)
     ]
+
+
+def _built_inputs(model):
+    """Symbolic inputs of the shape a model without a graph (subclassed)
+    was built with, batch axis unknown; none if it has no such shape."""
+    shape = (model.get_build_config() or {}).get("input_shape")
+    if not isinstance(shape, (tuple, list)) or not all(
+        d is None or isinstance(d, int) for d in shape
+    ):
+        return []
+    return [keras.KerasTensor((None, *shape[1:]), name="input")]
 
 
 def _call_args(inputs, specs):

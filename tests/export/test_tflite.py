@@ -7,6 +7,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.interpreter import OpResolverType
 
+from keras_tdrop import ModelTargetedDropout
 from keras_tdrop.export import predict_tflite
 from keras_tdrop.export import tflite
 from keras_tdrop.export import tflite_latency
@@ -91,6 +92,32 @@ def test_sparse_export_is_smaller_and_matches(tmp_path):
     # fc holds 9,216 of the 9,925 parameters; 90% of them are zero.
     assert sparse.bytes < 0.4 * dense.bytes
     assert sparse.sparse and sparse.batch_size == 16
+    _, y = run_file(str(tmp_path / "sparse.tflite"), x)
+    np.testing.assert_allclose(y, pruned.predict(x, verbose=0), atol=1e-5)
+
+
+@keras.saving.register_keras_serializable(package="test_tflite")
+class Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.fc = keras.layers.Dense(64, activation="relu", name="fc")
+        self.logits = keras.layers.Dense(5, name="logits")
+
+    def call(self, x):
+        return self.logits(self.fc(keras.ops.reshape(x, (-1, 144))))
+
+
+def test_subclassed_model_from_model_dropout_exports_sparse(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = Subclassed(name="sub")
+    x = images().astype("float32")
+    td = ModelTargetedDropout(model, rate=0.5, target_rate=0.9, seed=1)
+    td.compile("sgd", "mse")
+    td.fit(x, np.zeros((len(x), 5)), batch_size=8, verbose=0)
+    pruned = prune(td.model, 0.9)
+    dense = to_tflite(pruned, tmp_path / "dense.tflite", sample=x)
+    sparse = to_tflite(pruned, tmp_path / "sparse.tflite", sparse=True)
+    assert sparse.bytes < 0.4 * dense.bytes
     _, y = run_file(str(tmp_path / "sparse.tflite"), x)
     np.testing.assert_allclose(y, pruned.predict(x, verbose=0), atol=1e-5)
 

@@ -6,6 +6,7 @@ from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.pruning.masks import nm_masks
 from keras_tdrop.pruning.masks import prunable_kernels
 from keras_tdrop.pruning.masks import prune
+from keras_tdrop.pruning.recalibrate import recalibrate_batchnorm
 from keras_tdrop.pruning.report import compare_sweeps
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps

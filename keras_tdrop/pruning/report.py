@@ -277,9 +277,12 @@ def format_sweep(sweeps, metric="accuracy"):
 
 
 def _cell(value):
-    """Floats with 4 decimals, ints whole, None as "-"."""
+    """Floats with 4 decimals, ints whole, None as "-", booleans as
+    yes/no."""
     if value is None:
         return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
         return str(value)
     return f"{value:.4f}"

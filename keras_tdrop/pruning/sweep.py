@@ -1,5 +1,7 @@
 """Accuracy against prune fraction, from the unpruned weights every time."""
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -7,14 +9,20 @@ from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.pruning.masks import apply_masks
 from keras_tdrop.pruning.masks import check_options
 from keras_tdrop.pruning.masks import compute_masks
-from keras_tdrop.pruning.masks import copy_model
 from keras_tdrop.pruning.masks import prunable_kernels
+from keras_tdrop.pruning.recalibrate import batchnorm_layers
+from keras_tdrop.pruning.recalibrate import check_batches
+from keras_tdrop.pruning.recalibrate import read_batches
+from keras_tdrop.pruning.recalibrate import recalibrate as recalibrate_in_place
+from keras_tdrop.pruning.recalibrate import restore_statistics
+from keras_tdrop.pruning.recalibrate import statistics
 from keras_tdrop.pruning.report import compare_sweeps
 from keras_tdrop.pruning.report import compression
 from keras_tdrop.pruning.report import flops_or_none
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps
 from keras_tdrop.pruning.report import write_csv
+from keras_tdrop.wrapping import clone_with_weights
 
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -54,6 +62,7 @@ def prune_sweep(
     criterion="magnitude",
     scores=None,
     seed=None,
+    recalibrate=None,
     csv_path=None,
     plot_path=None,
     name=None,
@@ -78,6 +87,11 @@ def prune_sweep(
             the masks, as in `compute_masks` (global threshold, N:M blocks,
             random pruning, importance scores). A random sweep draws one
             ranking from `seed`, so its masks are nested across fractions.
+        recalibrate: optional data (what `recalibrate_batchnorm` takes:
+            arrays, a `tf.data.Dataset` of a few batches, ...): at every
+            fraction, once pruned, the BatchNormalization statistics are
+            re-estimated on it before evaluating (see
+            `recalibrate_batchnorm`), and restored after the sweep.
         inplace: bool, evaluate the model itself instead of a copy.
         verbose: 1 prints a progress line per fraction and the table at the
             end, 0 nothing.
@@ -94,10 +108,12 @@ def prune_sweep(
         `compression` (`parameters / nonzero`), `flops` (its
         multiply-accumulates per example, see `flops`; None for a model
         without a graph or a known input shape) and `speedup` (the dense
-        model's FLOPs over the evaluated one's). Masks keep every weight's
-        shape, so `flops` stays the dense count and `speedup` is 1.0 at
-        every fraction: the speed-up that pruning buys appears after
-        `shrink` (see `sparsity_report(shrunk, dense=model)`).
+        model's FLOPs over the evaluated one's), and `recalibrated`
+        (whether BatchNormalization statistics were re-estimated: False
+        without `recalibrate` or without BatchNormalization). Masks keep
+        every weight's shape, so `flops` stays the dense count and
+        `speedup` is 1.0 at every fraction: the speed-up that pruning buys
+        appears after `shrink` (see `sparsity_report(shrunk, dense=model)`).
 
     Example:
     >>> rows = prune_sweep(model, test_ds, fractions=(0.0, 0.5, 0.9))
@@ -124,6 +140,10 @@ def prune_sweep(
         scores,
     )
     _check_data(data)
+    batches = None
+    if recalibrate is not None:
+        batches = read_batches(recalibrate)
+        check_batches(model, batches)
     if metrics is None and not model.compiled:
         raise ValueError(
             "`prune_sweep` needs a compiled model or `metrics`. Received: "
@@ -143,6 +163,14 @@ def prune_sweep(
     )
     parameters = target.count_params()
     macs = flops_or_none(model)
+    recalibrated = batches is not None and bool(batchnorm_layers(target))
+    if batches is not None and not recalibrated:
+        warnings.warn(
+            f"Model '{model.name}' has no BatchNormalization layer: "
+            "`recalibrate` has nothing to do.",
+            stacklevel=2,
+        )
+    saved = statistics(target) if recalibrated else None
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
     else:
@@ -161,6 +189,8 @@ def prune_sweep(
                 **mask_options,
             )
             apply_masks(target, masks, inplace=True)
+            if recalibrated:
+                recalibrate_in_place(target, batches)
             # Zeros after pruning, those the model already had included (a
             # model saved with its targeted set pruned is sparse at 0%).
             total = sum(np.size(v) for v in unpruned)
@@ -180,6 +210,7 @@ def prune_sweep(
             row["compression"] = compression(parameters, row["nonzero"])
             row["flops"] = macs
             row["speedup"] = None if macs is None else 1.0
+            row["recalibrated"] = recalibrated
             rows.append(row)
             if verbose:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
@@ -191,6 +222,8 @@ def prune_sweep(
     finally:
         for kernel, value in zip(kernels, unpruned):
             kernel.assign(value)
+        if saved is not None:
+            restore_statistics(target, saved)
     if verbose:
         print(format_sweep(rows), flush=True)
     if csv_path is not None:
@@ -282,7 +315,14 @@ def _check_data(data):
         )
 
 
-SIZE_COLUMNS = ("parameters", "nonzero", "compression", "flops", "speedup")
+SIZE_COLUMNS = (
+    "parameters",
+    "nonzero",
+    "compression",
+    "flops",
+    "speedup",
+    "recalibrated",
+)
 
 
 def _plotted_metric(rows):
@@ -293,7 +333,7 @@ def _plotted_metric(rows):
 
 
 def _compiled_copy(model, metrics):
-    copy = copy_model(model)
+    copy = clone_with_weights(model)
     if metrics is not None:
         copy.compile(
             loss=model.loss if model.compiled else None, metrics=list(metrics)

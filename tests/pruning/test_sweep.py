@@ -210,7 +210,9 @@ def test_table_csv_and_plot(tmp_path, capsys):
         "compression",
         "flops",
         "speedup",
+        "recalibrated",
     ]
+    assert table[1]["recalibrated"] == "False"
     assert float(table[1]["accuracy"]) == pytest.approx(
         last["accuracy"], abs=1e-6
     )

@@ -15,8 +15,10 @@ CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_schedules.py \
 	tests/layers/test_targeted_dropout.py \
 	tests/layers/test_triangular_dropout.py \
 	tests/layers/test_model_targeted_dropout.py tests/callbacks/test_ramping.py \
+	tests/layers/test_group_targeting.py tests/channels/test_graph.py \
 	tests/test_wrapping.py tests/pruning/test_masks.py \
-	tests/pruning/test_shrink.py tests/test_truncation.py \
+	tests/pruning/test_shrink.py tests/pruning/test_recalibrate.py \
+	tests/test_truncation.py \
 	tests/reliability/test_backends.py tests/reliability/test_properties.py \
 	tests/reliability/test_mixed_precision.py \
 	tests/reliability/test_resume.py tests/reliability/test_safe_mode.py)
@@ -68,7 +70,7 @@ test-backends: test-jax test-torch
 # Benchmarks of issue 8 (small sizes; `make bench BENCH_ARGS=--full` for
 # the issue's sizes). Each prints RESULT lines; see BENCHMARKS.md.
 BENCHMARKS := td_overhead triangular_overhead ramp_overhead sweep_cost \
-	deployed_speed memory
+	deployed_speed memory recalibration_cost
 bench: $(VENV)/.installed
 	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 

@@ -7,6 +7,7 @@ from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.channels import adapter
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import logits_kernels
+from keras_tdrop.layers.group_targeting import GroupTargeting
 from keras_tdrop.layers.targeted_dropout import _CONV_TYPES
 from keras_tdrop.layers.targeted_dropout import TargetedDropout
 from keras_tdrop.layers.targeted_dropout import _float_value
@@ -60,6 +61,15 @@ class ModelTargetedDropout(keras.Model):
             choice: `"t2t"` prunes every chosen kernel at inference,
             `"for_ai"` the convolution kernels, the default never.
         seed: optional int for the dropout noise.
+        groups: bool, group-aware unit targeting (a functional or
+            Sequential model, `targeting="unit"`): every kernel writing a
+            channel group of the channel dependency graph targets the same
+            channels, the group's lowest by summed L2 norm of all its
+            kernel slices, recomputed each step, which are exactly the
+            channels `compute_masks(..., groups=True)` prunes and `shrink`
+            removes. Kernels outside such groups (a residual stream that
+            feeds a LayerNormalization, the stem) are not targeted; see
+            `group_targeting.ungrouped`.
 
     Call arguments:
         The model's, plus `training`.
@@ -87,6 +97,7 @@ class ModelTargetedDropout(keras.Model):
         exclude_logits=True,
         prune_at_inference=None,
         seed=None,
+        groups=False,
         **kwargs,
     ):
         if not isinstance(model, keras.Model):
@@ -111,8 +122,28 @@ class ModelTargetedDropout(keras.Model):
                 "`prune_at_inference` must be None or a bool. "
                 f"Received: prune_at_inference={prune_at_inference!r}"
             )
+        if not isinstance(groups, bool):
+            raise TypeError(
+                f"`groups` must be a bool. Received: groups={groups!r}"
+            )
+        if groups and (targeting != "unit" or reference is not None):
+            raise ValueError(
+                "`groups=True` targets whole channels of the channel graph: "
+                'it needs targeting="unit" and reference=None. Received: '
+                f"targeting={targeting!r}, reference={reference!r}"
+            )
+        if groups:
+            try:
+                adapter.functional_of(model)
+            except adapter.GraphError as error:
+                raise ValueError(
+                    "`groups=True` needs the channel graph of a functional "
+                    f"or Sequential model. {error}"
+                ) from None
         super().__init__(**kwargs)
         self.model = model
+        self.groups = groups
+        self._group_targeting = None
         self.rate = float(rate)
         self.target_rate = float(target_rate)
         self.targeting = targeting
@@ -148,6 +179,16 @@ class ModelTargetedDropout(keras.Model):
             )
         if self._kernels is None:
             self._kernels = self._select()
+
+    @property
+    def group_targeting(self):
+        """The `GroupTargeting` of the model's channel groups (with
+        `groups=True`), else None."""
+        if self.groups and self._group_targeting is None:
+            self._group_targeting = GroupTargeting(
+                self.model, self._kernels, self.exclude_logits
+            )
+        return self._group_targeting
 
     def _select(self):
         """The targeted kernels, checked; nothing is changed."""
@@ -234,6 +275,17 @@ class ModelTargetedDropout(keras.Model):
         call); at inference, the kernels inference prunes, pruned.
         """
         kernels = self._kernels if training else self._inference_pruned()
+        if training and self.groups:
+            grouping = self.group_targeting
+            values = {
+                id(v): _float_value(v) for v in kernel_variables(self.model)
+            }
+            return grouping.dropped(
+                values,
+                self._current_rate,
+                self._current_target_rate,
+                self.seed_generator,
+            )
         return [
             (
                 kernel,
@@ -293,6 +345,7 @@ class ModelTargetedDropout(keras.Model):
                 "exclude_logits": self.exclude_logits,
                 "prune_at_inference": self.prune_at_inference,
                 "seed": self.seed,
+                "groups": self.groups,
             }
         )
         return config

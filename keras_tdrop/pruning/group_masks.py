@@ -4,8 +4,8 @@ import numpy as np
 from keras import ops
 
 from keras_tdrop.channels import channel_graph
-from keras_tdrop.kernels import kernel_variables
-from keras_tdrop.kernels import resolve_exclude
+from keras_tdrop.channels.groups import is_kernel_slice as _is_kernel
+from keras_tdrop.channels.groups import prunable_groups
 
 _EPS = 1.0 + 2.0**-20
 
@@ -22,13 +22,6 @@ def _arrays(graph):
     return value
 
 
-def _is_kernel(piece):
-    variable = piece.variable
-    return any(variable is k for k in kernel_variables(piece.layer)) or (
-        variable.name == "embeddings"
-    )
-
-
 def channel_importance(graph):
     """`{root: importance}`: the summed L2 norms of every kernel slice of
     the channel (producer columns, consumer rows, depthwise and attention
@@ -43,54 +36,6 @@ def channel_importance(graph):
                 total += float(np.sqrt(np.sum(taken**2)))
         scores[root] = total
     return scores
-
-
-def prunable_groups(graph, model, exclude=None, exclude_logits=True):
-    """`{space: [roots]}`: the channels group pruning may remove.
-
-    Left out: blocked channels, channels no kernel writes, and whole groups
-    written by an excluded layer, by the logits layer (with
-    `exclude_logits`) or by the stem (a layer that reads a model input).
-    """
-    excluded = resolve_exclude(model, exclude, exclude_logits)
-    blocked = graph.blocked_reasons()
-    pieces = graph.root_slices()
-    inputs = {
-        i for ids in _input_ids(graph, model) for i in graph.roots(ids).tolist()
-    }
-    stems = set()
-    for root in inputs:
-        for piece, _ in pieces.get(root, []):
-            if piece.role == "in":
-                stems.add(id(piece.layer))
-    chosen = {}
-    for space, roots in graph.groups().items():
-        writers = [
-            piece.layer
-            for r in roots
-            for piece, _ in pieces.get(r, [])
-            if piece.role == "out" and _is_kernel(piece)
-        ]
-        if not writers or any(excluded(w) or id(w) in stems for w in writers):
-            continue
-        free = [
-            r
-            for r in roots
-            if r not in blocked
-            and any(p.role == "out" and _is_kernel(p) for p, _ in pieces[r])
-        ]
-        if free:
-            chosen[space] = free
-    return chosen
-
-
-def _input_ids(graph, model):
-    from keras_tdrop.channels import adapter
-
-    for tensor in adapter.functional_of(model).inputs:
-        ids = graph.tensors.get(id(tensor))
-        if ids is not None:
-            yield ids
 
 
 def _lowest(roots, scores, count):

@@ -1,0 +1,140 @@
+"""Group-aware unit targeting: every kernel of a channel group targets the
+same channels, chosen each step from the group's summed norms."""
+
+import numpy as np
+from keras import ops
+from keras import random
+
+from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.channels import adapter
+from keras_tdrop.channels import channel_graph
+from keras_tdrop.channels.groups import is_kernel_slice
+from keras_tdrop.channels.groups import prunable_groups
+
+
+class _Member:
+    """One kernel slice of a group: `variable`'s `axis`, and for each of its
+    positions the index of its channel in the group (`n` = not in it)."""
+
+    def __init__(self, variable, axis, segments, writes):
+        self.variable, self.axis = variable, axis
+        self.segments, self.writes = segments, writes
+
+
+class GroupTargeting:
+    """The channel groups of a graph model, and their targeted channels.
+
+    Built once from the model's channel graph (`keras_tdrop.channels`):
+    the groups group pruning may remove (the stem and, with
+    `exclude_logits`, the logits left out) whose writing kernels are all
+    in `kernels`. At each step, a group's channel importance is the sum
+    over all its kernel slices (writers' columns, readers' rows, depthwise
+    and attention slices) of their L2 norms, exactly as
+    `compute_masks(..., groups=True)` ranks them, and the
+    `floor(target_rate * channels)` lowest are targeted in every writing
+    kernel (ties go to the lower index).
+    """
+
+    def __init__(self, model, kernels, exclude_logits=True):
+        try:
+            adapter.functional_of(model)
+        except adapter.GraphError as error:
+            raise ValueError(
+                f"groups=True needs the channel graph of a functional or "
+                f"Sequential model. {error}"
+            ) from None
+        graph = channel_graph(model)
+        chosen = {id(k) for k in kernels}
+        self.groups = []
+        covered = set()
+        for roots in prunable_groups(
+            graph, model, None, exclude_logits
+        ).values():
+            index = {r: i for i, r in enumerate(roots)}
+            members = []
+            for piece in graph.slices.values():
+                if piece.role == "param" or not is_kernel_slice(piece):
+                    continue
+                found = graph.roots(piece.ids)
+                segments = np.array(
+                    [index.get(r, len(roots)) for r in found.tolist()],
+                    dtype="int32",
+                )
+                if np.all(segments == len(roots)):
+                    continue
+                members.append(
+                    _Member(
+                        piece.variable,
+                        piece.axis,
+                        segments,
+                        piece.role == "out",
+                    )
+                )
+            writers = [m for m in members if m.writes]
+            if not all(id(m.variable) in chosen for m in writers):
+                continue
+            self.groups.append((len(roots), members))
+            covered.update(id(m.variable) for m in writers)
+        self.grouped = [k for k in kernels if id(k) in covered]
+        self.ungrouped = [k for k in kernels if id(k) not in covered]
+
+    def targeted(self, values, target_rate):
+        """`[(n, members, mask)]`: per group, its targeted channels (a
+        boolean `(n,)` tensor), reading kernels from `values`
+        (`{id(variable): tensor}`)."""
+        chosen = []
+        for n, members in self.groups:
+            scores = ops.zeros((n + 1,), "float32")
+            for m in members:
+                value = ops.square(ops.cast(values[id(m.variable)], "float32"))
+                moved = ops.moveaxis(value, m.axis, 0)
+                squares = ops.sum(
+                    ops.reshape(moved, (moved.shape[0], -1)), axis=1
+                )
+                per_channel = ops.segment_sum(
+                    squares, ops.convert_to_tensor(m.segments), n + 1
+                )
+                scores = scores + ops.sqrt(per_channel)
+            k = targeting_lib.target_count(target_rate, n)
+            mask = targeting_lib._lowest(
+                ops.reshape(scores[:n], (1, n)), k, None
+            )
+            chosen.append((n, members, ops.reshape(mask, (n,))))
+        return chosen
+
+    def kernel_masks(self, values, target_rate):
+        """`{id(variable): boolean mask of its shape}`: the targeted
+        elements of every writing kernel of a group."""
+        masks = {}
+        for n, members, mask in self.targeted(values, target_rate):
+            padded = ops.concatenate([mask, ops.zeros((1,), "bool")])
+            for m in members:
+                if not m.writes:
+                    continue
+                along = ops.take(padded, ops.convert_to_tensor(m.segments))
+                shape = [1] * len(m.variable.shape)
+                shape[m.axis] = m.variable.shape[m.axis]
+                full = ops.broadcast_to(
+                    ops.reshape(along, shape), tuple(m.variable.shape)
+                )
+                old = masks.get(id(m.variable))
+                masks[id(m.variable)] = (
+                    full if old is None else ops.logical_or(old, full)
+                )
+        return masks
+
+    def dropped(self, values, rate, target_rate, seed):
+        """`[(variable, dropped value)]` for the grouped kernels: each
+        targeted element zeroed with probability `rate` (one draw per
+        element, no rescale: the package's default unit semantics)."""
+        out = []
+        masks = self.kernel_masks(values, target_rate)
+        for kernel in self.grouped:
+            mask = masks[id(kernel)]
+            value = values[id(kernel)]
+            keep = random.uniform(tuple(kernel.shape), seed=seed) >= ops.cast(
+                rate, "float32"
+            )
+            drop = ops.logical_and(mask, ops.logical_not(keep))
+            out.append((kernel, ops.where(drop, ops.zeros_like(value), value)))
+        return out

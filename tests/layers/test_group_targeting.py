@@ -1,0 +1,176 @@
+"""Group-aware unit targeting (`ModelTargetedDropout(..., groups=True)`)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_tdrop import ModelTargetedDropout
+from keras_tdrop import RampingCallback
+from keras_tdrop.pruning import apply_masks
+from keras_tdrop.pruning import compute_masks
+from keras_tdrop.pruning import shrink
+
+L = keras.layers
+
+
+def residual_net(seed=0):
+    """Two residual stages: the branches of each `Add` share channels."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(6, 3, padding="same", name="stem")(inputs)
+    a = L.Conv2D(8, 1, name="a")(x)
+    b = L.Conv2D(8, 3, padding="same", name="b")(x)
+    b = L.BatchNormalization(name="bn_b")(b)
+    y = L.ReLU()(a + b)
+    c = L.Conv2D(8, 3, padding="same", activation="relu", name="c")(y)
+    d = L.DepthwiseConv2D(3, padding="same", name="d")(c)
+    y = L.Add(name="join")([y, d])
+    h = L.Conv2D(10, 1, activation="relu", name="h")(y)
+    x = L.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, L.Dense(3, name="logits")(x))
+
+
+def data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8, 8, 3)).astype("float32")
+    return x, rng.normal(size=(n, 3)).astype("float32")
+
+
+def channel_sets(td):
+    """Per group, the targeted channel set of each writing kernel."""
+    grouping = td.group_targeting
+    values = {id(v): ops.convert_to_tensor(v) for v in td.model.weights}
+    masks = grouping.kernel_masks(values, td._current_target_rate)
+    found = []
+    for n, members in grouping.groups:
+        sets = []
+        for m in members:
+            if not m.writes:
+                continue
+            mask = ops.convert_to_numpy(masks[id(m.variable)])
+            along = np.moveaxis(mask, m.axis, 0).reshape(mask.shape[m.axis], -1)
+            sets.append(frozenset(m.segments[along.any(axis=1)].tolist()))
+        found.append((n, sets))
+    return found
+
+
+def test_every_member_of_a_group_targets_the_same_channels_each_step():
+    td = ModelTargetedDropout(
+        residual_net(), 0.5, 0.5, targeting="unit", groups=True, seed=1
+    )
+    names = sorted(k.path for k in td.group_targeting.grouped)
+    # a, b (one group through the Add) with c and d (the join), and h.
+    assert names == ["a/kernel", "b/kernel", "c/kernel", "d/kernel", "h/kernel"]
+    assert sorted(n for n, _ in td.group_targeting.groups) == [8, 10]
+    td.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    x, y = data()
+    for step in range(4):
+        for n, sets in channel_sets(td):
+            assert len(sets) >= 1 and len(set(sets)) == 1, (step, sets)
+            assert len(sets[0]) == int(np.floor(0.5 * n))
+        td.train_on_batch(x, y)
+    # Dropped elements lie in the targeted channels only.
+    values = {id(v): ops.convert_to_tensor(v) for v in td.model.weights}
+    masks = td.group_targeting.kernel_masks(values, 0.5)
+    for kernel, dropped in td.dropped_kernels(training=True):
+        changed = ops.convert_to_numpy(dropped) != ops.convert_to_numpy(kernel)
+        assert not np.any(changed & ~ops.convert_to_numpy(masks[id(kernel)]))
+        assert np.any(changed)
+
+
+def test_after_training_group_masks_and_shrink_equal_the_targeted_pruning(
+    tmp_path,
+):
+    model = residual_net(seed=2)
+    td = ModelTargetedDropout(model, 0.5, 0.5, targeting="unit", groups=True)
+    td.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    x, y = data(seed=3)
+    td.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    gamma = 0.5
+    masks = compute_masks(model, gamma, targeting="unit", groups=True)
+    values = {id(v): ops.convert_to_tensor(v) for v in model.weights}
+    targeted = td.group_targeting.kernel_masks(values, gamma)
+    for kernel in td.group_targeting.grouped:
+        zero = ~masks[kernel.path].astype(bool)
+        np.testing.assert_array_equal(
+            zero.reshape(-1, zero.shape[-1]).all(axis=0)
+            if kernel.path != "d/kernel"
+            else zero.all(axis=(0, 1, 3)),
+            ops.convert_to_numpy(targeted[id(kernel)])
+            .reshape(-1, zero.shape[-1])
+            .all(axis=0)
+            if kernel.path != "d/kernel"
+            else ops.convert_to_numpy(targeted[id(kernel)]).all(axis=(0, 1, 3)),
+        )
+    small, report = shrink(model, masks)
+    assert report.removed == report.zeroed == 4 + 5
+    pruned = apply_masks(model, masks)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(small(x)),
+        ops.convert_to_numpy(pruned(x)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # .keras round trip: the loaded wrapper targets the same channels.
+    path = os.path.join(tmp_path, "td.keras")
+    td.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.groups is True
+    assert channel_sets(loaded) == channel_sets(td)
+
+
+def test_the_ramp_drives_the_group_target_rate():
+    td = ModelTargetedDropout(
+        residual_net(), 0.5, 0.75, targeting="unit", groups=True
+    )
+    td.compile(optimizer="sgd", loss="mse")
+    x, y = data()
+    ramp = RampingCallback(ramp_fraction=1.0)
+    td.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[ramp])
+    gamma = td.current_target_rate
+    assert 0 < gamma <= 0.75
+    for n, sets in channel_sets(td):
+        assert len(sets[0]) == int(np.floor(gamma * n * (1 + 2**-20)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (
+            dict(targeting="weight", groups=True),
+            ValueError,
+            r"groups=True.*targeting=\"unit\".*Received: targeting='weight'",
+        ),
+        (
+            dict(targeting="unit", reference="t2t", groups=True),
+            ValueError,
+            r"reference=None.*reference='t2t'",
+        ),
+        (
+            dict(targeting="unit", groups="yes"),
+            TypeError,
+            r"`groups` must be a bool. Received: groups='yes'",
+        ),
+    ],
+)
+def test_bad_group_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ModelTargetedDropout(residual_net(), 0.5, 0.5, **kwargs)
+
+
+def test_groups_need_a_graph_model():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = L.Dense(4)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 3), "float32"))
+    with pytest.raises(ValueError, match=r"groups=True.*subclassed"):
+        ModelTargetedDropout(net, 0.5, 0.5, targeting="unit", groups=True)

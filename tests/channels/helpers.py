@@ -110,3 +110,19 @@ def check_group_shrink(model, fraction, tmp_path=None, x=None, atol=1e-5):
             )
             assert os.path.getsize(result.path) > 0
     return small, report, masks
+
+
+def built_subclassed():
+    """A built subclassed model (one Dense): no graph to walk."""
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(4)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 3), "float32"))
+    return net

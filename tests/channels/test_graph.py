@@ -13,6 +13,7 @@ from keras_tdrop.channels.rules import _RULES
 from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import shrink
+from tests.channels.helpers import built_subclassed
 from tests.channels.helpers import outputs
 from tests.channels.helpers import randomize
 from tests.channels.helpers import weights_of
@@ -153,20 +154,6 @@ def test_global_scope_normalises_groups():
     assert report.removed == report.zeroed > 0
 
 
-def subclassed():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = L.Dense(4)
-
-        def call(self, x):
-            return self.dense(x)
-
-    net = Net()
-    net(np.zeros((1, 3), "float32"))
-    return net
-
-
 @pytest.mark.parametrize(
     "call, error, match",
     [
@@ -210,7 +197,7 @@ def test_bad_input(call, error, match):
 
 
 def test_subclassed_model_says_what_works():
-    net = subclassed()
+    net = built_subclassed()
     with pytest.raises(ValueError, match=r"subclassed.*masks.*sparse TFLite"):
         shrink(net)
     with pytest.raises(ValueError, match=r"groups=True.*subclassed.*groups"):
@@ -246,4 +233,4 @@ def test_adapter_reads_the_keras_internals_it_needs():
     assert calls == names and len(out) == 2
     assert adapter.raw_op_types("Add", "Reshape", "GetItem")
     with pytest.raises(adapter.GraphError, match="subclassed"):
-        adapter.functional_of(subclassed())
+        adapter.functional_of(built_subclassed())

@@ -12,6 +12,7 @@ from keras_tdrop import RampingCallback
 from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import shrink
+from tests.channels.helpers import built_subclassed
 
 L = keras.layers
 
@@ -162,15 +163,7 @@ def test_bad_group_arguments(kwargs, error, match):
 
 
 def test_groups_need_a_graph_model():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = L.Dense(4)
-
-        def call(self, x):
-            return self.dense(x)
-
-    net = Net()
-    net(np.zeros((1, 3), "float32"))
     with pytest.raises(ValueError, match=r"groups=True.*subclassed"):
-        ModelTargetedDropout(net, 0.5, 0.5, targeting="unit", groups=True)
+        ModelTargetedDropout(
+            built_subclassed(), 0.5, 0.5, targeting="unit", groups=True
+        )

@@ -18,6 +18,7 @@ time) >= 0.8 x the FLOP ratio (`keras_tdrop.pruning.flops`, MACs).
     python benchmarks/group_shrink_speed.py
     python benchmarks/group_shrink_speed.py --full       # more rounds
     python benchmarks/group_shrink_speed.py --blocks     # time per block
+    python benchmarks/group_shrink_speed.py --models EfficientNetB0-relu
 """
 
 import atexit
@@ -29,6 +30,7 @@ import tempfile
 import _bench
 import keras
 import numpy as np
+from keras.src.applications import efficientnet
 
 from keras_tdrop.export import to_tflite
 from keras_tdrop.pruning import compute_masks
@@ -44,6 +46,23 @@ MODELS = {
         classifier_activation=None,
     ),
     "EfficientNetB0": lambda: keras.applications.EfficientNetB0(
+        input_shape=(224, 224, 3),
+        weights=None,
+        classes=1000,
+        classifier_activation=None,
+    ),
+}
+# Not run by default: EfficientNetB0 with ReLU instead of swish (Keras'
+# private EfficientNet builder), to see what the swish's elementwise work,
+# which MACs do not count, costs the shrunk model (`--models` to run it).
+EXTRA = {
+    "EfficientNetB0-relu": lambda: efficientnet.EfficientNet(
+        1.0,
+        1.0,
+        224,
+        0.2,
+        activation="relu",
+        name="efficientnetb0_relu",
         input_shape=(224, 224, 3),
         weights=None,
         classes=1000,
@@ -162,7 +181,7 @@ def main():
     )
     rows, results = [], []
     for name in args.models.split(","):
-        dense = MODELS[name]()
+        dense = {**MODELS, **EXTRA}[name]()
         masks = compute_masks(
             dense, args.fraction, targeting="unit", groups=True
         )

@@ -284,6 +284,31 @@ def test_mask_with_variable_target_rate_in_tf_function():
         )
 
 
+def test_mask_under_xla_on_tensorflow():
+    """TensorFlow's `jit_compile=True` (what `model.compile(jit_compile=
+    True)` traces) takes the bit-by-bit selection that JAX uses: XLA cannot
+    compile `top_k` with a tensor `k`, so this compiles only on that path.
+    One compiled function serves every case (the shape stays the same)."""
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("tf.function needs the tensorflow backend")
+    gamma = keras.Variable(0.0, trainable=False, dtype="float32")
+    cases = [(t, r) for t in TARGETINGS for r in REFERENCES]
+
+    @tf.function(jit_compile=True)
+    def fn(kernel):
+        return [T.targeted_mask(kernel, gamma, t, r) for t, r in cases]
+
+    for kind in KINDS:
+        w = make_kernel((3, 3, 4, 8), kind, seed=6)
+        for value in [0.0, 0.3, 0.75, 1.0]:
+            gamma.assign(value)
+            for (targeting, reference), mask in zip(cases, fn(w)):
+                np.testing.assert_array_equal(
+                    to_np(mask), np_mask(w, value, targeting, reference)
+                )
+
+
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(
     shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple),

@@ -8,6 +8,10 @@ import numpy as np
 from keras_tdrop.channels import adapter
 from keras_tdrop.pruning.masks import copy_model
 
+# Examples per forward pass: batches are joined up to this size, since the
+# passes run eagerly and their cost is mostly per operation, not per example.
+_CHUNK = 256
+
 
 class _Reached(Exception):
     """Ends a forward pass once the layer being measured has been called."""
@@ -92,6 +96,7 @@ def recalibrate(model, batches):
     """
     layers = batchnorm_layers(model)
     saved = statistics(model)
+    batches = _joined(batches)
     done = set()
     try:
         while len(done) < len(layers):
@@ -167,6 +172,28 @@ def _measure_next(model, layers, done, batches):
             layer.__dict__.pop("call", None)
     mean, variance = state["mean"], state["m2"] / state["count"]
     return state["layer"], mean, variance
+
+
+def _joined(batches):
+    """Consecutive batches concatenated up to `_CHUNK` examples each (as
+    they are where their shapes differ beyond the batch axis)."""
+    groups, size = [], _CHUNK
+    for batch in batches:
+        n = len(keras.tree.flatten(batch)[0])
+        if size + n > _CHUNK:
+            groups.append([])
+            size = 0
+        groups[-1].append(batch)
+        size += n
+    joined = []
+    for group in groups:
+        try:
+            joined.append(
+                keras.tree.map_structure(lambda *a: np.concatenate(a), *group)
+            )
+        except ValueError:
+            joined.extend(group)
+    return joined
 
 
 def _accumulate(state, layer, inputs, mask):

@@ -134,6 +134,32 @@ def test_ramp_fraction_resolves_from_planned_length():
         assert target == pytest.approx(0.6 * gamma, abs=1e-6)
 
 
+@pytest.mark.parametrize(
+    "schedule, ramp_fraction, expected",
+    [
+        # One number for the piecewise ramp (as the demo passes it): the
+        # ramp ends at that share of training, gamma's first phase at half.
+        ("piecewise", 0.5, lambda s: piecewise(s, 10, 20)),
+        ("piecewise", 0.25, lambda s: piecewise(s, 5, 10)),
+        ("linear", 0.5, lambda s: (min(1.0, s / 20),) * 2),
+    ],
+)
+def test_single_number_ramp_fraction(schedule, ramp_fraction, expected):
+    model = td_model()
+    recorder = Recorder()
+    x, y = data(40)
+    callback = RampingCallback(schedule, ramp_fraction=ramp_fraction)
+    model.fit(
+        x, y, batch_size=4, epochs=4, verbose=0, callbacks=[callback, recorder]
+    )
+    assert [step for step, _, _ in recorder.seen] == list(range(40))
+    for step, rate, target in recorder.seen:
+        alpha, gamma = expected(step)
+        assert rate == pytest.approx(0.8 * alpha, abs=1e-6)
+        assert target == pytest.approx(0.6 * gamma, abs=1e-6)
+    assert recorder.seen[-1][1:] == pytest.approx((0.8, 0.6))
+
+
 def test_resume_mid_ramp_from_saved_model(tmp_path):
     x, y = data(40)
     model = td_model()

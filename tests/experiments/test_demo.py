@@ -108,6 +108,37 @@ def test_invalid_fractions(tmp_path):
         demo.run_demo(tmp_path, fractions=(0.5, 1.5))
 
 
+def test_small_demo_favours_targeted_dropout_at_high_sparsity(tmp_path):
+    """The demo's headline on a small subset (3000 training images, two
+    epochs of batches of 32, 1000 test images; about 25 s on 2 cores).
+
+    Measured over seeds 0-4 (accuracy at 95% of the weights per column
+    pruned, targeted minus plain): +0.205, +0.119, +0.113, +0.185, +0.227
+    (mean 0.170, standard deviation 0.050, minimum 0.113); at 0% the plain
+    model is 0.02-0.03 ahead. At 90% this budget is not enough for the gap
+    to be reliable (-0.014 to +0.067), so the check is at 95%, with a
+    threshold of 0.05 (the mean less 2.4 standard deviations)."""
+    original = datasets.has_network
+    datasets.has_network = lambda *a, **k: False
+    try:
+        rows = demo.run_demo(
+            tmp_path,
+            data_dir=DATA_DIR,
+            epochs=2,
+            batch_size=32,
+            train_limit=3000,
+            test_limit=1000,
+            fractions=(0.0, 0.95),
+            seed=0,
+            verbose=0,
+        )
+    finally:
+        datasets.has_network = original
+    dense, pruned = rows
+    assert dense["accuracy_plain"] > 0.85 and dense["accuracy_targeted"] > 0.85
+    assert pruned["accuracy_targeted"] - pruned["accuracy_plain"] > 0.05
+
+
 @pytest.mark.slow
 def test_default_demo_favours_targeted_dropout(tmp_path):
     """The full default demo (about 2.5 minutes on 2 cores)."""

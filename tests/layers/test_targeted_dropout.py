@@ -238,6 +238,40 @@ def test_xtreme_on_built_attention_keeps_n_in_every_kernel():
     assert [int(np.prod(k.shape[:-1])) for k in kernels] == rows
 
 
+def test_xtreme_attention_keeps_n_per_column_of_each_kernel_when_run():
+    """Each of the four kernels (column lengths 16, 16, 16 and 8) keeps
+    exactly N weights per column, in inference_kernels and in training,
+    which needs every kernel's own gamma (8 rows at the query's gamma
+    14/16 would keep 1, not 2)."""
+    rng = np.random.default_rng(12)
+    query = rng.normal(size=(2, 3, 8)).astype("float32")
+    mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    mha(query, query)
+    for variable in mha.weights:
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+    layer = TargetedDropout(mha, rate=1.0, keep_per_column=2, seed=3)
+    layer.build((2, 3, 8))
+    pruned = layer.inference_kernels(prune=True)
+    kernels = [w for w in mha.weights if "kernel" in w.path]
+    assert len(pruned) == len(kernels) == 4
+    for kernel, value in zip(kernels, pruned):
+        rows = int(np.prod(kernel.shape[:-1]))
+        columns = value.reshape(rows, -1)
+        np.testing.assert_array_equal((columns != 0).sum(axis=0), 2)
+        # The two kept per column are the largest |w|.
+        stored = ops.convert_to_numpy(kernel).reshape(rows, -1)
+        kept = ~exact_lowest(np.abs(stored), rows - 2)
+        np.testing.assert_array_equal(columns, np.where(kept, stored, 0))
+    # rate=1 drops the whole targeted set in training: the layer runs on
+    # the pruned kernels.
+    out = ops.convert_to_numpy(layer(query, query, training=True))
+    for kernel, value in zip(kernels, pruned):
+        kernel.assign(value)
+    np.testing.assert_allclose(
+        out, ops.convert_to_numpy(mha(query, query)), rtol=1e-5, atol=1e-5
+    )
+
+
 def test_normalization_updates_inside_wrapper_are_kept():
     block = keras.Sequential(
         [

@@ -190,6 +190,34 @@ def test_same_padding_keeps_nonzero_constants():
     assert_same_outputs(small, apply_masks(model, masks), x)
 
 
+def test_zero_padding_keeps_a_nonzero_constant_exact():
+    """A removed channel's constant (its bias) is padded with zeros before
+    a valid 3x3 convolution: the consumer sees it unevenly, so folding it
+    into the bias would be wrong by up to |bias| * |rows| (28 here)."""
+    inputs = keras.Input((6, 6, 2))
+    x = L.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = L.ZeroPadding2D(2, name="pad")(x)
+    outputs = L.Conv2D(3, 3, name="c2")(x)
+    model = randomize(keras.Model(inputs, outputs), seed=9)
+    bias = ops.convert_to_numpy(model.get_layer("c1").bias).copy()
+    bias[[0, 2]] = 10.0
+    model.get_layer("c1").bias.assign(bias)
+    masks = unit_masks(model, {"c1": [0, 2]})
+    masked = apply_masks(model, masks)
+    small, rows = shrink(model, masks)
+    x = np.random.default_rng(10).normal(size=(2, 6, 6, 2)).astype("float32")
+    assert_same_outputs(small, masked, x)
+    assert rows.max_abs_diff <= 1e-5
+    assert rows[0]["kept"] == 2
+    assert small.get_layer("c1").kernel.shape[-1] == 4
+    # Only a zero constant folds exactly here: it is removed.
+    bias[[0, 2]] = 0.0
+    model.get_layer("c1").bias.assign(bias)
+    small, rows = shrink(model, masks, strict=True)
+    assert small.get_layer("c1").kernel.shape[-1] == 2
+    assert_same_outputs(small, apply_masks(model, masks), x)
+
+
 def residual_model():
     inputs = keras.Input((6, 6, 2))
     x = L.Conv2D(4, 3, activation="relu", name="stem")(inputs)

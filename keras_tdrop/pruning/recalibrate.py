@@ -40,11 +40,14 @@ def recalibrate_batchnorm(
     layer already recalibrated, so the statistics are those the layer sees
     at inference. No other weight changes.
 
-    The layers are measured one after another in the order the model calls
-    them, one forward pass over `data` each, stopped at the layer measured
-    (about half the model per layer on average). Works on any Keras backend
-    and on Sequential, functional and subclassed models. The batches are
-    read once and kept in memory: recalibrate on a few of them.
+    The layers are measured in the order the model calls them. When `data`
+    holds at most 256 examples, they go through the model as one batch and
+    each layer is set from its inputs just before it normalizes them: one
+    forward pass in all. Larger data is read in passes of up to 256
+    examples, one pass over all of it per layer, stopped at that layer.
+    Works on any Keras backend and on Sequential, functional and subclassed
+    models. The batches are read once and kept in memory: recalibrate on a
+    few of them.
 
     Args:
         model: a built `keras.Model`.
@@ -99,15 +102,14 @@ def recalibrate(model, batches):
     batches = _joined(batches)
     done = set()
     try:
+        if len(batches) == 1:
+            _one_pass(model, layers, done, batches[0])
         while len(done) < len(layers):
             measured = _measure_next(model, layers, done, batches)
             if measured is None:
                 break
             layer, mean, variance = measured
-            layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
-            layer.moving_variance.assign(
-                variance.astype(layer.moving_variance.dtype)
-            )
+            _assign(layer, mean, variance)
             done.add(id(layer))
     except BaseException:
         restore_statistics(model, saved)
@@ -138,6 +140,36 @@ def restore_statistics(model, saved):
     for layer, (mean, variance) in zip(batchnorm_layers(model), saved):
         layer.moving_mean.assign(mean)
         layer.moving_variance.assign(variance)
+
+
+def _assign(layer, mean, variance):
+    layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
+    layer.moving_variance.assign(variance.astype(layer.moving_variance.dtype))
+
+
+def _one_pass(model, layers, done, batch):
+    """All the data in one batch: each layer, when called, is set from its
+    inputs before it normalizes them, so one forward pass does it all."""
+
+    def hook(layer, call):
+        def hooked(inputs, *args, **kwargs):
+            if id(layer) not in done:
+                state = {"count": 0.0, "mean": 0.0, "m2": 0.0}
+                _accumulate(state, layer, inputs, kwargs.get("mask"))
+                if state["count"]:
+                    _assign(layer, state["mean"], state["m2"] / state["count"])
+                    done.add(id(layer))
+            return call(inputs, *args, **kwargs)
+
+        return hooked
+
+    for layer in layers:
+        object.__setattr__(layer, "call", hook(layer, layer.call))
+    try:
+        model(batch, training=False)
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("call", None)
 
 
 def _measure_next(model, layers, done, batches):

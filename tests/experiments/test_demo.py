@@ -110,7 +110,7 @@ def test_invalid_fractions(tmp_path):
 
 def test_small_demo_favours_targeted_dropout_at_high_sparsity(tmp_path):
     """The demo's headline on a small subset (3000 training images, two
-    epochs of batches of 32, 1000 test images; about 25 s on 2 cores).
+    epochs of batches of 32, 1000 test images; 25-40 s on 2 busy cores).
 
     Measured over seeds 0-4 (accuracy at 95% of the weights per column
     pruned, targeted minus plain): +0.205, +0.119, +0.113, +0.185, +0.227

@@ -19,6 +19,7 @@ time) >= 0.8 x the FLOP ratio (`keras_tdrop.pruning.flops`, MACs).
     python benchmarks/group_shrink_speed.py --full       # more rounds
     python benchmarks/group_shrink_speed.py --blocks     # time per block
     python benchmarks/group_shrink_speed.py --models EfficientNetB0-relu
+    python benchmarks/group_shrink_speed.py --models EfficientNetB0-batch1
 """
 
 import atexit
@@ -52,10 +53,20 @@ MODELS = {
         classifier_activation=None,
     ),
 }
-# Not run by default: EfficientNetB0 with ReLU instead of swish (Keras'
-# private EfficientNet builder), to see what the swish's elementwise work,
-# which MACs do not count, costs the shrunk model (`--models` to run it).
+# Not run by default (`--models` to run them): EfficientNetB0 with ReLU
+# instead of swish (Keras' private EfficientNet builder), to see what the
+# swish's elementwise work, which MACs do not count, costs the shrunk
+# model; and on an input of batch size 1, so that the squeeze-excite
+# Reshapes have static shapes (with a free batch size the converter emits
+# SHAPE/STRIDED_SLICE/PACK ops there, which XNNPACK does not take: the
+# graph runs as 17 delegate partitions with built-in ops between them).
 EXTRA = {
+    "EfficientNetB0-batch1": lambda: keras.applications.EfficientNetB0(
+        input_tensor=keras.Input((224, 224, 3), batch_size=1),
+        weights=None,
+        classes=1000,
+        classifier_activation=None,
+    ),
     "EfficientNetB0-relu": lambda: efficientnet.EfficientNet(
         1.0,
         1.0,

@@ -20,6 +20,7 @@ time) >= 0.8 x the FLOP ratio (`keras_tdrop.pruning.flops`, MACs).
     python benchmarks/group_shrink_speed.py --blocks     # time per block
     python benchmarks/group_shrink_speed.py --models EfficientNetB0-relu
     python benchmarks/group_shrink_speed.py --models EfficientNetB0-batch1
+    python benchmarks/group_shrink_speed.py --round-to 8   # XNNPACK widths
 """
 
 import atexit
@@ -177,6 +178,12 @@ def main():
     p.add_argument(
         "--blocks", action="store_true", help="time after each block too"
     )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=None,
+        help="keep a multiple of this many channels per group",
+    )
     args = p.parse_args()
     reps = args.reps or (30 if args.full else 15)
     inner = args.inner or (10 if args.full else 5)
@@ -186,7 +193,9 @@ def main():
     atexit.register(shutil.rmtree, folder, True)
     print(
         f"LiteRT float32, batch 1, {args.threads} thread(s), "
-        f"{args.fraction:.0%} group unit pruning; {reps} rounds x {inner}; "
+        f"{args.fraction:.0%} group unit pruning"
+        f"{f' (round_to={args.round_to})' if args.round_to else ''}; "
+        f"{reps} rounds x {inner}; "
         f"{_bench.load()}",
         flush=True,
     )
@@ -194,7 +203,11 @@ def main():
     for name in args.models.split(","):
         dense = {**MODELS, **EXTRA}[name]()
         masks = compute_masks(
-            dense, args.fraction, targeting="unit", groups=True
+            dense,
+            args.fraction,
+            targeting="unit",
+            groups=True,
+            round_to=args.round_to,
         )
         small, report = shrink(dense, masks)
         runners, exports = {}, {}

@@ -44,35 +44,51 @@ def _lowest(roots, scores, count):
 
 
 def choose_channels(
-    graph, model, fraction, scope="local", exclude=None, exclude_logits=True
+    graph,
+    model,
+    fraction,
+    scope="local",
+    exclude=None,
+    exclude_logits=True,
+    round_to=None,
 ):
     """The roots group pruning removes at `fraction` (see `group_masks`)."""
     groups = prunable_groups(graph, model, exclude, exclude_logits)
     scores = channel_importance(graph)
-    removed = []
+    chosen = {}
     if scope == "local":
-        for roots in groups.values():
+        for space, roots in groups.items():
             count = min(
                 int(np.floor(fraction * len(roots) * _EPS)), len(roots) - 1
             )
-            removed.extend(_lowest(roots, scores, count))
-        return set(removed)
-    candidates = []
-    for space, roots in groups.items():
-        mean = np.mean([scores[r] for r in roots])
-        for r in roots:
-            normal = scores[r] / mean if mean > 0 else 0.0
-            candidates.append((normal, len(candidates), r, space))
-    total = int(np.floor(fraction * len(candidates) * _EPS))
-    left = {space: len(roots) for space, roots in groups.items()}
-    for _, _, root, space in sorted(candidates)[:]:
-        if total == 0:
-            break
-        if left[space] > 1:
-            removed.append(root)
-            left[space] -= 1
-            total -= 1
-    return set(removed)
+            chosen[space] = _lowest(roots, scores, count)
+    else:
+        candidates = []
+        for space, roots in groups.items():
+            mean = np.mean([scores[r] for r in roots])
+            for r in roots:
+                normal = scores[r] / mean if mean > 0 else 0.0
+                candidates.append((normal, len(candidates), r, space))
+        total = int(np.floor(fraction * len(candidates) * _EPS))
+        left = {space: len(roots) for space, roots in groups.items()}
+        for _, _, root, space in sorted(candidates):
+            if total == 0:
+                break
+            if left[space] > 1:
+                chosen.setdefault(space, []).append(root)
+                left[space] -= 1
+                total -= 1
+    removed = set()
+    for space, roots in chosen.items():
+        if round_to:
+            # Keep a multiple of round_to (or the whole group): the least
+            # important of the chosen go, the rest stay.
+            n = len(groups[space])
+            kept = n - len(roots)
+            kept = min(n, -(-kept // round_to) * round_to)
+            roots = roots[: n - kept]
+        removed.update(roots)
+    return removed
 
 
 def masks_for(graph, removed):
@@ -97,7 +113,12 @@ def masks_for(graph, removed):
 
 
 def group_masks(
-    model, fraction, scope="local", exclude=None, exclude_logits=True
+    model,
+    fraction,
+    scope="local",
+    exclude=None,
+    exclude_logits=True,
+    round_to=None,
 ):
     """Unit masks over the channel dependency graph's groups.
 
@@ -111,13 +132,24 @@ def group_masks(
     dividing each group's importances by their mean, so that groups of
     different width compete fairly. A group keeps at least one channel.
     Producer columns, consumer rows, depthwise and attention slices are all
-    zeroed, so `shrink` removes exactly these channels.
+    zeroed, so `shrink` removes exactly these channels. `round_to=r` keeps
+    a multiple of r channels in each group (fewer removed; the SIMD-friendly
+    widths that XNNPACK and GPUs prefer), a whole group when it has fewer.
 
     Returns:
         `{kernel variable path: 0/1 array}` (TF-MOT's mask convention).
     """
     graph = channel_graph(model)
+    if round_to is not None and (
+        isinstance(round_to, bool)
+        or not isinstance(round_to, int)
+        or round_to < 1
+    ):
+        raise ValueError(
+            f"`round_to` must be None or an int >= 1. Received: "
+            f"round_to={round_to!r}"
+        )
     removed = choose_channels(
-        graph, model, fraction, scope, exclude, exclude_logits
+        graph, model, fraction, scope, exclude, exclude_logits, round_to
     )
     return masks_for(graph, removed)

@@ -61,6 +61,7 @@ def compute_masks(
     scores=None,
     seed=None,
     groups=False,
+    round_to=None,
 ):
     """Pruning masks, `{variable path: 0/1 array}` (1 = keep).
 
@@ -105,6 +106,8 @@ def compute_masks(
             of the channel dependency graph (see
             `keras_tdrop.pruning.group_masks`), so that `shrink` can remove
             every zeroed channel. Needs a functional or Sequential model.
+        round_to: None or int, with `groups=True`: each group keeps a
+            multiple of this many channels (e.g. 8 for XNNPACK).
 
     Example:
     >>> masks = compute_masks(model, 0.8)
@@ -117,7 +120,12 @@ def compute_masks(
     if groups is not False:
         return _group_masks(
             model, fraction, targeting, exclude, exclude_logits, scope,
-            block_size, criterion, scores, groups,
+            block_size, criterion, scores, groups, round_to,
+        )
+    if round_to is not None:
+        raise ValueError(
+            "`round_to` rounds channel groups: it needs groups=True. "
+            f"Received: round_to={round_to!r}"
         )
     kernels = prunable_kernels(model, exclude, exclude_logits)
     check_options(kernels, targeting, scope, block_size, criterion, scores)
@@ -157,7 +165,7 @@ def compute_masks(
 
 def _group_masks(
     model, fraction, targeting, exclude, exclude_logits, scope, block_size,
-    criterion, scores, groups,
+    criterion, scores, groups, round_to,
 ):
     from keras_tdrop.pruning.group_masks import group_masks
 
@@ -194,7 +202,9 @@ def _group_masks(
             f"Sequential model. {error} On it, use per-layer unit masks "
             "(groups=False)."
         ) from None
-    return group_masks(model, fraction, scope, exclude, exclude_logits)
+    return group_masks(
+        model, fraction, scope, exclude, exclude_logits, round_to
+    )
 
 
 def nm_masks(

@@ -234,3 +234,24 @@ def test_adapter_reads_the_keras_internals_it_needs():
     assert adapter.raw_op_types("Add", "Reshape", "GetItem")
     with pytest.raises(adapter.GraphError, match="subclassed"):
         adapter.functional_of(built_subclassed())
+
+
+def test_round_to_keeps_multiples_of_r_channels():
+    model = se_residual_model()
+    masks = compute_masks(
+        model, 0.25, targeting="unit", groups=True, round_to=4
+    )
+    small, report = shrink(model, masks)
+    # expand's group: 12 channels, floor(0.25 * 12) = 3 chosen, 9 kept ->
+    # rounded up to 12: none removed; at 0.5, 6 kept (not a multiple of 4)
+    # -> 8 kept.
+    assert small.get_layer("expand").filters == 12
+    masks = compute_masks(model, 0.5, targeting="unit", groups=True, round_to=4)
+    small, report = shrink(model, masks)
+    assert small.get_layer("expand").filters == 8
+    assert small.get_layer("dw").kernel.shape[-2] == 8
+    assert report.removed == report.zeroed == 4 + 0  # se_reduce: 4 -> 4
+    with pytest.raises(ValueError, match=r"`round_to`.*Received: round_to=0"):
+        compute_masks(model, 0.5, targeting="unit", groups=True, round_to=0)
+    with pytest.raises(ValueError, match=r"needs groups=True.*round_to=8"):
+        compute_masks(model, 0.5, targeting="unit", round_to=8)

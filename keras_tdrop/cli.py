@@ -209,6 +209,13 @@ def _add_mobile(parser):
         default=500,
         help="timed LiteRT invocations per model (default 500)",
     )
+    parser.add_argument(
+        "--recalibrate",
+        type=int,
+        default=256,
+        help="training images to recalibrate BatchNorm statistics on after "
+        "pruning (default 256; 0: never)",
+    )
     _add_quiet(parser)
 
 
@@ -219,6 +226,7 @@ def _run_mobile(args):
         **_run_kwargs(args),
         **({"fractions": args.fractions} if args.fractions else {}),
         latency_repeats=args.latency_repeats,
+        recalibrate=args.recalibrate,
         verbose=0 if args.quiet else 1,
     )
 

@@ -37,6 +37,7 @@ def tiny_run(tmp_path_factory):
                 test_limit=TEST_LIMIT,
                 fractions=(0.0, 0.5),
                 latency_repeats=20,
+                recalibrate=128,
                 verbose=2,
             )
     finally:
@@ -84,7 +85,7 @@ def test_printed(tiny_run):
     _, _, printed = tiny_run
     assert "prune_fraction  params" in printed
     assert "50%: " in printed
-    assert mobile.BN_NOTE in printed
+    assert mobile.BN_NOTE.format(count=128) in printed
 
 
 def test_mobile_cnn_structure():

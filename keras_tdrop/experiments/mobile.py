@@ -78,9 +78,9 @@ def run_mobile(
     row's. Before evaluating, the masked and the shrunk model's
     BatchNormalization statistics are recalibrated on the first
     `recalibrate` training images (`accuracy_stale_bn`: the shrunk model
-    without it). The rows are printed as a table and written to `mobile.csv`, `mobile.png`
-    (accuracy and latency against the fraction) and `mobile_{p}.tflite` in
-    `out_dir`.
+    without it). The rows are printed as a table and written to
+    `mobile.csv`, `mobile.png` (accuracy and latency against the fraction)
+    and `mobile_{p}.tflite` in `out_dir`.
 
     Args:
         out_dir: folder for the outputs (created if missing).

@@ -21,6 +21,7 @@ time) >= 0.8 x the FLOP ratio (`keras_tdrop.pruning.flops`, MACs).
     python benchmarks/group_shrink_speed.py --models EfficientNetB0-relu
     python benchmarks/group_shrink_speed.py --models EfficientNetB0-batch1
     python benchmarks/group_shrink_speed.py --round-to 8   # XNNPACK widths
+    python benchmarks/group_shrink_speed.py --prune-stem   # stem's group too
 """
 
 import atexit
@@ -35,8 +36,8 @@ import numpy as np
 from keras.src.applications import efficientnet
 
 from keras_tdrop.export import to_tflite
-from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import flops
+from keras_tdrop.pruning import group_masks
 from keras_tdrop.pruning import shrink
 
 MODELS = {
@@ -179,6 +180,11 @@ def main():
         "--blocks", action="store_true", help="time after each block too"
     )
     p.add_argument(
+        "--prune-stem",
+        action="store_true",
+        help="prune the stem's channel group too (group_masks keep_stem)",
+    )
+    p.add_argument(
         "--round-to",
         type=int,
         default=None,
@@ -194,7 +200,8 @@ def main():
     print(
         f"LiteRT float32, batch 1, {args.threads} thread(s), "
         f"{args.fraction:.0%} group unit pruning"
-        f"{f' (round_to={args.round_to})' if args.round_to else ''}; "
+        f"{f' (round_to={args.round_to})' if args.round_to else ''}"
+        f"{' (stem pruned too)' if args.prune_stem else ''}; "
         f"{reps} rounds x {inner}; "
         f"{_bench.load()}",
         flush=True,
@@ -202,12 +209,11 @@ def main():
     rows, results = [], []
     for name in args.models.split(","):
         dense = {**MODELS, **EXTRA}[name]()
-        masks = compute_masks(
+        masks = group_masks(
             dense,
             args.fraction,
-            targeting="unit",
-            groups=True,
             round_to=args.round_to,
+            keep_stem=not args.prune_stem,
         )
         small, report = shrink(dense, masks)
         runners, exports = {}, {}

@@ -13,12 +13,15 @@ def is_kernel_slice(piece):
     )
 
 
-def prunable_groups(graph, model, exclude=None, exclude_logits=True):
+def prunable_groups(
+    graph, model, exclude=None, exclude_logits=True, keep_stem=True
+):
     """`{space: [roots]}`: the channels group pruning may remove.
 
     Left out: blocked channels, channels no kernel writes, and whole groups
     written by an excluded layer, by the logits layer (with
-    `exclude_logits`) or by the stem (a layer that reads a model input).
+    `exclude_logits`) or, with `keep_stem`, by the stem (a layer that
+    reads a model input).
     """
     excluded = resolve_exclude(model, exclude, exclude_logits)
     blocked = graph.blocked_reasons()
@@ -27,7 +30,7 @@ def prunable_groups(graph, model, exclude=None, exclude_logits=True):
         i for ids in _input_ids(graph, model) for i in graph.roots(ids).tolist()
     }
     stems = set()
-    for root in inputs:
+    for root in inputs if keep_stem else ():
         for piece, _ in pieces.get(root, []):
             if piece.role == "in":
                 stems.add(id(piece.layer))

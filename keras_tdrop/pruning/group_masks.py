@@ -51,9 +51,10 @@ def choose_channels(
     exclude=None,
     exclude_logits=True,
     round_to=None,
+    keep_stem=True,
 ):
     """The roots group pruning removes at `fraction` (see `group_masks`)."""
-    groups = prunable_groups(graph, model, exclude, exclude_logits)
+    groups = prunable_groups(graph, model, exclude, exclude_logits, keep_stem)
     scores = channel_importance(graph)
     chosen = {}
     if scope == "local":
@@ -119,6 +120,7 @@ def group_masks(
     exclude=None,
     exclude_logits=True,
     round_to=None,
+    keep_stem=True,
 ):
     """Unit masks over the channel dependency graph's groups.
 
@@ -135,6 +137,8 @@ def group_masks(
     zeroed, so `shrink` removes exactly these channels. `round_to=r` keeps
     a multiple of r channels in each group (fewer removed; the SIMD-friendly
     widths that XNNPACK and GPUs prefer), a whole group when it has fewer.
+    The stem's group (layers reading the model input) is left whole unless
+    `keep_stem=False`; the logits layer unless `exclude_logits=False`.
 
     Returns:
         `{kernel variable path: 0/1 array}` (TF-MOT's mask convention).
@@ -150,6 +154,13 @@ def group_masks(
             f"round_to={round_to!r}"
         )
     removed = choose_channels(
-        graph, model, fraction, scope, exclude, exclude_logits, round_to
+        graph,
+        model,
+        fraction,
+        scope,
+        exclude,
+        exclude_logits,
+        round_to,
+        keep_stem,
     )
     return masks_for(graph, removed)

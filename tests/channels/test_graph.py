@@ -255,3 +255,18 @@ def test_round_to_keeps_multiples_of_r_channels():
         compute_masks(model, 0.5, targeting="unit", groups=True, round_to=0)
     with pytest.raises(ValueError, match=r"needs groups=True.*round_to=8"):
         compute_masks(model, 0.5, targeting="unit", round_to=8)
+
+
+def test_keep_stem_false_prunes_the_stem_group():
+    from keras_tdrop.pruning import group_masks
+
+    model = se_residual_model()
+    assert "stem/kernel" not in group_masks(model, 0.5)
+    masks = group_masks(model, 0.5, keep_stem=False)
+    small, report = shrink(model, masks)
+    # The stem's group: stem, project, grouped (2 groups of 4 inputs + 3
+    # outputs each: 2 units) -> 1 unit of 4 channels removed.
+    assert small.get_layer("stem").filters == 4
+    assert small.get_layer("grouped").groups == 1
+    assert report.removed == report.zeroed
+    assert report.max_abs_diff < 1e-5

@@ -9,6 +9,7 @@ from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.pruning.masks import apply_masks
 from keras_tdrop.pruning.masks import check_options
 from keras_tdrop.pruning.masks import compute_masks
+from keras_tdrop.pruning.masks import copy_model
 from keras_tdrop.pruning.masks import prunable_kernels
 from keras_tdrop.pruning.recalibrate import batchnorm_layers
 from keras_tdrop.pruning.recalibrate import check_batches
@@ -22,7 +23,6 @@ from keras_tdrop.pruning.report import flops_or_none
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps
 from keras_tdrop.pruning.report import write_csv
-from keras_tdrop.wrapping import clone_with_weights
 
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -333,7 +333,7 @@ def _plotted_metric(rows):
 
 
 def _compiled_copy(model, metrics):
-    copy = clone_with_weights(model)
+    copy = copy_model(model)
     if metrics is not None:
         copy.compile(
             loss=model.loss if model.compiled else None, metrics=list(metrics)

@@ -8,7 +8,8 @@ export TFDS_DATA_DIR ?= $(SHARED_TFDS)
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-all bench lint clean test-jax test-torch test-backends
+.PHONY: demo test test-all bench results lint clean test-jax test-torch \
+	test-backends
 
 # The backend-agnostic core suite, run again under JAX and PyTorch.
 CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_schedules.py \
@@ -73,6 +74,15 @@ BENCHMARKS := td_overhead triangular_overhead ramp_overhead sweep_cost \
 	deployed_speed memory recalibration_cost
 bench: $(VENV)/.installed
 	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
+
+# The README's multi-seed tables and plots, rebuilt from the run files
+# committed under docs/results/<scale>/ (config, results, sweep CSVs): each
+# scale's compare/ folder (compare.txt, compare.png, CSVs) is rewritten.
+results: $(VENV)/.installed
+	for d in docs/results/*/; do \
+		$(VENV)/bin/keras-tdrop compare --results $$d --out $${d}compare \
+			|| exit 1; \
+	done
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_tdrop tests examples

@@ -298,11 +298,24 @@ def _run_train(args):
 
 
 def _add_compare(parser):
-    parser.add_argument("runs", nargs="+", help="finished run folders")
+    parser.add_argument(
+        "runs",
+        nargs="*",
+        help="finished run folders; runs of one experiment with distinct "
+        "seeds (config.json, or folders named EXPERIMENT-sSEED) are "
+        "aggregated: mean +- sd over the seeds",
+    )
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="a folder of run folders (e.g. docs/results/mnist_mlp): "
+        "every run folder in it, added to RUNS",
+    )
     parser.add_argument(
         "--out",
         default=None,
-        help="folder for compare.png and compare_{weight,unit}.csv",
+        help="folder for compare.txt, compare.png and the "
+        "compare/summary/overlap_{weight,unit}.csv files",
     )
     _add_fractions(
         parser, "comma-separated prune fractions to show (default: all)"
@@ -311,8 +324,12 @@ def _add_compare(parser):
 
 def _run_compare(args):
     from keras_tdrop.experiments.compare import compare
+    from keras_tdrop.experiments.compare import find_runs
 
-    compare(args.runs, out=args.out, fractions=args.fractions)
+    runs = list(args.runs)
+    if args.results is not None:
+        runs += find_runs(args.results)
+    compare(runs, out=args.out, fractions=args.fractions)
 
 
 def _add_analyze(parser):
@@ -374,8 +391,9 @@ _COMMANDS = {
         _run_train,
     ),
     "compare": (
-        "print the paper-style table (prune % x runs) of finished runs and "
-        "plot their pruning curves together",
+        "print the paper-style tables of finished runs (mean +- sd over "
+        "seeds, compression, speed-up, overlapping ranges) and plot their "
+        "pruning curves together, with +- sd bands",
         _add_compare,
         _run_compare,
     ),

@@ -1,44 +1,59 @@
-"""`keras-tdrop compare RUN ...`: the paper-style table of several runs.
+"""`keras-tdrop compare RUN ...`: the paper-style tables of several runs.
 
-Rows are prune fractions, columns runs, one table for weight and one for
-unit pruning (test accuracy, %), as in the paper's Table 2; the curves are
-plotted together.
+Runs of one experiment with the same settings and different seeds (the
+seed is read from config.json, or from a folder named `<experiment>-s<seed>`)
+are one column: every cell is the mean ± standard deviation over the
+seeds with their count (`1 seed` where there is one), next to the
+compression ratio (parameters / non-zero parameters) and the theoretical
+FLOP speed-up, one table for weight and one for unit pruning. Below each,
+every pair of runs at every fraction is marked `differ` where their
+[mean - sd, mean + sd] accuracy ranges do not overlap, else `overlap`.
+The curves are plotted with ± sd bands.
 """
 
-import csv
-import json
 import os
 
+from keras_tdrop.experiments import seeds as seeds_lib
+from keras_tdrop.pruning.report import _atomic
+from keras_tdrop.pruning.report import format_rows
+from keras_tdrop.pruning.report import write_csv
+
 SWEEP_COLUMNS = ("fraction", "sparsity", "loss", "accuracy")
+# Written too when the sweep rows have them (prune_sweep's rows do).
+SIZE_COLUMNS = ("parameters", "nonzero", "compression", "flops", "speedup")
 TARGETINGS = ("weight", "unit")
 
 
 def write_sweep_csv(rows, path):
-    """Writes the rows of `prune_sweep` (through a temporary file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(
-            f, fieldnames=SWEEP_COLUMNS, extrasaction="ignore"
-        )
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: f"{row[k]:.6f}" for k in SWEEP_COLUMNS})
-    os.replace(tmp, path)
+    """Writes the rows of `prune_sweep` (atomically, see `write_csv`)."""
+    rows = list(rows)
+    extra = [c for c in SIZE_COLUMNS if rows and c in rows[0]]
+    write_csv(
+        [
+            {c: float(row[c]) for c in SWEEP_COLUMNS}
+            | {c: row.get(c) for c in extra}
+            for row in rows
+        ],
+        path,
+    )
 
 
 def read_sweep_csv(path):
-    """The rows written by `write_sweep_csv`, as floats."""
+    """The rows written by `write_sweep_csv`, as floats (None if empty)."""
+    import csv
+
     with open(path, newline="") as f:
         return [
-            {k: float(v) for k, v in row.items()} for row in csv.DictReader(f)
+            {k: float(v) if v != "" else None for k, v in row.items()}
+            for row in csv.DictReader(f)
         ]
 
 
 def load_run(run_dir):
     """`(label, {"weight": rows, "unit": rows})` of a finished run folder.
 
-    The label is the experiment's name (from config.json), or the folder's
-    name when two runs share one.
+    The label is the experiment's name (from config.json), else the
+    folder's name.
     """
     sweeps = {}
     for targeting in TARGETINGS:
@@ -55,8 +70,28 @@ def load_run(run_dir):
     return config.get("experiment", label), sweeps
 
 
+def find_runs(folder):
+    """The run folders directly under `folder` (those with a sweep CSV),
+    sorted by name."""
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"`results` must be a folder of run folders. Received: "
+            f"results={folder!r}"
+        )
+    return [
+        os.path.join(folder, name)
+        for name in sorted(os.listdir(folder))
+        if any(
+            os.path.exists(os.path.join(folder, name, f"sweep_{t}.csv"))
+            for t in TARGETINGS
+        )
+    ]
+
+
 def _config(run_dir, name="config.json"):
     """The JSON file `name` of a run folder as a dict, {} if it is absent."""
+    import json
+
     path = os.path.join(run_dir, name)
     if not os.path.exists(path):
         return {}
@@ -77,6 +112,11 @@ def _ramped_to(config):
     return params.get("targeting", "weight"), round(params["target_rate"], 6)
 
 
+def _row_at(rows, fraction):
+    found = [r for r in rows if round(r["fraction"], 6) == fraction]
+    return found[0] if found else None
+
+
 def format_random_prune_table(runs, configs, metric="accuracy"):
     """Table 7: random pruning before training vs post hoc pruning.
 
@@ -90,6 +130,8 @@ def format_random_prune_table(runs, configs, metric="accuracy"):
       accuracy pruned at p, in that column: the paper's comparison, one
       ramped run per prune fraction.
     - every other run: its accuracy pruned at p post hoc (same targeting).
+
+    Cells are `mean ± sd (seeds)`, as in `format_table`.
     """
     random = {
         label: configs[label]["params"]
@@ -110,7 +152,7 @@ def format_random_prune_table(runs, configs, metric="accuracy"):
         label: key for label, key in ramped.items() if key in set(columns)
     }
 
-    def value(label, targeting, fraction):
+    def row(label, targeting, fraction):
         rows = runs[label].get(targeting, [])
         if label in random:
             params = random[label]
@@ -122,8 +164,7 @@ def format_random_prune_table(runs, configs, metric="accuracy"):
             fraction = 0.0
         elif label in matched and matched[label] != (targeting, fraction):
             return None
-        found = [r[metric] for r in rows if round(r["fraction"], 6) == fraction]
-        return found[0] if found else None
+        return _row_at(rows, fraction)
 
     groups = [("random-prune", list(random))]
     if matched:
@@ -133,21 +174,17 @@ def format_random_prune_table(runs, configs, metric="accuracy"):
         for label in runs
         if label not in random and label not in matched
     ]
-    width = max(len(name) for name, _ in groups)
-    head = f"{'':<{width}}  " + "  ".join(
-        f"{t} {f * 100:>3.0f}%" for t, f in columns
-    )
-    lines = [f"random pruning vs post hoc pruning, test {metric} (%)", head]
-    lines.append("-" * len(head))
+    heads = [f"{t} {f * 100:.0f}%" for t, f in columns]
+    table = []
     for name, labels in groups:
-        cells = []
-        for targeting, fraction in columns:
-            found = [value(label, targeting, fraction) for label in labels]
-            found = [v for v in found if v is not None]
-            text = f"{found[0] * 100:.2f}" if found else "-"
-            cells.append(f"{text:>{len(targeting) + 5}}")
-        lines.append(f"{name:<{width}}  " + "  ".join(cells))
-    return "\n".join(lines)
+        line = {"run": name}
+        for head, (targeting, fraction) in zip(heads, columns):
+            found = [row(label, targeting, fraction) for label in labels]
+            found = [r for r in found if r is not None]
+            line[head] = seeds_lib.cell(found[0] if found else None, metric)
+        table.append(line)
+    title = f"random pruning vs post hoc pruning, test {metric} (%)"
+    return title + "\n" + format_rows(table)
 
 
 def pruned_as_saved(runs, targeting="weight"):
@@ -155,9 +192,9 @@ def pruned_as_saved(runs, targeting="weight"):
     saved with their targeted set pruned (`prune_at_inference`)."""
     found = {}
     for label, sweeps in runs.items():
-        zero = [r for r in sweeps.get(targeting, []) if r["fraction"] == 0.0]
-        if zero and zero[0]["sparsity"] > 0.0:
-            found[label] = zero[0]["sparsity"]
+        zero = _row_at(sweeps.get(targeting, []), 0.0)
+        if zero and zero["sparsity"] > 0.0:
+            found[label] = zero["sparsity"]
     return found
 
 
@@ -171,42 +208,44 @@ def _unique_labels(labels, dirs):
 
 
 def format_table(runs, targeting="weight", metric="accuracy", dense=None):
-    """A fixed-width table: rows prune %, columns runs, `metric` in %.
+    """A fixed-width table: a row per prune fraction and run.
 
-    `runs` maps a label to `{"weight": rows, "unit": rows}`; a run without
-    a fraction shows `-` there. Runs saved already sparse (ramped runs,
-    saved with their targeted set pruned) get a note under the table, with
-    their dense weights' accuracy when `dense` (`{label: accuracy}`) has it.
+    `runs` maps a label to `{"weight": rows, "unit": rows}` (rows of
+    `seeds.aggregate`). Columns: `prune %`, `run`, `metric` in % as
+    `mean ± sd (seeds)` (`mean (1 seed)` for one), `compression`
+    (parameters / non-zero parameters) and `speedup` (theoretical, FLOPs;
+    1.00 for masked weights), as `mean ± sd`. Runs saved already sparse
+    (ramped runs, saved with their targeted set pruned) get a note under
+    the table, with their dense weights' accuracy when `dense`
+    (`{label: accuracy}`) has it.
     """
     labels = [label for label, s in runs.items() if targeting in s]
     fractions = sorted(
         {
             round(r["fraction"], 6)
-            for s in runs.values()
-            for r in s.get(targeting, [])
+            for label in labels
+            for r in runs[label][targeting]
         }
     )
-    widths = [max(8, len(label)) for label in labels]
-    head = f"{'prune %':>7}  " + "  ".join(
-        f"{label:>{w}}" for label, w in zip(labels, widths)
-    )
-    lines = [
-        f"{targeting} pruning, test {metric} (%)",
-        head,
-        "-" * len(head),
-    ]
+    table = []
     for fraction in fractions:
-        cells = []
-        for label, w in zip(labels, widths):
-            found = [
-                r[metric]
-                for r in runs[label][targeting]
-                if round(r["fraction"], 6) == fraction
-            ]
-            cells.append(
-                f"{found[0] * 100:>{w}.2f}" if found else f"{'-':>{w}}"
+        for label in labels:
+            row = _row_at(runs[label][targeting], fraction)
+            if row is None:
+                continue
+            table.append(
+                {
+                    "prune %": f"{fraction * 100:.0f}%",
+                    "run": label,
+                    f"{metric} (%)": seeds_lib.cell(row, metric),
+                    "compression": _size_cell(row, "compression"),
+                    "speedup": _size_cell(row, "speedup"),
+                }
             )
-        lines.append(f"{fraction * 100:>6.0f}%  " + "  ".join(cells))
+    lines = [
+        f"{targeting} pruning, test {metric} (%), mean ± sd (seeds)",
+        format_rows(table),
+    ]
     for label, sparsity in pruned_as_saved(runs, targeting).items():
         note = (
             f"; {dense[label] * 100:.2f} with the dense weights"
@@ -220,8 +259,44 @@ def format_table(runs, targeting="weight", metric="accuracy", dense=None):
     return "\n".join(lines)
 
 
+def _size_cell(row, metric):
+    if row.get(metric) is None:
+        return "-"
+    sd = row.get(f"{metric}_sd")
+    return f"{row[metric]:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+
+
+def format_overlap(runs, targeting="weight", metric="accuracy"):
+    """Every pair of runs at every fraction: `differ` where their
+    [mean - sd, mean + sd] ranges of `metric` do not overlap, `overlap`
+    where they do, `1 seed` (not judged) where one has a single seed."""
+    rows = seeds_lib.overlaps(runs, targeting, metric)
+    if not rows:
+        return None
+
+    def span(mean, sd):
+        if sd is None:
+            return f"{mean * 100:.2f} (1 seed)"
+        return f"{(mean - sd) * 100:.2f}-{(mean + sd) * 100:.2f}"
+
+    table = [
+        {
+            "prune %": f"{r['fraction'] * 100:.0f}%",
+            "pair": f"{r['a']} vs {r['b']}",
+            "ranges (%)": f"{span(r['a_mean'], r['a_sd'])} vs "
+            f"{span(r['b_mean'], r['b_sd'])}",
+            "verdict": r["verdict"],
+        }
+        for r in rows
+    ]
+    title = f"{targeting} pruning, {metric} ranges [mean - sd, mean + sd]"
+    return title + "\n" + format_rows(table)
+
+
 def plot_sweeps(runs, path, title=None, metric="accuracy"):
-    """Plots every run's weight and unit sweeps side by side into `path`."""
+    """Plots every run's weight and unit sweeps side by side into `path`:
+    the mean curve, and a band of ± sd where the rows have `<metric>_sd`
+    (rows of `seeds.aggregate`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -231,12 +306,24 @@ def plot_sweeps(runs, path, title=None, metric="accuracy"):
     for ax, targeting in zip(axes, TARGETINGS):
         for label, sweeps in runs.items():
             rows = sweeps.get(targeting)
-            if rows:
-                ax.plot(
-                    [r["fraction"] * 100 for r in rows],
-                    [r[metric] for r in rows],
-                    "o-",
-                    label=label,
+            if not rows:
+                continue
+            x = [r["fraction"] * 100 for r in rows]
+            y = [r[metric] for r in rows]
+            n = max(r.get("n", 0) for r in rows)
+            name = label
+            if n:
+                name += " (1 seed)" if n == 1 else f" ({n} seeds)"
+            (line,) = ax.plot(x, y, "o-", label=name)
+            sd = [r.get(f"{metric}_sd") or 0.0 for r in rows]
+            if any(sd):
+                ax.fill_between(
+                    x,
+                    [m - s for m, s in zip(y, sd)],
+                    [m + s for m, s in zip(y, sd)],
+                    color=line.get_color(),
+                    alpha=0.25,
+                    linewidth=0,
                 )
         ax.set_xlabel(
             "pruned weights per column (%)"
@@ -247,79 +334,101 @@ def plot_sweeps(runs, path, title=None, metric="accuracy"):
         ax.set_title(f"{targeting} pruning")
         ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with _atomic(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    return path
 
 
 def compare(run_dirs, out=None, fractions=None, verbose=1):
     """Prints the weight and unit tables of `run_dirs` and plots them.
 
+    Runs of one experiment with the same settings and distinct seeds are
+    aggregated (see `seeds.group_runs`); the others are labelled by their
+    experiment, or by their folder when two share one.
+
     Args:
-        run_dirs: finished run folders (see `train`).
-        out: optional folder for `compare.png`, `compare_weight.csv` and
-            `compare_unit.csv`.
+        run_dirs: finished run folders (see `train`; `find_runs` lists the
+            run folders of a results folder).
+        out: optional folder for `compare.txt` (the printed tables),
+            `compare.png`, `compare_{weight,unit}.csv` (the mean accuracy,
+            a column per run), `summary_{weight,unit}.csv` (every mean and
+            sd) and `overlap_{weight,unit}.csv` (the verdicts).
         fractions: optional fractions to show (default: all swept).
         verbose: 0 prints nothing.
 
     Returns:
-        `{"weight": table text, "unit": table text}`, and
-        `"random_prune"` (Table 7, `format_random_prune_table`) when some
-        runs are random-prune runs.
+        `{"weight": table text, "unit": table text}`, `"overlap_weight"`
+        and `"overlap_unit"` (`format_overlap`) where two runs share a
+        fraction, and `"random_prune"` (Table 7, `format_random_prune_table`)
+        when some runs are random-prune runs.
 
     Example:
-    >>> compare(["runs/none", "runs/ramping_weight"], out="runs/compare")
+    >>> compare(find_runs("docs/results/mnist_mlp"), out="runs/compare")
     """
     if isinstance(run_dirs, str) or not run_dirs:
         raise ValueError(
             "`run_dirs` must be a non-empty list of run folders. "
             f"Received: run_dirs={run_dirs!r}"
         )
-    loaded = [load_run(d) for d in run_dirs]
-    labels = _unique_labels([label for label, _ in loaded], run_dirs)
-    runs = {}
-    for label, (_, sweeps) in zip(labels, loaded):
+    loaded = []
+    for run_dir in run_dirs:
+        label, sweeps = load_run(run_dir)
         if fractions is not None:
             keep = {round(f, 6) for f in fractions}
             sweeps = {
                 t: [r for r in rows if round(r["fraction"], 6) in keep]
                 for t, rows in sweeps.items()
             }
-        runs[label] = sweeps
-    dense = {}
-    for label, run_dir in zip(labels, run_dirs):
-        saved = _config(run_dir, "dense.json")
-        if saved:
-            dense[label] = saved["dense_test_accuracy"]
+        loaded.append((run_dir, label, sweeps, _config(run_dir)))
+    groups = seeds_lib.group_runs(loaded)
+    labels = _unique_labels(
+        [experiment for experiment, _ in groups],
+        [members[0][0] for _, members in groups],
+    )
+    runs, dense, configs = {}, {}, {}
+    for label, (_, members) in zip(labels, groups):
+        runs[label] = {
+            t: seeds_lib.aggregate([m[2][t] for m in members if t in m[2]])
+            for t in TARGETINGS
+            if any(t in m[2] for m in members)
+        }
+        configs[label] = members[0][3]
+        saved = [_config(m[0], "dense.json") for m in members]
+        mean = seeds_lib.mean_sd(s.get("dense_test_accuracy") for s in saved)
+        if mean[0] is not None:
+            dense[label] = mean[0]
     tables = {}
     for targeting in TARGETINGS:
         if any(targeting in s for s in runs.values()):
             tables[targeting] = format_table(runs, targeting, dense=dense)
-            if verbose:
-                print(tables[targeting] + "\n")
-    configs = {label: _config(d) for label, d in zip(labels, run_dirs)}
+            overlap = format_overlap(runs, targeting)
+            if overlap is not None:
+                tables[f"overlap_{targeting}"] = overlap
     random_table = format_random_prune_table(runs, configs)
     if random_table is not None:
         tables["random_prune"] = random_table
-        if verbose:
-            print(random_table + "\n")
+    text = "\n\n".join(tables.values()) + "\n"
+    if verbose:
+        print(text)
     if out is not None:
         os.makedirs(out, exist_ok=True)
+        with _atomic(os.path.join(out, "compare.txt")) as f:
+            f.write(text)
         plot_sweeps(runs, os.path.join(out, "compare.png"))
-        for targeting in tables:
-            _write_wide_csv(
-                runs, targeting, os.path.join(out, f"compare_{targeting}.csv")
-            )
+        for targeting in TARGETINGS:
+            if targeting in tables:
+                _write_csvs(runs, targeting, out)
         if verbose:
-            print(f"Wrote {out}/compare.png and compare_*.csv.")
+            print(f"Wrote {out}/compare.txt, compare.png and the CSV files.")
     return tables
 
 
-def _write_wide_csv(runs, targeting, path):
+def _write_csvs(runs, targeting, out):
     labels = [label for label, s in runs.items() if targeting in s]
     fractions = sorted(
         {
@@ -328,18 +437,17 @@ def _write_wide_csv(runs, targeting, path):
             for r in runs[label][targeting]
         }
     )
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["fraction", *labels])
-        for fraction in fractions:
-            row = [f"{fraction:.6f}"]
-            for label in labels:
-                found = [
-                    r["accuracy"]
-                    for r in runs[label][targeting]
-                    if round(r["fraction"], 6) == fraction
-                ]
-                row.append(f"{found[0]:.6f}" if found else "")
-            writer.writerow(row)
-    os.replace(tmp, path)
+    wide, summary = [], []
+    for fraction in fractions:
+        line = {"fraction": fraction}
+        for label in labels:
+            row = _row_at(runs[label][targeting], fraction)
+            line[label] = None if row is None else row["accuracy"]
+            if row is not None:
+                summary.append({"run": label} | row)
+        wide.append(line)
+    write_csv(wide, os.path.join(out, f"compare_{targeting}.csv"))
+    write_csv(summary, os.path.join(out, f"summary_{targeting}.csv"))
+    pairs = seeds_lib.overlaps(runs, targeting)
+    if pairs:
+        write_csv(pairs, os.path.join(out, f"overlap_{targeting}.csv"))

@@ -380,3 +380,14 @@ def test_committed_results_are_what_compare_prints(tmp_path, scale):
     committed = RESULTS / scale / "compare"
     for name in ("compare.txt", "summary_weight.csv", "overlap_unit.csv"):
         assert (out / name).read_text() == (committed / name).read_text()
+
+
+def test_readme_shows_the_committed_tables():
+    """The README's multi-seed tables are the committed compare.txt's."""
+    readme = (RESULTS.parents[1] / "README.md").read_text()
+    text = (RESULTS / "mnist_mlp" / "compare" / "compare.txt").read_text()
+    blocks = text.strip("\n").split("\n\n")
+    shown = [b for b in blocks if "test accuracy (%)" in b]
+    assert len(shown) == 2
+    for block in shown:
+        assert f"```\n{block}\n```" in readme

@@ -14,15 +14,21 @@ from keras_tdrop.layers.triangular_dropout import triangular_dropout_layers
 
 
 class _WidthCut(ChannelRule):
-    """TriangularDropout in the channel graph: per-channel, and a cut: its
-    output channels get ids of their own, so that the units it zeroes
-    beyond a width are told apart from the same units before it."""
+    """TriangularDropout in the channel graph: per-channel. In truncation
+    (a graph with `cuts`) it is also a cut: its output channels get ids of
+    their own, so that the units it zeroes beyond a width are told apart
+    from the same units before it."""
 
     def trace(self, graph, node, layer, ins):
         if ins[0] is None:
             return block_call(graph, node, layer, ins, "a model input")
+        cuts = getattr(graph, "cuts", None)
+        if cuts is None:
+            # Outside truncation (shrink, group masks) it acts on each
+            # channel alone: its channels pass through.
+            return [ins[0]]
         out = graph.fresh(len(ins[0]))
-        graph.cuts[id(layer)] = (layer, ins[0], out)
+        cuts[id(layer)] = (layer, ins[0], out)
         return [out]
 
 

@@ -21,6 +21,7 @@ number of columns (unit).
 import math
 
 import keras
+import numpy as np
 from keras import ops
 from keras import random
 
@@ -78,9 +79,9 @@ def target_count(target_rate, n):
 
 
 def _partial_selection():
-    """Whether `top_k` with a tensor `k` can pick the k-th value here.
+    """Whether a selection op with a tensor `k` can pick the k-th value here.
 
-    TensorFlow outside XLA selects in linear time (`top_k`, unsorted); XLA
+    TensorFlow outside XLA selects in linear time (`NthElement`); XLA
     (JAX, TensorFlow's `jit_compile`) needs a static `k`, and PyTorch a
     Python int (a host synchronisation): they count instead.
     """
@@ -101,8 +102,10 @@ def _partial_selection():
 def _kth_smallest(scores, j):
     """The j-th smallest (0-based) entry of each row of `scores` ([c, n])."""
     if _partial_selection():
-        top, _ = ops.top_k(ops.negative(scores), j + 1, sorted=False)
-        return ops.negative(ops.min(top, axis=-1, keepdims=True))
+        import tensorflow as tf
+
+        kth = tf.raw_ops.NthElement(input=scores, n=ops.convert_to_tensor(j))
+        return ops.expand_dims(kth, -1)
     # Scores are >= 0, and the bit patterns of non-negative float32 values,
     # read as int32, are in the same order as the values: 31 counting passes
     # settle the k-th value bit by bit, exactly, in linear time and with
@@ -124,6 +127,27 @@ def _kth_smallest(scores, j):
     )
     low, _ = ops.fori_loop(0, 31, settle_bit, start)
     return ops.view(low, "float32")
+
+
+def _lowest_by_key(scores, k):
+    """Mask of the k lowest of `scores` along its first axis, ties by index.
+
+    TensorFlow outside XLA only. Each score's float32 bit pattern (ordered
+    as the values, scores being >= 0) and its index make one unique int64
+    key, so one selection (the k-th key, a sentinel appended so that any k
+    in [0, n] is a valid index) gives exactly k per column without a pass
+    over the ties.
+    """
+    import tensorflow as tf
+
+    n = scores.shape[0]
+    rank = len(scores.shape)
+    index = np.arange(n, dtype="int64").reshape((n,) + (1,) * (rank - 1))
+    keys = tf.cast(tf.bitcast(scores, tf.int32), tf.int64) * n + index
+    by_row = tf.transpose(keys) if rank == 2 else keys
+    pad = [[0, 0]] * (rank - 1) + [[0, 1]]
+    by_row = tf.pad(by_row, pad, constant_values=np.iinfo("int64").max)
+    return keys < tf.raw_ops.NthElement(input=by_row, n=k)
 
 
 def _lowest(scores, k, reference):
@@ -183,20 +207,30 @@ def targeted_mask(
     """
     check_targeting(targeting)
     check_reference(reference)
+    mask = _targeted(kernel, target_rate, targeting, reference, count)
+    return ops.broadcast_to(mask, tuple(kernel.shape))
+
+
+def _targeted(kernel, target_rate, targeting, reference, count=None):
+    """`targeted_mask`, of `kernel`'s shape or `(cols,)` (unit targeting)."""
     shape = tuple(kernel.shape)
     rows, cols = matrix_shape(shape)
     matrix = ops.reshape(ops.cast(kernel, "float32"), (rows, cols))
     if targeting == "weight":
-        scores, n = ops.transpose(ops.abs(matrix)), rows
+        scores, n = ops.abs(matrix), rows
     else:
-        norms = ops.sqrt(ops.sum(ops.square(matrix), axis=0))
-        scores, n = ops.reshape(norms, (1, cols)), cols
+        scores = ops.sqrt(ops.sum(ops.square(matrix), axis=0))
+        n = cols
     k = target_count(target_rate, n) if count is None else count
     k = ops.cast(k, "int32")
-    mask = _lowest(scores, k, reference)
-    if targeting == "unit":
-        return ops.reshape(ops.broadcast_to(mask, (rows, cols)), shape)
-    return ops.reshape(ops.transpose(mask), shape)
+    if reference is None and _partial_selection():
+        mask = _lowest_by_key(scores, k)
+    elif targeting == "weight":
+        mask = ops.transpose(_lowest(ops.transpose(scores), k, reference))
+    else:
+        mask = _lowest(ops.reshape(scores, (1, cols)), k, reference)
+        return ops.reshape(mask, (cols,))
+    return mask if targeting == "unit" else ops.reshape(mask, shape)
 
 
 def inference_count(target_rate, rate, n):
@@ -248,10 +282,10 @@ def targeted_dropout(
             rows, cols = matrix_shape(kernel.shape)
             n = rows if targeting == "weight" else cols
             count = inference_count(target_rate, rate, n)
-        mask = targeted_mask(kernel, target_rate, targeting, reference, count)
+        mask = _targeted(kernel, target_rate, targeting, reference, count)
         return ops.where(mask, ops.zeros_like(kernel), kernel)
 
-    mask = targeted_mask(kernel, target_rate, targeting, reference)
+    mask = _targeted(kernel, target_rate, targeting, reference)
     rate = ops.cast(rate, "float32")
     noise = random.uniform(tuple(kernel.shape), dtype="float32", seed=seed)
     drop = ops.logical_and(mask, ops.less(noise, rate))

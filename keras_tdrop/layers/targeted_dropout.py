@@ -208,10 +208,14 @@ class TargetedDropout(keras.layers.Wrapper):
         for kernel, scale in zip(
             kernel_variables(self.layer), self._kernel_scales()
         ):
+            # The count is clipped to [0, n] anyway: no op for a scale of 1.
+            gamma = self._current_target_rate
+            if scale != 1.0:
+                gamma = ops.minimum(gamma * scale, 1.0)
             value = targeting_lib.targeted_dropout(
                 _float_value(kernel),
                 self._current_rate,
-                ops.minimum(self._current_target_rate * scale, 1.0),
+                gamma,
                 targeting=self.targeting,
                 reference=self.reference,
                 training=training,

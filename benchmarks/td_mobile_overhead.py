@@ -1,0 +1,181 @@
+"""Issue 14: targeted dropout's cost on networks of many small layers.
+
+Step time (`train_on_batch`, SGD with momentum, random data) of a model with
+TargetedDropout on every eligible kernel (`apply_targeted_dropout`: all but
+the logits), divided by the same model without it, weight and unit
+targeting, alpha 0.5, gamma 0.5:
+
+- `--model mobilenetv2` (default): MobileNetV2, alpha 0.35, 96x96 inputs,
+  10 classes (52 wrapped layers), at each `--batches` (32 and 128);
+- `--model resnet`: the reference ResNet of `td_overhead.py` (ResNet-20
+  width 0.5, the stem left alone too), batch 128.
+
+`--nasnet` adds the first-`fit` time of NASNetMobile (64x64, 196 wrapped
+layers): per round, a fresh plain and a fresh wrapped model are built and
+compiled and their first `fit` (one epoch of `--nasnet-steps` batches of
+32, mostly building the training graph) is timed, in rotated order.
+
+    python benchmarks/td_mobile_overhead.py --model mobilenetv2
+    python benchmarks/td_mobile_overhead.py --model resnet
+    python benchmarks/td_mobile_overhead.py --model none --nasnet
+"""
+
+import gc
+import time
+
+import _bench
+import keras
+import numpy as np
+
+from keras_tdrop import apply_targeted_dropout
+from keras_tdrop import models
+from keras_tdrop import targeted_dropout_layers
+
+STEP_TARGET = 1.05
+RESNET_TARGET = 1.03
+FIRST_FIT_TARGET = 1.25
+
+
+def mobilenetv2():
+    return keras.applications.MobileNetV2(
+        input_shape=(96, 96, 3),
+        alpha=0.35,
+        weights=None,
+        classes=10,
+        classifier_activation=None,
+    )
+
+
+def compiled(model):
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def wrapped(base, targeting, args, exclude=None):
+    return apply_targeted_dropout(
+        base, args.rate, args.target_rate, targeting, exclude=exclude
+    )
+
+
+def step_ratios(args):
+    keras.utils.set_random_seed(0)
+    if args.model == "resnet":
+        base, batches, exclude = models.resnet(20, 0.5), [128], ["stem"]
+        label, target = "ResNet-20 w0.5", RESNET_TARGET
+        shape = (32, 32, 3)
+    else:
+        base, batches, exclude = mobilenetv2(), args.batches, None
+        label, target = "MobileNetV2 a0.35 96x96", STEP_TARGET
+        shape = (96, 96, 3)
+    variants = {"plain": compiled(keras.models.clone_model(base))}
+    for targeting in ("weight", "unit"):
+        variants[f"td_{targeting}"] = compiled(
+            wrapped(base, targeting, args, exclude)
+        )
+    n = len(targeted_dropout_layers(variants["td_weight"]))
+    rng = np.random.default_rng(0)
+    results = []
+    for batch in batches:
+        x = rng.random((batch, *shape), dtype=np.float32)
+        y = rng.integers(0, 10, batch)
+        print(
+            f"{label} ({base.count_params():,} parameters, {n} wrapped "
+            f"layers), batch {batch}, alpha {args.rate}, gamma "
+            f"{args.target_rate}; {args.reps} rounds; {_bench.load()}",
+            flush=True,
+        )
+        fns = {
+            name: (lambda m=m: m.train_on_batch(x, y))
+            for name, m in variants.items()
+        }
+        times = _bench.interleave(fns, args.reps, warmup=args.warmup)
+        _bench.timing_table(times, "plain")
+        for name in ("td_weight", "td_unit"):
+            cpu, wall = _bench.both(times, name, "plain")
+            results.append(
+                (
+                    f"{name} CPU-time step ratio (wall {wall:.3f}), "
+                    f"{label} b{batch}",
+                    cpu,
+                    target,
+                )
+            )
+    return results
+
+
+def nasnet_first_fit(args):
+    rng = np.random.default_rng(0)
+    steps = args.nasnet_steps
+    x = rng.random((32 * steps, 64, 64, 3), dtype=np.float32)
+    y = rng.integers(0, 10, 32 * steps)
+    names = ["plain", "td_weight"]
+    wall = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    print(
+        f"NASNetMobile 64x64, first fit of {steps} batches of 32, "
+        f"{args.nasnet_rounds} rounds; {_bench.load()}",
+        flush=True,
+    )
+    for r in range(args.nasnet_rounds):
+        for name in names[r % 2 :] + names[: r % 2]:
+            keras.backend.clear_session(free_memory=True)
+            gc.collect()
+            base = keras.applications.NASNetMobile(
+                input_shape=(64, 64, 3), weights=None, classes=10
+            )
+            model = base if name == "plain" else wrapped(base, "weight", args)
+            model = compiled(model)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            layers = len(targeted_dropout_layers(model))
+            print(
+                f"  round {r + 1}: {name} ({layers} wrapped layers) first "
+                f"fit {wall[name][-1]:.1f} s (cpu {cpu[name][-1]:.1f})",
+                flush=True,
+            )
+            del model, base
+    times = _bench.Times(wall)
+    times.cpu = cpu
+    _bench.timing_table(times, "plain", unit="s")
+    c, w = _bench.both(times, "td_weight", "plain")
+    return [
+        (
+            f"td_weight CPU-time first-fit ratio (wall {w:.3f}), NASNetMobile "
+            "64x64",
+            c,
+            FIRST_FIT_TARGET,
+        )
+    ]
+
+
+def main():
+    p = _bench.parser(__doc__.splitlines()[0])
+    p.add_argument(
+        "--model",
+        choices=["mobilenetv2", "resnet", "none"],
+        default="mobilenetv2",
+    )
+    p.add_argument("--batches", type=int, nargs="+", default=[32, 128])
+    p.add_argument("--rate", type=float, default=0.5)
+    p.add_argument("--target-rate", type=float, default=0.5)
+    p.add_argument("--nasnet", action="store_true")
+    p.add_argument("--nasnet-rounds", type=int, default=3)
+    p.add_argument("--nasnet-steps", type=int, default=2)
+    args = p.parse_args()
+    args.reps = args.reps or (15 if args.full else 8)
+    results = []
+    if args.model != "none":
+        results += step_ratios(args)
+    if args.nasnet:
+        results += nasnet_first_fit(args)
+    for label, value, target in results:
+        _bench.result(f"issue 14 {label}", value, target)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,12 +10,13 @@ import dataclasses
 import io
 import os
 import statistics
-import tempfile
 import time
 import warnings
 
 import keras
 import numpy as np
+
+from keras_tdrop.pruning.report import _atomic
 
 QUANTIZE = (None, "dynamic", "int8")
 
@@ -627,24 +628,5 @@ def _dequantize(array, detail):
 
 
 def _write_atomically(path, content):
-    folder, name = os.path.split(path)
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{name}.", suffix=".tmp"
-    )
-    try:
-        os.chmod(temporary, 0o666 & ~_umask())
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    with _atomic(path, "wb") as file:
+        file.write(content)

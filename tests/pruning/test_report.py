@@ -264,3 +264,20 @@ def test_plot_has_one_curve_per_model(tmp_path):
     plot_sweeps({"a": PLAIN, "b": TARGETED}, path2)
     pixels = (imread(path2)[..., :3] * 255).round().astype(int)
     assert (44, 160, 44) not in {tuple(p) for p in pixels.reshape(-1, 3)}
+
+
+def test_written_files_get_the_umask_mode_not_0600(tmp_path):
+    import os
+
+    from keras_tdrop.pruning.report import current_umask
+
+    path = tmp_path / "rows.csv"
+    write_csv([{"a": 1}], path)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask()
+    assert current_umask() == current_umask()  # reading it changes nothing
+    original = os.umask(0o027)
+    try:
+        write_csv([{"a": 2}], path)
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(original)

@@ -35,7 +35,8 @@ def _scalar_scale(layer, node):
     return None
 
 
-_PASS = (
+CHANNEL_PASS_LAYERS = (
+    # Layers that act on each channel alone and keep the last axis.
     L.ReLU,
     L.LeakyReLU,
     L.ELU,
@@ -69,7 +70,6 @@ _PASS = (
     L.UpSampling1D,
     L.UpSampling2D,
     L.UpSampling3D,
-    L.Masking,
 )
 _RAW_UNARY = (
     "Relu",
@@ -114,7 +114,7 @@ _RAW_MERGE = (
 
 
 def register_defaults():
-    for cls in _PASS:
+    for cls in CHANNEL_PASS_LAYERS:
         register_channel_rule(cls, PassThrough())
     register_channel_rule(L.Activation, PassThrough(_activation_mixes))
     register_channel_rule(L.Softmax, PassThrough(_softmax_axis))
@@ -145,6 +145,11 @@ def register_defaults():
     register_channel_rule(L.Permute, sr.KeepsLastAxis())
     register_channel_rule(L.RepeatVector, sr.KeepsLastAxis())
     register_channel_rule(L.Dot, Blocking("it mixes channels"))
+    # Masking masks a step when every channel equals mask_value: removing
+    # a channel with a constant could change which steps are masked.
+    register_channel_rule(
+        L.Masking, Blocking("it masks steps by all channels together")
+    )
     raw = adapter.raw_op_types
     for cls in raw(*_RAW_UNARY):
         register_channel_rule(cls, PassThrough())

@@ -1,58 +1,28 @@
-"""Removing chosen units of Dense/Conv layers (the engine of `truncate`).
+"""Removing chosen units of Dense/Conv layers: `remove_units`.
 
-`remove_units` is the engine: it deletes output units (the last axis) of
+`remove_units` deletes output units (the last axis) of
 Dense and Conv layers, slices every channel-wise layer between them and their
 consumers (BatchNormalization, activations, pooling, dropout, padding, ...),
 follows the channels through Flatten and through merges (Add, Multiply, ...)
 whose branches all remove them, and deletes the consumers' input rows or
-channels. `keras_tdrop.truncation.truncate` uses it; `shrink` works on the
-channel dependency graph instead (`keras_tdrop.channels`).
+channels. It is the older per-layer engine, kept as public API;
+`shrink` and `truncate` work on the channel dependency graph instead
+(`keras_tdrop.channels`).
 """
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_tdrop.channels.table import CHANNEL_PASS_LAYERS
+
 L = keras.layers
 PRODUCERS = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)
 CHANNELWISE = (
     L.Activation,
-    L.ReLU,
-    L.LeakyReLU,
-    L.ELU,
     L.PReLU,
     L.BatchNormalization,
-    L.Dropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
-    L.SpatialDropout3D,
-    L.GaussianNoise,
-    L.GaussianDropout,
-    L.AlphaDropout,
-    L.ActivityRegularization,
-    L.Identity,
-    L.MaxPooling1D,
-    L.MaxPooling2D,
-    L.MaxPooling3D,
-    L.AveragePooling1D,
-    L.AveragePooling2D,
-    L.AveragePooling3D,
-    L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D,
-    L.GlobalMaxPooling3D,
-    L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D,
-    L.GlobalAveragePooling3D,
-    L.ZeroPadding1D,
-    L.ZeroPadding2D,
-    L.ZeroPadding3D,
-    L.Cropping1D,
-    L.Cropping2D,
-    L.Cropping3D,
-    L.UpSampling1D,
-    L.UpSampling2D,
-    L.UpSampling3D,
-)
+) + CHANNEL_PASS_LAYERS
 MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 _MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 

@@ -77,11 +77,14 @@ def _keep_one(graph, removable):
     """Keeps the first channel of any tensor or weight axis that would lose
     all of them; returns the roots kept so."""
     kept = set()
+    going = np.zeros(len(graph.parent), bool)
+    going[list(removable)] = True
     axes = [ids for ids in graph.tensors.values() if ids is not None]
     axes += [p.ids for p in graph.slices.values()]
     for ids in axes:
         roots = graph.roots(ids)
-        if np.isin(roots, list(removable)).all():
+        if going[roots].all():
+            going[roots[0]] = False
             removable.discard(int(roots[0]))
             kept.add(int(roots[0]))
     return kept

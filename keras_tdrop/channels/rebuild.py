@@ -12,28 +12,31 @@ def _relative(variable):
     return "/".join(variable.path.split("/")[1:])
 
 
-def sliced_weights(graph, layer, removed, deltas=None):
+def sliced_weights(graph, layer, going, deltas=None):
     """`layer`'s weights as numpy arrays with the removed channels' slices
-    deleted, and `deltas[id(layer)]` (a change of the output bias, over the
-    old outputs) added."""
+    deleted (`going[root]` is True for a removed root), and
+    `deltas[id(layer)]` (a change of the output bias, over the old outputs)
+    added."""
     arrays = [ops.convert_to_numpy(v) for v in layer.weights]
     delta = (deltas or {}).get(id(layer))
-    cuts = []
-    for piece in graph.slices_of(layer):
-        roots = graph.roots(piece.ids)
-        positions = np.flatnonzero(np.isin(roots, list(removed)))
-        cuts.append((piece.index, piece.axis, positions))
+    bias = _bias_index(layer)
+    cuts = [
+        (piece, np.flatnonzero(going[graph.roots(piece.ids)]))
+        for piece in graph.slices_of(layer)
+    ]
     if delta is not None:
-        bias = _bias_index(layer)
         if bias is None:
             arrays.append(delta.astype(arrays[0].dtype))
         else:
             arrays[bias] = (arrays[bias] + delta).astype(arrays[bias].dtype)
-    for index, axis, positions in cuts:
+    for piece, positions in cuts:
         if len(positions):
-            arrays[index] = np.delete(arrays[index], positions, axis=axis)
-    if delta is not None and _bias_index(layer) is None:
-        for piece, (_, _, positions) in zip(graph.slices_of(layer), cuts):
+            arrays[piece.index] = np.delete(
+                arrays[piece.index], positions, axis=piece.axis
+            )
+    if delta is not None and bias is None:
+        # The added bias loses the removed outputs as the kernel does.
+        for piece, positions in cuts:
             if piece.role == "out" and piece.variable is layer.kernel:
                 arrays[-1] = np.delete(arrays[-1], positions)
     return arrays
@@ -51,7 +54,9 @@ def _bias_index(layer):
 
 class _Builder:
     def __init__(self, graph, removed, deltas, drop):
-        self.graph, self.removed, self.deltas = graph, set(removed), deltas
+        self.graph, self.deltas = graph, deltas
+        self.going = np.zeros(len(graph.parent), bool)
+        self.going[list(removed)] = True
         self.drop = drop
         self.layers = {}
         self.models = {}
@@ -60,7 +65,7 @@ class _Builder:
     def layer(self, layer, node, args, kwargs):
         if id(layer) in self.layers:
             return self.layers[id(layer)]
-        arrays = sliced_weights(self.graph, layer, self.removed, self.deltas)
+        arrays = sliced_weights(self.graph, layer, self.going, self.deltas)
         config = layer.get_config()
         if id(layer) in self.deltas and getattr(layer, "bias", 1) is None:
             config["use_bias"] = True
@@ -120,7 +125,7 @@ class _Builder:
         shape = list(tensor.shape)
         if ids is not None:
             roots = self.graph.roots(ids)
-            shape[-1] = int(np.sum(~np.isin(roots, list(self.removed))))
+            shape[-1] = int(np.sum(~self.going[roots]))
         return tuple(shape)
 
     def set_weights(self):

@@ -82,11 +82,13 @@ def fold_constants(graph, masked, removable, approximate=False):
     """
     readers = {}
     cache = {}
+    going = np.zeros(len(graph.parent), bool)
+    going[list(removable)] = True
     for piece in graph.slices.values():
         if piece.role != "in":
             continue
         roots = graph.roots(piece.ids)
-        hit = np.flatnonzero(np.isin(roots, list(removable)))
+        hit = np.flatnonzero(going[roots])
         if not len(hit):
             continue
         key = id(piece.variable)

@@ -117,6 +117,13 @@ class ChannelGraph:
         )
         self._root_slices = None
 
+    def flags(self, roots):
+        """A boolean array over all ids, True at `roots`: `flags[ids]` says
+        which of an axis' channels are among them."""
+        found = np.zeros(len(self.parent), bool)
+        found[list(roots)] = True
+        return found
+
     def space_of(self, root):
         return self._find_space(self.space[root])
 

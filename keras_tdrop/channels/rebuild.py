@@ -55,8 +55,7 @@ def _bias_index(layer):
 class _Builder:
     def __init__(self, graph, removed, deltas, drop):
         self.graph, self.deltas = graph, deltas
-        self.going = np.zeros(len(graph.parent), bool)
-        self.going[list(removed)] = True
+        self.going = graph.flags(removed)
         self.drop = drop
         self.layers = {}
         self.models = {}

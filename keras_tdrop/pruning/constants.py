@@ -82,8 +82,7 @@ def fold_constants(graph, masked, removable, approximate=False):
     """
     readers = {}
     cache = {}
-    going = np.zeros(len(graph.parent), bool)
-    going[list(removable)] = True
+    going = graph.flags(removable)
     for piece in graph.slices.values():
         if piece.role != "in":
             continue

@@ -77,8 +77,7 @@ def _keep_one(graph, removable):
     """Keeps the first channel of any tensor or weight axis that would lose
     all of them; returns the roots kept so."""
     kept = set()
-    going = np.zeros(len(graph.parent), bool)
-    going[list(removable)] = True
+    going = graph.flags(removable)
     axes = [ids for ids in graph.tensors.values() if ids is not None]
     axes += [p.ids for p in graph.slices.values()]
     for ids in axes:

@@ -18,7 +18,8 @@ from keras_tdrop.channels.rules import trace_model
 _MIXING = ("softmax", "log_softmax")
 
 
-def _mixing_activation(layer):
+def mixing_activation(layer):
+    """Whether `layer`'s activation mixes the channels (a softmax)."""
     activation = getattr(layer, "activation", None)
     return getattr(activation, "__name__", str(activation)) in _MIXING
 
@@ -57,7 +58,7 @@ class Producer(ChannelRule):
                         ]
                     )
                     graph.union(np.repeat(block[0], len(block)), block)
-        if _mixing_activation(layer):
+        if mixing_activation(layer):
             graph.block(out, f"'{layer.name}': its activation mixes units")
         return [out]
 

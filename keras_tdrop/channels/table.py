@@ -11,13 +11,10 @@ from keras_tdrop.channels.rules import PassThrough
 from keras_tdrop.channels.rules import register_channel_rule
 
 L = keras.layers
-_MIXING = ("softmax", "log_softmax")
-
-
 def _activation_mixes(layer, node):
-    activation = getattr(layer, "activation", None)
-    name = getattr(activation, "__name__", str(activation))
-    return "it is a softmax over the channels" if name in _MIXING else None
+    if lr.mixing_activation(layer):
+        return "it is a softmax over the channels"
+    return None
 
 
 def _softmax_axis(layer, node):

@@ -65,9 +65,7 @@ def atomic_write(path, mode="w", **kwargs):
     ...     json.dump(results, f)
     """
     if mode not in ("w", "wb"):
-        raise ValueError(
-            f"`mode` must be 'w' or 'wb'. Received: mode={mode!r}"
-        )
+        raise ValueError(f"`mode` must be 'w' or 'wb'. Received: mode={mode!r}")
     with atomic_path(path, suffix=".part") as tmp:
         # 0o666 before the umask, as open() creates files.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -9,7 +9,7 @@ endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test test-all bench results lint clean test-jax test-torch \
-	test-backends
+	test-backends docs
 
 # The backend-agnostic core suite, run again under JAX and PyTorch.
 CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_schedules.py \
@@ -84,8 +84,17 @@ results: $(VENV)/.installed
 			|| exit 1; \
 	done
 
+# The guides (docs/*.md) and the API reference generated from the
+# docstrings, built into site/; any warning fails the build.
+$(VENV)/.docs: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_tdrop tests examples
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache site

@@ -10,8 +10,7 @@ from keras_tdrop.layers.targeted_dropout import TargetedDropout
 from keras_tdrop.layers.triangular_dropout import TriangularDropout
 from keras_tdrop.layers.triangular_dropout import set_width
 from keras_tdrop.truncation import truncate
+from keras_tdrop.version import __version__
 from keras_tdrop.wrapping import apply_targeted_dropout
 from keras_tdrop.wrapping import strip_targeted_dropout
 from keras_tdrop.wrapping import targeted_dropout_layers
-
-__version__ = "0.1.0"

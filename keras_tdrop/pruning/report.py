@@ -15,6 +15,7 @@ from keras import ops
 
 from keras_tdrop.kernels import iter_layers
 from keras_tdrop.kernels import kernel_variables
+from keras_tdrop.optional_imports import require
 from keras_tdrop.pruning.flops import flops
 from keras_tdrop.pruning.flops import macs_by_call
 
@@ -356,6 +357,7 @@ def plot_sweeps(
     >>> plot_sweeps({"plain": plain_rows, "targeted": td_rows}, "sweep.png")
     """
     _check_sweeps(sweeps)
+    require("matplotlib", "plots", "plot_sweeps")
     # Figure + Agg canvas rather than pyplot: no global backend is changed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -3,7 +3,7 @@
 TF-MOT works only with tf_keras (Keras 2), and importing it switches
 `tf.keras` to tf_keras for the whole process. So TF-MOT and tf_keras are
 imported only when `to_tfmot` or `from_tfmot` is called, never by importing
-keras_tdrop (extra: `pip install keras-tdrop[tfmot]`).
+keras_tdrop (extra: `pip install "keras-tdrop[tfmot]"`).
 """
 
 import functools
@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_tdrop.channels import adapter
 from keras_tdrop.kernels import kernel_variables
+from keras_tdrop.optional_imports import require
 from keras_tdrop.pruning.masks import _check_model
 from keras_tdrop.pruning.masks import prunable_kernels
 from keras_tdrop.wrapping import clone_with_weights
@@ -222,15 +223,9 @@ def _is_pruning_wrapper(layer):
 
 
 def _import_tfmot():
-    try:
-        import tensorflow_model_optimization as tfmot
-        import tf_keras
-    except ImportError as error:
-        raise ImportError(
-            "The TF-MOT bridge needs tensorflow-model-optimization and "
-            "tf-keras: `pip install keras-tdrop[tfmot]`."
-        ) from error
-    return tf_keras, tfmot
+    what = "The TF-MOT bridge"
+    tfmot = require("tensorflow_model_optimization", "tfmot", what)
+    return require("tf_keras", "tfmot", what), tfmot
 
 
 @functools.cache

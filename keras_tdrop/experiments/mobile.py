@@ -11,9 +11,9 @@ import numpy as np
 from keras_tdrop import datasets
 from keras_tdrop import models
 from keras_tdrop.experiments import _plots
-from keras_tdrop.export.tflite import predict_tflite
-from keras_tdrop.export.tflite import tflite_latency
-from keras_tdrop.export.tflite import to_tflite
+from keras_tdrop.export import predict_tflite
+from keras_tdrop.export import tflite_latency
+from keras_tdrop.export import to_tflite
 from keras_tdrop.pruning.flops import flops
 from keras_tdrop.pruning.masks import apply_masks
 from keras_tdrop.pruning.masks import compute_masks

@@ -18,6 +18,7 @@ Reference: Gomez et al., 2019, Sec. 3 (Eq. 3), Sec. 5.1, Table 1, Fig. 1.
 import keras
 import numpy as np
 
+from keras_tdrop.optional_imports import require
 from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.wrapping import clone_with_weights
 
@@ -206,6 +207,7 @@ def plot_theta_h_theta(matrices, path, kept=None, titles=None):
             (first rows/columns); a line marks the boundary.
         titles: optional titles.
     """
+    require("matplotlib", "plots", "plot_theta_h_theta")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import SymLogNorm
     from matplotlib.figure import Figure

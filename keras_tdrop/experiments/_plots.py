@@ -2,6 +2,8 @@
 
 import warnings
 
+from keras_tdrop.optional_imports import require
+
 
 def can_plot(what):
     """True if matplotlib imports; else warns that `what` will not be written.
@@ -9,12 +11,8 @@ def can_plot(what):
     The warning points at the caller of the function that asks.
     """
     try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        warnings.warn(
-            f"matplotlib is not installed; {what} will not be written. "
-            "Install it with `pip install keras-tdrop[plots]`.",
-            stacklevel=3,
-        )
+        require("matplotlib", "plots")
+    except ImportError as error:
+        warnings.warn(f"{what} will not be written. {error}", stacklevel=3)
         return False
     return True

@@ -16,6 +16,7 @@ from keras_tdrop import datasets
 from keras_tdrop import models
 from keras_tdrop.experiments import _plots
 from keras_tdrop.layers.triangular_dropout import set_width
+from keras_tdrop.optional_imports import require
 
 COLUMNS = ("width", "loss_triangular", "loss_truncated", "loss_fixed")
 FIXED_WIDTHS = (2, 4, 8, 16, 32)
@@ -138,6 +139,7 @@ def write_csv(rows, path):
 
 
 def _figure(size):
+    require("matplotlib", "plots", "The autoencoder's plots")
     # Figure + Agg canvas rather than pyplot: no global backend is changed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -14,6 +14,7 @@ The curves are plotted with ± sd bands.
 import os
 
 from keras_tdrop.experiments import seeds as seeds_lib
+from keras_tdrop.optional_imports import require
 from keras_tdrop.pruning.report import _atomic
 from keras_tdrop.pruning.report import format_rows
 from keras_tdrop.pruning.report import write_csv
@@ -297,6 +298,7 @@ def plot_sweeps(runs, path, title=None, metric="accuracy"):
     """Plots every run's weight and unit sweeps side by side into `path`:
     the mean curve, and a band of ± sd where the rows have `<metric>_sd`
     (rows of `seeds.aggregate`)."""
+    require("matplotlib", "plots", "compare's plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -14,6 +14,7 @@ from keras_tdrop.experiments import _plots
 from keras_tdrop.export import predict_tflite
 from keras_tdrop.export import tflite_latency
 from keras_tdrop.export import to_tflite
+from keras_tdrop.optional_imports import require
 from keras_tdrop.pruning.flops import flops
 from keras_tdrop.pruning.masks import apply_masks
 from keras_tdrop.pruning.masks import compute_masks
@@ -221,6 +222,7 @@ def _latencies(paths, x, repeats):
 
 def plot(rows, path):
     """Accuracy (masked, shrunk, TFLite) and latency against the fraction."""
+    require("matplotlib", "plots", "mobile's plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -6,6 +6,7 @@ import os
 from keras_tdrop._argtypes import _add_data_dir
 from keras_tdrop._argtypes import _add_quiet
 from keras_tdrop._argtypes import _positive_int
+from keras_tdrop.experiments import _plots
 from keras_tdrop.pruning.masks import CRITERIA
 from keras_tdrop.pruning.masks import SCOPES
 
@@ -173,12 +174,9 @@ def sweep_files(
             )
         models[name] = model
     os.makedirs(out_dir, exist_ok=True)
-    try:
-        import matplotlib  # noqa: F401
-
+    plot_path = None
+    if _plots.can_plot("sweep.png"):
         plot_path = os.path.join(out_dir, "sweep.png")
-    except ImportError:
-        plot_path = None
     what = f"{targeting} pruning"
     if kwargs.get("block_size"):
         what = f"N:M pruning, blocks of {kwargs['block_size']}"

@@ -6,9 +6,12 @@ import os
 import keras
 import numpy as np
 
-from keras_tdrop.export.tflite import predict_tflite
+from keras_tdrop.atomic_write import atomic_write
+from keras_tdrop.export.interpreter import predict_tflite
 from keras_tdrop.export.tflite import to_tflite
 from keras_tdrop.truncation import truncate
+
+__all__ = ["export_widths", "format_width_table", "write_width_csv"]
 
 BASE_COLUMNS = ("width", "params", "bytes", "latency_ms", "max_abs_diff")
 
@@ -113,18 +116,21 @@ def export_widths(
         name: file name prefix (default the model's name).
         batch_size: int, rows per LiteRT call on `data`.
         verbose: 0 silent, 1 a line per width.
-        **tflite_options: passed to `to_tflite` (`sample`, `repeats`,
-            `quantize`, `representative_data`, `num_threads`, ...).
+        **tflite_options: passed to `to_tflite` (`sample`, `repeats` to
+            time each file, `quantize`, `representative_data`,
+            `num_threads`, ...).
 
     Returns:
         A list of dicts, one per width: `width`, `params` (of the truncated
-        Keras model), `bytes`, `latency_ms` (median per batch, see
-        `to_tflite`), `max_abs_diff` (LiteRT vs Keras), the metric under its
-        name when `data` is given, and `path`.
+        Keras model), `bytes`, `latency_ms` (median ms per batch when
+        `repeats` is given, see `to_tflite`; else None), `max_abs_diff`
+        (LiteRT vs Keras), the metric under its name when `data` is
+        given, and `path`.
 
     Example:
     >>> rows = export_widths(model, [4, 8, 16, 32], "tflite_out",
-    ...     data=(x_test, y_test), metric="sparse_categorical_accuracy")
+    ...     data=(x_test, y_test), metric="sparse_categorical_accuracy",
+    ...     repeats=50)
     >>> print(format_width_table(rows))
     """
     widths = _check_widths(widths)
@@ -167,18 +173,19 @@ def _extra_columns(rows):
 
 
 def _format_row(row):
-    text = (
-        f"width {row['width']}: {row['params']:,} params, "
-        f"{row['bytes']:,} bytes, {row['latency_ms']:.3f} ms, "
-        f"max |diff| {row['max_abs_diff']:.2g}"
-    )
+    text = f"width {row['width']}: {row['params']:,} params, "
+    text += f"{row['bytes']:,} bytes, "
+    if row["latency_ms"] is not None:
+        text += f"{row['latency_ms']:.3f} ms, "
+    text += f"max |diff| {row['max_abs_diff']:.2g}"
     for key in _extra_columns([row]):
         text += f", {key} {row[key]:.4f}"
     return text
 
 
 def format_width_table(rows):
-    """The rows of `export_widths` as a fixed-width text table."""
+    """The rows of `export_widths` as a fixed-width text table (`-` for
+    latencies not timed)."""
     extra = {k: max(8, len(k)) for k in _extra_columns(rows)}
     header = (
         f"{'width':>6}  {'params':>12}  {'bytes':>12}  {'ms':>8}  "
@@ -189,25 +196,20 @@ def format_width_table(rows):
         "  ".join("-" * n for n in (6, 12, 12, 8, 9, *extra.values())),
     ]
     for row in rows:
+        ms = row["latency_ms"]
+        ms = "-" if ms is None else f"{ms:.3f}"
         lines.append(
             f"{row['width']:>6}  {row['params']:>12,}  {row['bytes']:>12,}  "
-            f"{row['latency_ms']:>8.3f}  {row['max_abs_diff']:>9.2g}"
+            f"{ms:>8}  {row['max_abs_diff']:>9.2g}"
             + "".join(f"  {row[k]:>{n}.4f}" for k, n in extra.items())
         )
     return "\n".join(lines)
 
 
 def write_width_csv(rows, path):
-    """Writes the rows to a CSV file, atomically (temporary file, rename)."""
-    columns = list(rows[0])
-    temporary = f"{os.fspath(path)}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    """Writes the rows to a CSV file, atomically (`atomic_write`); a
+    latency not timed is an empty cell."""
+    with atomic_write(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,62 +1,20 @@
 import os
+import stat
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.interpreter import OpResolverType
 
 from keras_tdrop import ModelTargetedDropout
-from keras_tdrop.export import predict_tflite
-from keras_tdrop.export import tflite
-from keras_tdrop.export import tflite_latency
+from keras_tdrop.export import conversion
 from keras_tdrop.export import to_tflite
 from keras_tdrop.pruning import prune
-
-
-def small_cnn(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((12, 12, 1), name="image")
-    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(64, activation="relu", name="fc")(x)
-    outputs = keras.layers.Dense(5, name="logits")(x)
-    model = keras.Model(inputs, outputs)
-    rng = np.random.default_rng(seed)
-    bn = model.get_layer("bn")
-    bn.moving_mean.assign(rng.normal(0, 0.1, 8).astype("float32"))
-    bn.moving_variance.assign(rng.uniform(0.5, 2, 8).astype("float32"))
-    return model
-
-
-def images(n=32, seed=1):
-    return np.random.default_rng(seed).uniform(0, 1, (n, 12, 12, 1))
-
-
-def run_file(path, x, resolver=OpResolverType.AUTO):
-    """An independent LiteRT run of a written file, dequantizing by hand."""
-    interpreter = Interpreter(
-        model_path=path, experimental_op_resolver_type=resolver
-    )
-    (inp,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(inp["index"], x.shape)
-    interpreter.allocate_tensors()
-    (inp,) = interpreter.get_input_details()
-    (out,) = interpreter.get_output_details()
-    if inp["dtype"] == np.int8:
-        scale, zero = inp["quantization"]
-        x = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
-    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-    interpreter.invoke()
-    y = interpreter.get_tensor(out["index"])
-    if out["dtype"] == np.int8:
-        scale, zero = out["quantization"]
-        y = (y.astype("float32") - zero) * scale
-    return inp["dtype"], y
+from tests.export.helpers import images
+from tests.export.helpers import run_file
+from tests.export.helpers import small_cnn
+from tests.export.helpers import small_mlp
 
 
 def test_float_export_matches_keras(tmp_path):
@@ -67,8 +25,8 @@ def test_float_export_matches_keras(tmp_path):
     assert result.path == str(path)
     assert result.bytes == os.path.getsize(path)
     assert result.batch_size == 32 and result.quantize is None
-    assert result.latency_ms > 0
-    dtype, y = run_file(str(path), x)
+    assert result.op_resolver == "AUTO"
+    dtype, y = run_file(path, x)
     expected = model.predict(x, verbose=0)
     assert dtype == np.float32
     np.testing.assert_allclose(y, expected, atol=1e-5)
@@ -79,9 +37,6 @@ def test_float_export_matches_keras(tmp_path):
     assert result.tolerance == pytest.approx(1e-4 * span)
     assert str(path) in str(result) and f"{result.bytes:,} bytes" in str(result)
     assert os.listdir(tmp_path) == ["float.tflite"]
-    assert tflite_latency(str(path), x[:1], repeats=3) > 0
-    with pytest.raises(ValueError, match="repeats=0"):
-        tflite_latency(str(path), x[:1], repeats=0)
 
 
 def test_sparse_export_is_smaller_and_matches(tmp_path):
@@ -92,7 +47,7 @@ def test_sparse_export_is_smaller_and_matches(tmp_path):
     # fc holds 9,216 of the 9,925 parameters; 90% of them are zero.
     assert sparse.bytes < 0.4 * dense.bytes
     assert sparse.sparse and sparse.batch_size == 16
-    _, y = run_file(str(tmp_path / "sparse.tflite"), x)
+    _, y = run_file(tmp_path / "sparse.tflite", x)
     np.testing.assert_allclose(y, pruned.predict(x, verbose=0), atol=1e-5)
 
 
@@ -118,7 +73,7 @@ def test_subclassed_model_from_model_dropout_exports_sparse(tmp_path):
     dense = to_tflite(pruned, tmp_path / "dense.tflite", sample=x)
     sparse = to_tflite(pruned, tmp_path / "sparse.tflite", sparse=True)
     assert sparse.bytes < 0.4 * dense.bytes
-    _, y = run_file(str(tmp_path / "sparse.tflite"), x)
+    _, y = run_file(tmp_path / "sparse.tflite", x)
     np.testing.assert_allclose(y, pruned.predict(x, verbose=0), atol=1e-5)
 
 
@@ -129,7 +84,7 @@ def test_int8_export_within_stated_tolerance(tmp_path):
     path = tmp_path / "int8.tflite"
     result = to_tflite(model, path, quantize="int8", representative_data=data)
     assert result.batch_size == 16
-    dtype, y = run_file(str(path), x[:16])
+    dtype, y = run_file(path, x[:16])
     expected = model.predict(x[:16], verbose=0)
     span = expected.max() - expected.min()
     assert dtype == np.int8
@@ -140,14 +95,6 @@ def test_int8_export_within_stated_tolerance(tmp_path):
     assert result.max_abs_diff == pytest.approx(diff, abs=1e-6)
     # Quantized, not a float model in disguise: the error is visible.
     assert diff > 1e-4 * span
-    # predict_tflite quantizes and dequantizes as LiteRT's scales say,
-    # batch by batch (16 rows in batches of 5, 5, 5, 1).
-    np.testing.assert_allclose(
-        predict_tflite(str(path), x[:16], batch_size=5), y, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        predict_tflite(path.read_bytes(), x[:16]), y, atol=1e-6
-    )
 
 
 def test_dynamic_and_sparse_int8(tmp_path):
@@ -164,28 +111,46 @@ def test_dynamic_and_sparse_int8(tmp_path):
     )
     assert both.bytes < dynamic.bytes
     _, y = run_file(
-        str(tmp_path / "s.tflite"),
+        tmp_path / "s.tflite",
         x[:16],
         OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
     expected = pruned.predict(x[:16], verbose=0)
     assert np.abs(y - expected).max() <= 0.05 * both.output_range
+    # XNNPACK refuses the file: the check ran without default delegates.
     assert both.op_resolver == "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
-    # XNNPACK refuses the file; predict_tflite falls back as to_tflite does.
-    np.testing.assert_allclose(
-        predict_tflite(str(tmp_path / "s.tflite"), x[:16]), y, atol=1e-6
-    )
 
 
-def test_two_inputs_by_name(tmp_path):
-    a = keras.Input((3,), name="a")
-    b = keras.Input((4,), name="b")
-    x = keras.layers.Concatenate()([keras.layers.Dense(2)(b), a])
-    model = keras.Model([a, b], keras.layers.Dense(2)(x))
-    rng = np.random.default_rng(0)
-    sample = {"b": rng.normal(size=(5, 4)), "a": rng.normal(size=(5, 3))}
-    result = to_tflite(model, tmp_path / "two.tflite", sample=sample)
-    assert result.max_abs_diff < 1e-5 and result.batch_size == 5
+def test_not_timed_unless_asked(tmp_path, counting):
+    model = small_mlp()
+    result = to_tflite(model, tmp_path / "m.tflite")
+    # One interpreter, invoked once: the check on the sample batch.
+    assert counting.created == ["AUTO"] and counting.invocations == 1
+    assert result.latency_ms is None
+    assert "ms per batch" not in str(result)
+    counting.reset()
+    timed = to_tflite(model, tmp_path / "m.tflite", repeats=3)
+    assert counting.created == ["AUTO"] and counting.invocations == 1 + 3
+    assert timed.latency_ms > 0
+    assert f"{timed.latency_ms:.3f} ms per batch of 16" in str(timed)
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_written_file_has_open_permissions_and_umask_is_kept(tmp_path):
+    model = small_mlp()
+    old = os.umask(0o027)
+    try:
+        with open(tmp_path / "plain", "wb") as f:
+            f.write(b"x")
+        to_tflite(model, tmp_path / "m.tflite")
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "m.tflite") == _mode(tmp_path / "plain") == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite", "plain"]
 
 
 def test_mismatch_writes_nothing_and_keeps_existing_file(tmp_path):
@@ -208,9 +173,9 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     def failing_replace(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tflite.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        to_tflite(small_cnn(), path)
+        to_tflite(small_mlp(), path)
     assert path.read_bytes() == b"previous"
     assert os.listdir(tmp_path) == ["model.tflite"]
 
@@ -220,7 +185,7 @@ def no_conversion(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("converted despite bad input")
 
-    monkeypatch.setattr(tflite, "_convert", fail)
+    monkeypatch.setattr(conversion, "convert", fail)
 
 
 @pytest.mark.parametrize(
@@ -230,6 +195,8 @@ def no_conversion(monkeypatch):
         ({"quantize": "int8"}, ValueError, "representative_data=None"),
         ({"sparse": "yes"}, TypeError, "sparse='yes'"),
         ({"repeats": 0}, ValueError, "repeats=0"),
+        ({"repeats": True}, ValueError, "repeats=True"),
+        ({"sample_size": 0}, ValueError, "sample_size=0"),
         ({"tolerance": -1.0}, ValueError, "tolerance=-1.0"),
     ],
 )
@@ -251,6 +218,8 @@ def test_bad_model_and_path(tmp_path, no_conversion, monkeypatch):
         to_tflite(small_cnn(), tmp_path / "missing" / "m.tflite")
     with pytest.raises(ValueError, match="is a folder"):
         to_tflite(small_cnn(), tmp_path)
+    with pytest.raises(TypeError, match="path=3"):
+        to_tflite(small_cnn(), 3)
     with pytest.raises(ValueError, match=r"does not fit input 'image'"):
         to_tflite(small_cnn(), tmp_path / "m.tflite", sample=np.ones((2, 5)))
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")

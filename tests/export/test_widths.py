@@ -1,5 +1,6 @@
 import csv
 import os
+import stat
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ from keras_tdrop import models
 from keras_tdrop import set_width
 from keras_tdrop.export.widths import export_widths
 from keras_tdrop.export.widths import format_width_table
+from keras_tdrop.export.widths import write_width_csv
 
 WIDTHS = (2, 5, 10)
 INPUTS, UNITS, CLASSES = 20, 10, 4
@@ -151,12 +153,35 @@ def test_callable_metric_and_compiled_loss(tmp_path):
     x, _ = data(16)
     target = np.random.default_rng(2).normal(size=(16, CLASSES))
     model.compile(loss="mse")
-    rows = export_widths(
-        model, [3], tmp_path, data=(x, target), repeats=2, verbose=0
-    )
+    rows = export_widths(model, [3], tmp_path, data=(x, target), verbose=0)
     set_width(model, 3)
     expected = np.mean((model.predict(x, verbose=0) - target) ** 2)
     assert rows[0]["mse"] == pytest.approx(expected, rel=1e-4)
+    # Not timed unless `repeats` is given: no latency, a dash in the table.
+    assert rows[0]["latency_ms"] is None
+    assert format_width_table(rows).splitlines()[2].split()[3] == "-"
+    with open(tmp_path / f"{model.name}_widths.csv", newline="") as f:
+        assert next(csv.DictReader(f))["latency_ms"] == ""
+
+
+def test_csv_has_open_permissions_and_umask_is_kept(tmp_path):
+    rows = [{"width": 2, "params": 5, "latency_ms": None}]
+    old = os.umask(0o027)
+    try:
+        with open(tmp_path / "plain.csv", "w") as f:
+            f.write("x")
+        write_width_csv(rows, tmp_path / "rows.csv")
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(os.stat(tmp_path / "rows.csv").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.csv").st_mode)
+    assert mode == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["plain.csv", "rows.csv"]
+    assert (tmp_path / "rows.csv").read_text().splitlines() == [
+        "width,params,latency_ms",
+        "2,5,",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ def latencies(model, path, x):
                 for n, b in batches.items()
             },
         )
-    export = to_tflite(model, path, sample=x[:16])
+    export = to_tflite(model, path, sample=x[:16], repeats=50)
     print(export)
     timings = {}
     for n, batch in batches.items():

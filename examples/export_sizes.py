@@ -203,6 +203,7 @@ def main():
                 representative_data=x_calib,
                 calibration_steps=500,
                 sample=x_test[:32],
+                repeats=50,
                 num_threads=1,
                 **options,
             )

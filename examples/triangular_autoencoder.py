@@ -59,5 +59,6 @@ rows = export_widths(
     data=(x_test, x_test),
     metric="binary_crossentropy",
     sample=x_test[:16],
+    repeats=50,
 )
 print(format_width_table(rows))

@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from keras_tdrop.optional_imports import require
+
 __all__ = [
     "dequantize",
     "import_litert",
@@ -23,14 +25,8 @@ __all__ = [
 
 def import_litert():
     """The `ai_edge_litert.interpreter` module, or a clear `ImportError`."""
-    try:
-        from ai_edge_litert import interpreter
-    except ImportError as error:
-        raise ImportError(
-            "TFLite export checks every file in LiteRT: install it with "
-            "`pip install keras-tdrop[litert]` (ai-edge-litert)."
-        ) from error
-    return interpreter
+    what = "TFLite export (it checks every file in LiteRT)"
+    return require("ai_edge_litert.interpreter", "litert", what)
 
 
 def open_interpreter(model, run, num_threads=None):

@@ -27,6 +27,8 @@ import keras
 from keras_tdrop import __version__
 from keras_tdrop import datasets
 from keras_tdrop import models
+from keras_tdrop.atomic_write import atomic_path
+from keras_tdrop.atomic_write import atomic_write
 from keras_tdrop.experiments import registry
 from keras_tdrop.pruning.sweep import FRACTIONS
 from keras_tdrop.pruning.sweep import check_fractions
@@ -166,12 +168,10 @@ def _json(value):
 
 
 def write_json(path, value):
-    """Writes `value` as JSON through a temporary file (never half-written)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    """Writes `value` as JSON, atomically (never half-written)."""
+    with atomic_write(path) as f:
         json.dump(value, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def add_weight_decay(model, weight_decay):
@@ -471,9 +471,8 @@ def train(
         dense = _dense_accuracy(training, test_ds, config)
         if dense is not None:
             write_json(os.path.join(run_dir, "dense.json"), dense)
-        tmp = os.path.join(run_dir, "model.tmp.keras")
-        plain.save(tmp)  # uncompiled: weights and architecture only
-        os.replace(tmp, model_path)
+        with atomic_path(model_path) as tmp:
+            plain.save(tmp)  # uncompiled: weights and architecture only
     compile_model(plain, config)
     train_seconds = time.perf_counter() - start
     results = {

@@ -6,7 +6,7 @@ import itertools
 import keras
 import numpy as np
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter as adapter
 
 _KERNEL_SUFFIXES = ("kernel",)
 
@@ -34,24 +34,29 @@ def _kernels(variables):
     ]
 
 
-def call_with_values(layer, replacements, inputs, args, kwargs):
+def call_with_values(layer, replacements, inputs, args, kwargs, losses=None):
     """Calls `layer` with some of its variables replaced by tensors.
 
     `replacements` is a list of `(variable, value)`. Updates the layer makes
     to its other variables inside the scope (statistics, seed generators) are
-    applied afterwards.
+    applied afterwards. Losses the layer adds go to the list `losses` when
+    one is given (else they are dropped, as in any stateless scope).
     """
     replaced = {id(variable) for variable, _ in replacements}
     others = [v for v in layer.variables if id(v) not in replaced]
     # A nested scope does not see an enclosing one (JAX's stateless training
     # step): hand it the current value of every other variable.
     mapping = list(replacements) + [(v, v.value) for v in others]
-    with keras.StatelessScope(state_mapping=mapping) as scope:
+    with keras.StatelessScope(
+        state_mapping=mapping, collect_losses=losses is not None
+    ) as scope:
         outputs = layer(inputs, *args, **kwargs)
     for variable, (_, before) in zip(others, mapping[len(replacements) :]):
         value = scope.get_current_value(variable)
         if value is not None and value is not before:
             variable.assign(value)
+    if losses is not None:
+        losses.extend(scope.losses)
     return outputs
 
 

@@ -1,15 +1,17 @@
-"""Wrap every eligible layer of a model in TargetedDropout, and unwrap."""
+"""Copy a graph model with its weights; wrap its kernel layers in a kernel
+wrapper (TargetedDropout, the kernel masks, the baselines) and unwrap."""
 
 import keras
 
-from keras_tdrop import targeting as targeting_lib
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter as adapter
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
+from keras_tdrop.layers.kernel_wrapper import KernelWrapper
+from keras_tdrop.layers.kernel_wrapper import kernel_wrappers
 from keras_tdrop.layers.targeted_dropout import TargetedDropout
 
 
-def _check_graph_model(model, name="model"):
+def check_graph_model(model, name="model"):
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"`{name}` must be a keras.Model. Received: {name}={model!r}"
@@ -48,13 +50,13 @@ def _fresh(layer):
 def clone_with_weights(model, clone_function=None):
     """Clones a graph model (nested models too) and copies every weight.
 
-    `clone_function(layer)` may return a TargetedDropout around a fresh
-    layer, or the bare inner layer of a TargetedDropout: weights follow. It
+    `clone_function(layer)` may return a kernel wrapper around a fresh
+    layer, or the bare inner layer of a kernel wrapper: weights follow. It
     sees every Layer once (a shared layer is cloned once and stays shared),
     never a nested Sequential or functional model (cloned in turn, keeping
     `trainable=False`) nor a raw `keras.ops` operation (copied as is).
     """
-    _check_graph_model(model)
+    check_graph_model(model)
     pairs = []
     clones = {}
 
@@ -87,16 +89,17 @@ def clone_with_weights(model, clone_function=None):
     return new_model
 
 
-def _unwrap_clone(model, wrapper_types):
-    """A copy of `model` with every `wrapper_types` layer unwrapped.
+def unwrap_clone(model, types=KernelWrapper):
+    """A copy of `model` with every `types` layer unwrapped.
 
-    Each wrapper is replaced by a fresh copy of its inner layer. Returns
-    `(copy, pairs)`, `pairs` the `(wrapper, fresh inner layer)` of each.
+    Each wrapper is replaced by a fresh copy of its inner layer, with the
+    inner layer's stored weights. Returns `(copy, pairs)`, `pairs` the
+    `(wrapper, fresh inner layer)` of each.
     """
     pairs = []
 
     def unwrap(layer):
-        if isinstance(layer, wrapper_types):
+        if isinstance(layer, types):
             new = _fresh(layer.layer)
             pairs.append((layer, new))
             return new
@@ -126,23 +129,68 @@ def _named_inputs(model):
 
 def _inner(layer):
     """The layer holding the original weights, inside a kernel wrapper."""
-    if isinstance(layer, TargetedDropout) or getattr(
-        layer, "_wraps_kernels", False
-    ):
-        return layer.layer
-    return layer
+    return layer.layer if isinstance(layer, KernelWrapper) else layer
 
 
 def _copy_weights(old, new):
-    # Two kernel wrappers of one kind (keras_tdrop.baselines): all weights.
-    if type(old) is type(new) and getattr(new, "_wraps_kernels", False):
+    if type(old) is type(new):
+        # Two wrappers of one kind: their own variables (gates, masks,
+        # rates) too.
         new.set_weights(old.get_weights())
-        return
-    old_inner = _inner(old)
-    new_inner = _inner(new)
-    new_inner.set_weights(old_inner.get_weights())
-    if isinstance(old, TargetedDropout) and isinstance(new, TargetedDropout):
-        new.set_rates(old.current_rate, old.current_target_rate)
+    else:
+        _inner(new).set_weights(_inner(old).get_weights())
+
+
+def apply_wrapper(
+    model,
+    cls,
+    params,
+    *,
+    exclude=None,
+    exclude_logits=True,
+    seed=None,
+    prefix,
+):
+    """A copy of `model` with every eligible layer in a `cls` wrapper.
+
+    Eligible: a layer with a trainable kernel (see `keras_tdrop.kernels`),
+    not excluded, not already in a kernel wrapper, of one of
+    `cls.supported_types` if it names some. A layer holding kernels in
+    sublayers (a custom layer, a subclassed model, a Keras wrapper) is
+    wrapped as one. Each wrapper is `cls(fresh copy of the layer,
+    seed=seed + i, name=f"{prefix}_{layer.name}", **params)`, `params`
+    checked once before any work; the copy starts from `model`'s weights.
+    """
+    check_graph_model(model)
+    cls(keras.layers.Dense(1, name="check"), name="check", **params)
+    excluded = resolve_exclude(model, exclude, exclude_logits)
+    types = cls.supported_types
+    counter = [0]
+
+    def wrap(layer):
+        if isinstance(layer, KernelWrapper) or excluded(layer):
+            return None
+        if not kernel_variables(layer):
+            return None
+        if types is not None and type(layer) not in types:
+            return None
+        layer_seed = None if seed is None else seed + counter[0]
+        counter[0] += 1
+        name = f"{prefix}_{layer.name}"
+        return cls(_fresh(layer), seed=layer_seed, name=name, **params)
+
+    return clone_with_weights(model, wrap)
+
+
+def strip_wrappers(model, types=KernelWrapper, **options):
+    """A plain copy of `model`: every `types` wrapper replaced by its inner
+    layer with `wrapper.folded_weights(**options)`, so that the copy
+    computes what `model` computes at inference."""
+    check_graph_model(model)
+    stripped, pairs = unwrap_clone(model, types)
+    for wrapper, new in pairs:
+        new.set_weights(wrapper.folded_weights(**options))
+    return stripped
 
 
 def apply_targeted_dropout(
@@ -186,34 +234,23 @@ def apply_targeted_dropout(
     >>> td_model = apply_targeted_dropout(model, rate=0.5, target_rate=0.75,
     ...                                   exclude=["stem"])
     """
-    _check_graph_model(model)
-    targeting_lib.check_rate("rate", rate)
-    targeting_lib.check_rate("target_rate", target_rate)
-    targeting_lib.check_targeting(targeting)
-    targeting_lib.check_reference(reference)
-    excluded = resolve_exclude(model, exclude, exclude_logits)
-    counter = [0]
-
-    def wrap(layer):
-        if isinstance(layer, TargetedDropout):
-            return None
-        if excluded(layer) or not kernel_variables(layer):
-            return None
-        layer_seed = None if seed is None else seed + counter[0]
-        counter[0] += 1
-        return TargetedDropout(
-            _fresh(layer),
-            rate=rate,
-            target_rate=target_rate,
-            targeting=targeting,
-            reference=reference,
-            keep_per_column=keep_per_column,
-            seed=layer_seed,
-            name=f"td_{layer.name}",
-            **kwargs,
-        )
-
-    return clone_with_weights(model, wrap)
+    params = dict(
+        rate=rate,
+        target_rate=target_rate,
+        targeting=targeting,
+        reference=reference,
+        keep_per_column=keep_per_column,
+        **kwargs,
+    )
+    return apply_wrapper(
+        model,
+        TargetedDropout,
+        params,
+        exclude=exclude,
+        exclude_logits=exclude_logits,
+        seed=seed,
+        prefix="td",
+    )
 
 
 def strip_targeted_dropout(model, prune_targeted=None):
@@ -238,32 +275,15 @@ def strip_targeted_dropout(model, prune_targeted=None):
     >>> plain = strip_targeted_dropout(td_model)
     >>> dense = strip_targeted_dropout(td_model, prune_targeted=False)
     """
-    _check_graph_model(model)
+    check_graph_model(model)
     if prune_targeted not in (None, True, False):
         raise TypeError(
             "`prune_targeted` must be None or a bool. "
             f"Received: prune_targeted={prune_targeted!r}"
         )
-    stripped, pairs = _unwrap_clone(model, TargetedDropout)
-    for wrapper, new in pairs:
-        prune = (
-            wrapper.prunes_at_inference()
-            if prune_targeted is None
-            else prune_targeted
-        )
-        if not prune:
-            continue
-        for variable, value in zip(
-            kernel_variables(new), wrapper.inference_kernels(prune=True)
-        ):
-            variable.assign(value)
-    return stripped
+    return strip_wrappers(model, TargetedDropout, prune=prune_targeted)
 
 
 def targeted_dropout_layers(model):
     """Every TargetedDropout in `model`, nested models included."""
-    return [
-        layer
-        for layer in adapter.sublayers(model)
-        if isinstance(layer, TargetedDropout)
-    ]
+    return kernel_wrappers(model, TargetedDropout)

@@ -8,8 +8,8 @@ from keras import ops
 
 from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.baselines._base import BaselineWrapper
-from keras_tdrop.baselines._base import apply_wrapper_class
 from keras_tdrop.baselines._base import check_positive
+from keras_tdrop.wrapping import apply_wrapper
 
 # The uniform noise stays inside (eps, 1 - eps), as in Louizos' code.
 _EPSILON = 1e-6
@@ -108,7 +108,7 @@ class L0Gate(BaselineWrapper):
         self.zeta = float(zeta)
         self.droprate_init = float(droprate_init)
 
-    def build_gates(self, kernels):
+    def build_wrapper(self, kernels):
         mean = math.log(1 - self.droprate_init) - math.log(self.droprate_init)
         self.log_alphas = [
             self.add_weight(
@@ -160,7 +160,7 @@ class L0Gate(BaselineWrapper):
             )
         return gates
 
-    def transformed(self, training):
+    def kernel_values(self, training):
         return [
             (kernel, kernel.value * ops.cast(gate, kernel.dtype))
             for kernel, gate in zip(self.kernels(), self.gates(training))
@@ -229,6 +229,12 @@ def apply_l0(
         zeta=zeta,
         droprate_init=droprate_init,
     )
-    return apply_wrapper_class(
-        model, L0Gate, params, exclude, exclude_logits, seed, "l0"
+    return apply_wrapper(
+        model,
+        L0Gate,
+        params,
+        exclude=exclude,
+        exclude_logits=exclude_logits,
+        seed=seed,
+        prefix="l0",
     )

@@ -5,7 +5,7 @@ import keras
 from keras_tdrop.baselines._base import check_positive
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
-from keras_tdrop.wrapping import _check_graph_model
+from keras_tdrop.wrapping import check_graph_model
 from keras_tdrop.wrapping import clone_with_weights
 
 # The config keys of the regularizers of kernels (Dense, Conv*, EinsumDense,
@@ -46,7 +46,7 @@ def apply_l1(model, coefficient=0.1, exclude=None, exclude_logits=True):
     Example:
     >>> l1_model = apply_l1(model, coefficient=1e-4)
     """
-    _check_graph_model(model)
+    check_graph_model(model)
     coefficient = check_positive("coefficient", coefficient)
     excluded = resolve_exclude(model, exclude, exclude_logits)
     regularizer = keras.regularizers.L1(coefficient)
@@ -63,7 +63,7 @@ def apply_l1(model, coefficient=0.1, exclude=None, exclude_logits=True):
 
 def strip_l1(model):
     """Returns a copy of `model` without kernel regularizers (same weights)."""
-    _check_graph_model(model)
+    check_graph_model(model)
 
     def unregularize(layer):
         config = layer.get_config()

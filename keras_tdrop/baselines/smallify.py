@@ -4,10 +4,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_tdrop.baselines._base import _AFFINE_TYPES
+from keras_tdrop.baselines._base import AFFINE_TYPES
 from keras_tdrop.baselines._base import BaselineWrapper
-from keras_tdrop.baselines._base import apply_wrapper_class
 from keras_tdrop.baselines._base import check_positive
+from keras_tdrop.wrapping import apply_wrapper
 
 
 def sign_statistics(sign, mean, variance, decay):
@@ -57,7 +57,7 @@ class Smallify(BaselineWrapper):
     - [Leclerc et al., 2018](https://arxiv.org/abs/1806.03723)
     """
 
-    _supported_types = _AFFINE_TYPES
+    supported_types = AFFINE_TYPES
 
     def __init__(
         self,
@@ -77,7 +77,7 @@ class Smallify(BaselineWrapper):
         self.decay = decay
         self.threshold = check_positive("threshold", threshold)
 
-    def build_gates(self, kernels):
+    def build_wrapper(self, kernels):
         units = (kernels[0].shape[-1],)
         self.switch = self.add_weight(
             shape=units, initializer="ones", name="switch"
@@ -115,7 +115,7 @@ class Smallify(BaselineWrapper):
         keep = ops.cast(variance <= self.threshold, self.alive.dtype)
         self.alive.assign(self.alive * keep)
 
-    def transformed(self, training):
+    def kernel_values(self, training):
         if training:
             self.update_statistics()
         gate = self.gate()
@@ -157,13 +157,12 @@ def apply_smallify(
     >>> small = apply_smallify(model, coefficient=1e-4)
     """
     params = dict(coefficient=coefficient, decay=decay, threshold=threshold)
-    return apply_wrapper_class(
+    return apply_wrapper(
         model,
         Smallify,
         params,
-        exclude,
-        exclude_logits,
-        None,
-        "smallify",
-        _AFFINE_TYPES,
+        exclude=exclude,
+        exclude_logits=exclude_logits,
+        seed=None,
+        prefix="smallify",
     )

@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
-from keras_tdrop.baselines._base import _AFFINE_TYPES
+from keras_tdrop.baselines._base import AFFINE_TYPES
 from keras_tdrop.baselines._base import BaselineWrapper
 from keras_tdrop.baselines._base import affine_output
-from keras_tdrop.baselines._base import apply_wrapper_class
+from keras_tdrop.wrapping import apply_wrapper
 
 # The constants of the paper's approximation of -KL (Eq. 14).
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
@@ -67,7 +67,7 @@ class VariationalDropout(BaselineWrapper):
     - [Molchanov et al., 2017](https://arxiv.org/abs/1701.05369)
     """
 
-    _supported_types = _AFFINE_TYPES
+    supported_types = AFFINE_TYPES
 
     def __init__(
         self,
@@ -92,7 +92,7 @@ class VariationalDropout(BaselineWrapper):
         self.threshold = None if threshold is None else float(threshold)
         self.log_sigma2_init = float(log_sigma2_init)
 
-    def build_gates(self, kernels):
+    def build_wrapper(self, kernels):
         (kernel,) = kernels
         self.log_sigma2 = self.add_weight(
             shape=kernel.shape,
@@ -132,7 +132,7 @@ class VariationalDropout(BaselineWrapper):
             self.log_alpha() < self.threshold, self.log_sigma2.dtype
         )
 
-    def transformed(self, training):
+    def kernel_values(self, training):
         kernel = self.layer.kernel
         return [(kernel, kernel.value * self._keep())]
 
@@ -177,13 +177,12 @@ def apply_variational_dropout(
         threshold=threshold,
         log_sigma2_init=log_sigma2_init,
     )
-    return apply_wrapper_class(
+    return apply_wrapper(
         model,
         VariationalDropout,
         params,
-        exclude,
-        exclude_logits,
-        seed,
-        "vd",
-        _AFFINE_TYPES,
+        exclude=exclude,
+        exclude_logits=exclude_logits,
+        seed=seed,
+        prefix="vd",
     )

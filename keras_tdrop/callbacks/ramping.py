@@ -29,32 +29,6 @@ def _is_steps(steps, schedule):
     )
 
 
-def _assigner(variable):
-    """`assign(value)` for a scalar variable, `value` a Python float.
-
-    On TensorFlow, one `AssignVariableOp` on the variable's handle: about a
-    sixth of the host time of `Variable.assign` (which converts the value,
-    checks the shape and goes through Keras's and TensorFlow's Python
-    layers); a float32 variable takes the Python float as it is, which
-    TensorFlow converts in C++. Distributed variables, and the other
-    backends, take `Variable.assign`.
-    """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if not isinstance(variable.value, tf.distribute.DistributedValues):
-            handle = variable.handle
-            if variable.dtype == "float32":
-                return lambda value: tf.raw_ops.AssignVariableOp(
-                    resource=handle, value=value
-                )
-            dtype = variable.dtype
-            return lambda value: tf.raw_ops.AssignVariableOp(
-                resource=handle, value=tf.constant(value, dtype)
-            )
-    return variable.assign
-
-
 @keras.saving.register_keras_serializable(package="keras_tdrop")
 class RampingCallback(keras.callbacks.Callback):
     """Ramps alpha and gamma of every TargetedDropout in the model.
@@ -78,8 +52,8 @@ class RampingCallback(keras.callbacks.Callback):
     with Keras's `train_step`; a `LossScaleOptimizer` (mixed precision)
     does not count the steps it skips on non-finite gradients, so with one
     the step is read before every batch instead.
-    A variable is assigned only when its value (in its own dtype) changes,
-    and on TensorFlow with one raw assign op instead of `Variable.assign`.
+    A layer's `set_rates` is called only with the values that change (in
+    the variables' dtype).
     The final values are each layer's own `rate`/`target_rate` (so Xtreme
     layers end with their own gamma) unless `rate`/`target_rate` are given.
     The values in use are written to the epoch logs as `td_rate` and
@@ -165,8 +139,8 @@ class RampingCallback(keras.callbacks.Callback):
         if ramp_fraction is None:
             self._fn = self._make_fn(ramp_steps)
         self._layers = []
-        # Per alpha/gamma variable: (assign, its final value, its dtype),
-        # alpha and gamma of each layer in turn, and the value last assigned.
+        # Per layer: (its final alpha, its final gamma, its variables' dtype),
+        # and the (alpha, gamma) last set.
         self._targets = []
         self._written = []
         self._epoch_step = 0  # the optimizer's step at the epoch's start
@@ -217,22 +191,19 @@ class RampingCallback(keras.callbacks.Callback):
             if self.schedule == "piecewise" and len(resolved) == 1:
                 resolved = [resolved[0] // 2 or 1, resolved[0]]
             self._fn = self._make_fn(tuple(resolved))
-        self._targets = []
-        for layer in self._layers:
-            final_rate = layer.rate if self.rate is None else self.rate
-            final_target = (
-                layer.target_rate
-                if self.target_rate is None
-                else self.target_rate
+        self._targets = [
+            (
+                layer.rate if self.rate is None else self.rate,
+                (
+                    layer.final_target_rate
+                    if self.target_rate is None
+                    else self.target_rate
+                ),
+                np.dtype(layer.variable_dtype),
             )
-            for variable, final in (
-                (layer._current_rate, final_rate),
-                (layer._current_target_rate, final_target),
-            ):
-                self._targets.append(
-                    (_assigner(variable), final, np.dtype(variable.dtype))
-                )
-        self._written = [None] * len(self._targets)
+            for layer in self._layers
+        ]
+        self._written = [(None, None)] * len(self._layers)
         self._read_every_batch = isinstance(
             self.model.optimizer, keras.optimizers.LossScaleOptimizer
         )
@@ -261,21 +232,26 @@ class RampingCallback(keras.callbacks.Callback):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def _apply(self, step):
-        """Assigns the values at `step` to the variables whose value changes."""
-        fractions = self.fractions(step)
+        """Sets the values at `step` on the layers whose values change."""
+        rate_fraction, target_fraction = self.fractions(step)
         changed = []
-        for i, (assign, final, dtype) in enumerate(self._targets):
-            # alpha, gamma, alpha, gamma, ...: fraction i % 2.
-            value = float(dtype.type(min(1.0, final * fractions[i % 2])))
-            if value != self._written[i]:
-                self._written[i] = value
-                changed.append((assign, value))
+        for i, (rate, target, dtype) in enumerate(self._targets):
+            new = (
+                float(dtype.type(min(1.0, rate * rate_fraction))),
+                float(dtype.type(min(1.0, target * target_fraction))),
+            )
+            old = self._written[i]
+            if new != old:
+                self._written[i] = new
+                # None for a value that stays: set_rates leaves it alone.
+                rates = [n if n != o else None for n, o in zip(new, old)]
+                changed.append((self._layers[i], *rates))
         if changed:
             # On JAX, reading `self.model` attaches the trainer's state to
             # the variables first, so the assignments reach the next step.
             self.model  # noqa: B018
-            for assign, value in changed:
-                assign(value)
+            for layer, rate, target_rate in changed:
+                layer.set_rates(rate, target_rate)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self._layers:

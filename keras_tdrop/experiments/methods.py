@@ -5,17 +5,12 @@ model (the caller's is left alone); every strip returns a plain Keras model
 that computes what the trained one computes at inference.
 """
 
-import keras
-import numpy as np
-
-from keras_tdrop.baselines._base import apply_wrapper
-from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.layers.kernel_mask import FixedMask
 from keras_tdrop.layers.kernel_mask import KernelDropout
-from keras_tdrop.layers.kernel_mask import _KernelMaskWrapper
-from keras_tdrop.wrapping import _unwrap_clone
 from keras_tdrop.wrapping import apply_targeted_dropout
+from keras_tdrop.wrapping import apply_wrapper
 from keras_tdrop.wrapping import clone_with_weights
+from keras_tdrop.wrapping import strip_wrappers
 
 
 def apply_none(model, *, exclude=None, seed=None):
@@ -33,33 +28,24 @@ def apply_targeted(model, *, exclude=None, seed=None, **params):
     return apply_targeted_dropout(model, exclude=exclude, seed=seed, **params)
 
 
-def _apply_kernel_mask(
-    model, wrapper, amount, targeting, exclude, seed, prefix
-):
-    """Every eligible kernel layer in `wrapper(amount, targeting)`."""
-    return apply_wrapper(
-        model,
-        lambda layer, s, name: wrapper(
-            layer, amount, targeting, seed=s, name=name
-        ),
-        exclude,
-        True,
-        seed,
-        prefix,
-    )
-
-
 def apply_dropout(model, *, exclude=None, seed=None, rate, targeting):
     """Every eligible kernel layer in `KernelDropout(rate, targeting)`."""
-    return _apply_kernel_mask(
-        model, KernelDropout, rate, targeting, exclude, seed, "dropout"
+    params = dict(rate=rate, targeting=targeting)
+    return apply_wrapper(
+        model,
+        KernelDropout,
+        params,
+        exclude=exclude,
+        seed=seed,
+        prefix="dropout",
     )
 
 
 def apply_random_prune(model, *, exclude=None, seed=None, fraction, targeting):
     """Every eligible kernel layer in `FixedMask(fraction, targeting)`."""
-    return _apply_kernel_mask(
-        model, FixedMask, fraction, targeting, exclude, seed, "random"
+    params = dict(fraction=fraction, targeting=targeting)
+    return apply_wrapper(
+        model, FixedMask, params, exclude=exclude, seed=seed, prefix="random"
     )
 
 
@@ -69,22 +55,7 @@ def strip_kernel_masks(model):
     A FixedMask's zeros are folded into the kernel (the plain model computes
     what the wrapped one does); KernelDropout is the identity at inference.
     """
-    stripped, pairs = _unwrap_clone(model, _KernelMaskWrapper)
-    for wrapper, new in pairs:
-        if isinstance(wrapper, FixedMask):
-            masks = iter(wrapper.masks)
-            kernels = {id(k) for k in kernel_variables(wrapper.layer)}
-            weights = [
-                keras.ops.convert_to_numpy(w.value)
-                * (
-                    keras.ops.convert_to_numpy(next(masks).value)
-                    if id(w) in kernels
-                    else 1
-                )
-                for w in wrapper.layer.weights
-            ]
-            new.set_weights([np.asarray(w) for w in weights])
-    return stripped
+    return strip_wrappers(model, (FixedMask, KernelDropout))
 
 
 strip_random_prune = strip_kernel_masks

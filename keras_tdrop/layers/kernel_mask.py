@@ -8,8 +8,8 @@ import numpy as np
 from keras import ops
 
 from keras_tdrop import targeting as targeting_lib
-from keras_tdrop.kernels import call_with_values
-from keras_tdrop.kernels import kernel_variables
+from keras_tdrop.layers.kernel_wrapper import KernelWrapper
+from keras_tdrop.layers.kernel_wrapper import kernel_wrappers
 
 
 def random_mask(shape, fraction, targeting="weight", rng=None):
@@ -38,62 +38,17 @@ def random_mask(shape, fraction, targeting="weight", rng=None):
     return mask.reshape(shape)
 
 
-class _KernelMaskWrapper(keras.layers.Wrapper):
+class _KernelMaskWrapper(KernelWrapper):
     """Runs the wrapped layer on `kernel * mask(kernel)` (stored kernels are
     untouched; gradients reach them through the mask)."""
 
-    # keras_tdrop.wrapping copies all weights between two such wrappers.
-    _wraps_kernels = True
-
     def __init__(self, layer, targeting="weight", seed=None, **kwargs):
-        if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
-                "`layer` must be a keras.layers.Layer. "
-                f"Received: layer={layer!r}"
-            )
-        super().__init__(layer, **kwargs)
+        super().__init__(layer, seed=seed, **kwargs)
         targeting_lib.check_targeting(targeting)
-        if layer.built:
-            self._check_kernels()
         self.targeting = targeting
-        self.seed = seed
-
-    def _check_kernels(self):
-        if not kernel_variables(self.layer):
-            raise ValueError(
-                f"{type(self).__name__} needs a layer with a kernel; layer "
-                f"'{self.layer.name}' ({type(self.layer).__name__}) has none."
-            )
-
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self._check_kernels()
-        self.build_masks(kernel_variables(self.layer))
-        self.built = True
-
-    def build_masks(self, kernels):
-        pass
-
-    def call(self, inputs, *args, training=None, **kwargs):
-        if self.layer._call_has_training_arg:
-            kwargs["training"] = training
-        kernels = kernel_variables(self.layer)
-        replacements = [
-            (kernel, self.masked(i, kernel, bool(training)))
-            for i, kernel in enumerate(kernels)
-        ]
-        return call_with_values(self.layer, replacements, inputs, args, kwargs)
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"targeting": self.targeting, "seed": self.seed})
-        return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        # Keras' Wrapper.from_config pops "layer" from the caller's dict.
-        return super().from_config(dict(config), custom_objects=custom_objects)
+        return {**super().get_config(), "targeting": self.targeting}
 
 
 @keras.saving.register_keras_serializable(package="keras_tdrop")
@@ -127,7 +82,7 @@ class FixedMask(_KernelMaskWrapper):
         targeting_lib.check_rate("fraction", fraction)
         self.fraction = float(fraction)
 
-    def build_masks(self, kernels):
+    def build_wrapper(self, kernels):
         rng = np.random.default_rng(self.seed)
         self.masks = []
         for i, kernel in enumerate(kernels):
@@ -144,8 +99,11 @@ class FixedMask(_KernelMaskWrapper):
                 )
             )
 
-    def masked(self, index, kernel, training):
-        return kernel.value * ops.cast(self.masks[index], kernel.dtype)
+    def kernel_values(self, training):
+        return [
+            (kernel, kernel.value * ops.cast(mask, kernel.dtype))
+            for kernel, mask in zip(self.kernels(), self.masks)
+        ]
 
     def get_config(self):
         return {**super().get_config(), "fraction": self.fraction}
@@ -186,10 +144,14 @@ class KernelDropout(_KernelMaskWrapper):
         self.rate = float(rate)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def masked(self, index, kernel, training):
-        value = kernel.value
+    def kernel_values(self, training):
         if not training or self.rate == 0.0:
-            return value
+            return []
+        return [
+            (kernel, self._dropped(kernel.value)) for kernel in self.kernels()
+        ]
+
+    def _dropped(self, value):
         shape = tuple(value.shape)
         if self.targeting == "unit":
             shape = (1,) * (len(shape) - 1) + shape[-1:]
@@ -203,8 +165,4 @@ class KernelDropout(_KernelMaskWrapper):
 
 def kernel_mask_layers(model):
     """Every FixedMask and KernelDropout in `model`, nested models too."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, _KernelMaskWrapper)
-    ]
+    return kernel_wrappers(model, _KernelMaskWrapper)

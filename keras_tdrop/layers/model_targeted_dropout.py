@@ -3,18 +3,17 @@ import re
 
 import keras
 
-from keras_tdrop import targeting as targeting_lib
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter as adapter
+from keras_tdrop.kernels import call_with_values
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import logits_kernels
 from keras_tdrop.layers.group_targeting import GroupTargeting
-from keras_tdrop.layers.targeted_dropout import _CONV_TYPES
 from keras_tdrop.layers.targeted_dropout import TargetedDropout
-from keras_tdrop.layers.targeted_dropout import _float_value
+from keras_tdrop.layers.targeted_rates import TargetedRates
 
 
 @keras.saving.register_keras_serializable(package="keras_tdrop")
-class ModelTargetedDropout(keras.Model):
+class ModelTargetedDropout(TargetedRates, keras.Model):
     """Targeted dropout on chosen kernels of any model, without cloning it.
 
     Holds the given model (Sequential, functional or subclassed, with its
@@ -104,23 +103,16 @@ class ModelTargetedDropout(keras.Model):
             raise TypeError(
                 f"`model` must be a keras.Model. Received: model={model!r}"
             )
-        targeting_lib.check_rate("rate", rate)
-        targeting_lib.check_rate("target_rate", target_rate)
-        targeting_lib.check_targeting(targeting)
-        targeting_lib.check_reference(reference)
+        super().__init__(**kwargs)
+        self.set_targeted_dropout(
+            rate, target_rate, targeting, reference, prune_at_inference
+        )
         _check_selector("include", include)
         _check_selector("exclude", exclude)
         if not isinstance(exclude_logits, bool):
             raise TypeError(
                 "`exclude_logits` must be a bool. "
                 f"Received: exclude_logits={exclude_logits!r}"
-            )
-        if prune_at_inference is not None and not isinstance(
-            prune_at_inference, bool
-        ):
-            raise TypeError(
-                "`prune_at_inference` must be None or a bool. "
-                f"Received: prune_at_inference={prune_at_inference!r}"
             )
         if not isinstance(groups, bool):
             raise TypeError(
@@ -140,35 +132,18 @@ class ModelTargetedDropout(keras.Model):
                     "`groups=True` needs the channel graph of a functional "
                     f"or Sequential model. {error}"
                 ) from None
-        super().__init__(**kwargs)
         self.model = model
         self.groups = groups
         self._group_targeting = None
-        self.rate = float(rate)
-        self.target_rate = float(target_rate)
-        self.targeting = targeting
-        self.reference = reference
         self.include = include
         self.exclude = exclude
         self.exclude_logits = exclude_logits
-        self.prune_at_inference = prune_at_inference
         self.seed = seed
         self._kernels = None
         if model.built:
             self._kernels = self._select()
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._current_rate = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(self.rate),
-            trainable=False,
-            name="current_rate",
-        )
-        self._current_target_rate = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(self.target_rate),
-            trainable=False,
-            name="current_target_rate",
-        )
+        self.add_rate_variables()
         self.built = model.built
 
     def build(self, input_shape):
@@ -236,37 +211,19 @@ class ModelTargetedDropout(keras.Model):
         """The kernel variables targeted in training."""
         return list(self._kernels or [])
 
-    @property
-    def current_rate(self):
-        """The alpha in use now, as a float."""
-        return float(keras.ops.convert_to_numpy(self._current_rate))
-
-    @property
-    def current_target_rate(self):
-        """The gamma in use now, as a float."""
-        return float(keras.ops.convert_to_numpy(self._current_target_rate))
-
-    def set_rates(self, rate=None, target_rate=None):
-        """Assigns the current alpha and/or gamma (no retracing)."""
-        if rate is not None:
-            self._current_rate.assign(rate)
-        if target_rate is not None:
-            self._current_target_rate.assign(target_rate)
-
     def _inference_pruned(self):
         """The targeted kernels that inference runs with pruned."""
-        prune = self.prune_at_inference
-        if prune is None and self.reference == "for_ai":
-            convs = {
-                id(k)
-                for layer in adapter.sublayers(self.model)
-                if isinstance(layer, _CONV_TYPES)
-                for k in kernel_variables(layer)
-            }
-            return [k for k in self._kernels if id(k) in convs]
-        if prune is None:
-            prune = self.reference == "t2t"
-        return list(self._kernels) if prune else []
+        layers = [self.model]
+        if self.reference == "for_ai":
+            # It prunes convolution kernels only: ask each layer.
+            layers += adapter.sublayers(self.model)
+        pruned = {
+            id(k)
+            for layer in layers
+            if self.prunes_at_inference_in(layer)
+            for k in kernel_variables(layer)
+        }
+        return [k for k in self._kernels if id(k) in pruned]
 
     def dropped_kernels(self, training=True):
         """`[(kernel, value)]`: the values the model runs on now.
@@ -278,7 +235,8 @@ class ModelTargetedDropout(keras.Model):
         if training and self.groups:
             grouping = self.group_targeting
             values = {
-                id(v): _float_value(v) for v in kernel_variables(self.model)
+                id(v): adapter.stored_value(v)
+                for v in kernel_variables(self.model)
             }
             return grouping.dropped(
                 values,
@@ -287,42 +245,20 @@ class ModelTargetedDropout(keras.Model):
                 self.seed_generator,
             )
         return [
-            (
-                kernel,
-                targeting_lib.targeted_dropout(
-                    _float_value(kernel),
-                    self._current_rate,
-                    self._current_target_rate,
-                    targeting=self.targeting,
-                    reference=self.reference,
-                    training=training,
-                    prune_at_inference=True,
-                    seed=self.seed_generator,
-                ),
-            )
-            for kernel in kernels
+            (kernel, self.dropped_value(kernel, training)) for kernel in kernels
         ]
 
     def call(self, inputs, training=None, **kwargs):
         mapping = self.dropped_kernels(bool(training))
+        kwargs["training"] = training
         if not mapping:
-            return self.model(inputs, training=training, **kwargs)
-        replaced = {id(kernel) for kernel, _ in mapping}
-        others = [v for v in self.model.variables if id(v) not in replaced]
-        # A nested scope does not see an enclosing one (JAX's stateless
-        # training step): hand it the current value of every other variable.
-        before = [v.value for v in others]
-        with keras.StatelessScope(
-            state_mapping=mapping + list(zip(others, before)),
-            collect_losses=True,
-        ) as scope:
-            outputs = self.model(inputs, training=training, **kwargs)
-        for variable, old in zip(others, before):
-            value = scope.get_current_value(variable)
-            if value is not None and value is not old:
-                variable.assign(value)
-        if scope.losses:
-            self.add_loss(scope.losses)
+            return self.model(inputs, **kwargs)
+        losses = []
+        outputs = call_with_values(
+            self.model, mapping, inputs, (), kwargs, losses=losses
+        )
+        if losses:
+            self.add_loss(losses)
         return outputs
 
     def get_config(self):

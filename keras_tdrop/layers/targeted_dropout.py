@@ -1,22 +1,14 @@
 import keras
 from keras import ops
-from keras.src.backend.common.variables import AutocastScope
 
 from keras_tdrop import targeting as targeting_lib
-from keras_tdrop.kernels import call_with_values
-from keras_tdrop.kernels import kernel_variables
-
-_CONV_TYPES = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
-)
+from keras_tdrop.layers.kernel_wrapper import KernelWrapper
+from keras_tdrop.layers.kernel_wrapper import fold
+from keras_tdrop.layers.targeted_rates import TargetedRates
 
 
 @keras.saving.register_keras_serializable(package="keras_tdrop")
-class TargetedDropout(keras.layers.Wrapper):
+class TargetedDropout(TargetedRates, KernelWrapper):
     """Targeted dropout on the kernels of the wrapped layer.
 
     In training, the least important elements of each kernel (per output
@@ -41,9 +33,10 @@ class TargetedDropout(keras.layers.Wrapper):
         reference: `None` (exact counts, no rescaling), `"t2t"`
             (Tensor2Tensor) or `"for_ai"` (for-ai/TD); see
             `keras_tdrop.targeting`.
-        keep_per_column: optional int N (Xtreme): overrides `target_rate`
-            with the gamma that leaves exactly N weights per output column
-            of each kernel, `(rows - N) / rows`.
+        keep_per_column: optional int N (Xtreme): in place of
+            `target_rate` (kept as given, in the config too), the gamma
+            that leaves exactly N weights per output column of each
+            kernel, `(rows - N) / rows` (`final_target_rate`).
         prune_at_inference: optional bool; by default the reference's own
             choice: `"t2t"` prunes at inference, `"for_ai"` prunes convolution
             kernels only, the default semantics never do.
@@ -73,16 +66,10 @@ class TargetedDropout(keras.layers.Wrapper):
         seed=None,
         **kwargs,
     ):
-        if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
-                "`layer` must be a keras.layers.Layer. "
-                f"Received: layer={layer!r}"
-            )
-        super().__init__(layer, **kwargs)
-        targeting_lib.check_rate("rate", rate)
-        targeting_lib.check_rate("target_rate", target_rate)
-        targeting_lib.check_targeting(targeting)
-        targeting_lib.check_reference(reference)
+        super().__init__(layer, seed=seed, **kwargs)
+        self.set_targeted_dropout(
+            rate, target_rate, targeting, reference, prune_at_inference
+        )
         if keep_per_column is not None and (
             isinstance(keep_per_column, bool)
             or not isinstance(keep_per_column, int)
@@ -92,20 +79,7 @@ class TargetedDropout(keras.layers.Wrapper):
                 "`keep_per_column` must be None or an int >= 0. "
                 f"Received: keep_per_column={keep_per_column!r}"
             )
-        if prune_at_inference not in (None, True, False):
-            raise TypeError(
-                "`prune_at_inference` must be None or a bool. "
-                f"Received: prune_at_inference={prune_at_inference!r}"
-            )
-        if layer.built:
-            self._check_kernels()
-        self.rate = float(rate)
-        self.target_rate = float(target_rate)
-        self.targeting = targeting
-        self.reference = reference
         self.keep_per_column = keep_per_column
-        self.prune_at_inference = prune_at_inference
-        self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape=None):
@@ -123,32 +97,20 @@ class TargetedDropout(keras.layers.Wrapper):
                     ) from None
         if self.layer.built:
             self._check_kernels()
-            if self.keep_per_column is not None:
-                self.target_rate = self._xtreme_gammas()[0]
-        self._current_rate = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(self.rate),
-            trainable=False,
-            name="current_rate",
-        )
-        self._current_target_rate = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(self.target_rate),
-            trainable=False,
-            name="current_target_rate",
-        )
+        self.add_rate_variables()
         self.built = True
 
-    def _check_kernels(self):
-        if not kernel_variables(self.layer):
-            raise ValueError(
-                f"TargetedDropout needs a layer with a kernel; layer "
-                f"'{self.layer.name}' ({type(self.layer).__name__}) has none."
-            )
+    @property
+    def final_target_rate(self):
+        """The gamma a ramp ends at: `target_rate`, or with
+        `keep_per_column` the first kernel's Xtreme gamma (once built)."""
+        if self.keep_per_column is None or not self.layer.built:
+            return self.target_rate
+        return self._xtreme_gammas()[0]
 
     def _xtreme_gammas(self):
         gammas = []
-        for kernel in kernel_variables(self.layer):
+        for kernel in self.kernels():
             rows, _ = targeting_lib.matrix_shape(kernel.shape)
             if self.keep_per_column > rows:
                 raise ValueError(
@@ -167,63 +129,42 @@ class TargetedDropout(keras.layers.Wrapper):
         each ends with N weights per column.
         """
         if self.keep_per_column is None:
-            return [1.0] * len(kernel_variables(self.layer))
+            return [1.0] * len(self.kernels())
         gammas = self._xtreme_gammas()
         return [g / gammas[0] if gammas[0] else 1.0 for g in gammas]
 
-    @property
-    def current_rate(self):
-        """The alpha in use now, as a float."""
-        return float(ops.convert_to_numpy(self._current_rate))
-
-    @property
-    def current_target_rate(self):
-        """The gamma in use now, as a float."""
-        return float(ops.convert_to_numpy(self._current_target_rate))
-
-    def set_rates(self, rate=None, target_rate=None):
-        """Assigns the current alpha and/or gamma (no retracing)."""
-        if rate is not None:
-            self._current_rate.assign(rate)
-        if target_rate is not None:
-            self._current_target_rate.assign(target_rate)
-
     def prunes_at_inference(self):
         """Whether inference zeroes the targeted set (see `__init__`)."""
-        if self.prune_at_inference is not None:
-            return self.prune_at_inference
-        if self.reference == "for_ai":
-            # for-ai/TD prunes its conv layers at evaluation, not dense ones.
-            return isinstance(self.layer, _CONV_TYPES)
-        return self.reference == "t2t"
+        return self.prunes_at_inference_in(self.layer)
 
     def _dropped_kernels(self, training):
         """`[(kernel variable, value the layer runs on)]`, every kernel.
 
         In training: the dropped copy (fresh noise). At inference: each
-        kernel with its targeted set at the current gamma zeroed, as
-        `call` runs it when the layer prunes at inference.
+        kernel with its targeted set at the current gamma zeroed.
         """
         mapping = []
-        for kernel, scale in zip(
-            kernel_variables(self.layer), self._kernel_scales()
-        ):
+        for kernel, scale in zip(self.kernels(), self._kernel_scales()):
             # The count is clipped to [0, n] anyway: no op for a scale of 1.
-            gamma = self._current_target_rate
+            gamma = None
             if scale != 1.0:
-                gamma = ops.minimum(gamma * scale, 1.0)
-            value = targeting_lib.targeted_dropout(
-                _float_value(kernel),
-                self._current_rate,
-                gamma,
-                targeting=self.targeting,
-                reference=self.reference,
-                training=training,
-                prune_at_inference=True,
-                seed=self.seed_generator,
+                gamma = ops.minimum(self._current_target_rate * scale, 1.0)
+            mapping.append(
+                (kernel, self.dropped_value(kernel, training, gamma))
             )
-            mapping.append((kernel, value))
         return mapping
+
+    def kernel_values(self, training):
+        if not training and not self.prunes_at_inference():
+            return []
+        return self._dropped_kernels(training)
+
+    def folded_weights(self, prune=None):
+        """The wrapped layer's weights as inference uses them (numpy);
+        `prune=True` / `False` overrides the layer's own choice."""
+        if prune is None:
+            prune = self.prunes_at_inference()
+        return fold(self.layer, self._dropped_kernels(False) if prune else [])
 
     def inference_kernels(self, prune=None):
         """The kernels as inference uses them, as numpy arrays.
@@ -236,26 +177,11 @@ class TargetedDropout(keras.layers.Wrapper):
         if prune is None:
             prune = self.prunes_at_inference()
         if not prune:
-            return [
-                ops.convert_to_numpy(k.value)
-                for k in kernel_variables(self.layer)
-            ]
+            return [ops.convert_to_numpy(k.value) for k in self.kernels()]
         return [
             ops.convert_to_numpy(value)
             for _, value in self._dropped_kernels(training=False)
         ]
-
-    def call(self, inputs, *args, training=None, **kwargs):
-        if self.layer._call_has_training_arg:
-            kwargs["training"] = training
-        if not self.layer.built:
-            self.layer(inputs, *args, **kwargs)
-            self._check_kernels()
-        training = bool(training)
-        if not training and not self.prunes_at_inference():
-            return self.layer(inputs, *args, **kwargs)
-        mapping = self._dropped_kernels(training)
-        return call_with_values(self.layer, mapping, inputs, args, kwargs)
 
     def get_config(self):
         config = super().get_config()
@@ -267,20 +193,6 @@ class TargetedDropout(keras.layers.Wrapper):
                 "reference": self.reference,
                 "keep_per_column": self.keep_per_column,
                 "prune_at_inference": self.prune_at_inference,
-                "seed": self.seed,
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        # Keras' Wrapper.from_config pops "layer" from the caller's dict.
-        return super().from_config(dict(config), custom_objects=custom_objects)
-
-
-def _float_value(kernel):
-    # Under a mixed policy the wrapped layer's autocast scope would hand us
-    # the 16-bit kernel; targets are ranked on the stored float32 values
-    # (the layer still reads the dropped kernel in its compute dtype).
-    with AutocastScope(None):
-        return kernel.value

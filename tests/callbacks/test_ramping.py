@@ -350,22 +350,15 @@ def test_a_step_restored_after_train_begin_is_picked_up():
         assert values == pytest.approx(linear_values(step), rel=1e-6)
 
 
-def test_assigns_only_values_that_change(monkeypatch):
-    from keras_tdrop.callbacks import ramping
-
+def test_sets_only_values_that_change(monkeypatch):
     writes = []
-    assigner = ramping._assigner
+    set_rates = TargetedDropout.set_rates
 
-    def counting_assigner(variable):
-        assign = assigner(variable)
+    def counting_set_rates(layer, rate=None, target_rate=None):
+        writes.extend(v for v in (rate, target_rate) if v is not None)
+        set_rates(layer, rate, target_rate)
 
-        def counted(value):
-            writes.append(value)
-            assign(value)
-
-        return counted
-
-    monkeypatch.setattr(ramping, "_assigner", counting_assigner)
+    monkeypatch.setattr(TargetedDropout, "set_rates", counting_set_rates)
 
     class CountingRecorder(BatchRecorder):
         def on_train_batch_begin(self, batch, logs=None):

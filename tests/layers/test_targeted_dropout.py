@@ -202,11 +202,16 @@ def test_gradients_skip_dropped_weights():
 def test_xtreme_leaves_n_weights_per_column():
     rng = np.random.default_rng(8)
     kernel = rng.normal(size=(27, 5)).astype("float32")
-    layer = TargetedDropout(dense(5, kernel), rate=1.0, keep_per_column=3)
+    layer = TargetedDropout(
+        dense(5, kernel), rate=1.0, target_rate=0.3, keep_per_column=3
+    )
     got = effective_kernel(layer, 27)
     np.testing.assert_array_equal((got != 0).sum(axis=0), [3] * 5)
-    assert layer.target_rate == pytest.approx(24 / 27)
+    assert layer.final_target_rate == pytest.approx(24 / 27)
     assert layer.current_target_rate == pytest.approx(24 / 27)
+    # The user's target_rate is kept, in the config too.
+    assert layer.target_rate == 0.3
+    assert layer.get_config()["target_rate"] == 0.3
 
 
 def test_multi_head_attention_all_four_kernels_targeted():

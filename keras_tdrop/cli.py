@@ -12,6 +12,8 @@ from keras_tdrop._argtypes import _add_data_dir
 from keras_tdrop._argtypes import _add_quiet
 from keras_tdrop._argtypes import _positive_int
 
+__all__ = ["build_parser", "main"]
+
 PROG = "keras-tdrop"
 
 
@@ -23,13 +25,15 @@ def _unit_float(text):
 
 
 def _fraction_list(text):
+    """The one parser of `--fractions` (here and in `keras-tdrop sweep`)."""
+    from keras_tdrop.pruning.sweep import check_fractions
+
     try:
-        values = tuple(_unit_float(part) for part in text.split(","))
-    except argparse.ArgumentTypeError:
+        return check_fractions(text.split(","))
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated fractions in [0, 1], got {text!r}"
         ) from None
-    return values
 
 
 def _add_fractions(

@@ -115,3 +115,31 @@ def test_usage_errors_exit_2(argv, capsys):
         cli.main(argv)
     assert info.value.code == 2
     assert "usage: keras-tdrop" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["0,1.5", "a", "0,,1", "", "nan", "-0.1"])
+@pytest.mark.parametrize(
+    "command", [["demo"], ["sweep", "m.keras", "--data", "mnist"]]
+)
+def test_bad_fractions_exit_2(command, text, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(command + ["--fractions", text])
+    assert info.value.code == 2
+    assert (
+        f"--fractions: expected comma-separated fractions in [0, 1], "
+        f"got {text!r}"
+    ) in capsys.readouterr().err
+
+
+def test_one_fraction_parser():
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    types = {
+        name: action.type
+        for name, sub in commands.items()
+        for action in sub._actions
+        if action.dest == "fractions"
+    }
+    assert set(types) == {"demo", "mobile", "train", "compare", "sweep"}
+    assert set(types.values()) == {cli._fraction_list}
+    assert cli._fraction_list(" 0, 0.25,1") == (0.0, 0.25, 1.0)

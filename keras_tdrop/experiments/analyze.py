@@ -1,7 +1,6 @@
 """`keras-tdrop analyze RUN ...`: the paper's Table 1 and Figure 1 for
 trained runs (the toy networks: `toy_none`, `toy_targeted`)."""
 
-import csv
 import json
 import os
 
@@ -10,8 +9,13 @@ import numpy as np
 
 from keras_tdrop import analysis
 from keras_tdrop import datasets
+from keras_tdrop.atomic_write import atomic_path
 from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.pruning.masks import prune
+from keras_tdrop.pruning.report import format_rows
+from keras_tdrop.pruning.report import write_csv
+
+__all__ = ["COLUMNS", "analyze"]
 
 COLUMNS = (
     "run",
@@ -23,6 +27,16 @@ COLUMNS = (
     "accuracy",
     "pruned_accuracy",
 )
+# Table 1's columns and their titles.
+TABLE1 = {
+    "run": "run",
+    "estimate": "|dE| Eq.3",
+    "measured": "measured",
+    "gradient_term": "-g.d",
+    "hessian_term": "d`Hd/2",
+    "accuracy": "acc",
+    "pruned_accuracy": "acc pruned",
+}
 
 
 def _load(run_dir, data_dir):
@@ -128,43 +142,35 @@ def analyze(
                 f"{path}[:, 0]\nkept {kept} first; pruned block sum "
                 f"{matrix[kept:, kept:].sum():.3g}"
             )
-    table = format_table(rows, fraction)
     if verbose:
-        print(table)
+        print(_table1(rows, fraction))
     if out is not None:
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "table1.csv"), "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(
-                    {
-                        k: row[k] if k == "run" else f"{row[k]:.6g}"
-                        for k in COLUMNS
-                    }
-                )
+        write_csv(
+            rows,
+            os.path.join(out, "table1.csv"),
+            columns=COLUMNS,
+            float_format=".6g",
+        )
         if matrices:
-            analysis.plot_theta_h_theta(
-                matrices,
-                os.path.join(out, "figure1.png"),
-                kept=kept_counts,
-                titles=titles,
-            )
+            with atomic_path(os.path.join(out, "figure1.png")) as tmp:
+                analysis.plot_theta_h_theta(
+                    matrices, tmp, kept=kept_counts, titles=titles
+                )
         if verbose:
             print(f"Wrote {out}/table1.csv and figure1.png.")
     return rows
 
 
-def format_table(rows, fraction):
+def _table1(rows, fraction):
     """Table 1 as text: |dE| (Eq. 3), the measured change, accuracies."""
-    lines = [
-        f"{'run':<14} {'|dE| Eq.3':>10} {'measured':>10} {'-g.d':>10} "
-        f"{'d`Hd/2':>10} {'acc':>7} {f'acc {fraction:.0%} pruned':>16}",
-    ]
-    for r in rows:
-        lines.append(
-            f"{r['run']:<14} {r['estimate']:>10.4f} {r['measured']:>10.4f} "
-            f"{r['gradient_term']:>10.4f} {r['hessian_term']:>10.4f} "
-            f"{r['accuracy'] * 100:>6.2f}% {r['pruned_accuracy'] * 100:>15.2f}%"
-        )
-    return "\n".join(lines)
+    percent = ("accuracy", "pruned_accuracy")
+    return format_rows(
+        [r | {k: f"{r[k] * 100:.2f}%" for k in percent} for r in rows],
+        columns=list(TABLE1),
+        headers=TABLE1 | {"pruned_accuracy": f"acc {fraction:.0%} pruned"},
+        widths={"run": 14, "accuracy": 7, "pruned_accuracy": 16}
+        | dict.fromkeys(COLUMNS[1:5], 10),
+        gap=" ",
+        rule=False,
+    )

@@ -5,7 +5,6 @@ evaluated at every code width 1..z; next to it, the same architecture trained
 without it and plainly truncated, and autoencoders trained at fixed widths.
 """
 
-import csv
 import os
 import time
 
@@ -14,11 +13,30 @@ import numpy as np
 
 from keras_tdrop import datasets
 from keras_tdrop import models
+from keras_tdrop.atomic_write import atomic_path
 from keras_tdrop.experiments import _plots
 from keras_tdrop.layers.triangular_dropout import set_width
-from keras_tdrop.optional_imports import require
+from keras_tdrop.pruning.plots import figure
+from keras_tdrop.pruning.plots import save_png
+from keras_tdrop.pruning.report import format_rows
+from keras_tdrop.pruning.report import write_csv
+
+__all__ = [
+    "COLUMNS",
+    "PlateauSchedule",
+    "plot_losses",
+    "plot_reconstructions",
+    "run_autoencoder",
+    "summarize",
+]
 
 COLUMNS = ("width", "loss_triangular", "loss_truncated", "loss_fixed")
+HEADERS = {
+    "loss_triangular": "triangular",
+    "loss_truncated": "truncated",
+    "loss_fixed": "fixed",
+}
+WHAT = "The autoencoder's plots"
 FIXED_WIDTHS = (2, 4, 8, 16, 32)
 
 
@@ -84,22 +102,6 @@ def _copy_weights(source, target):
             target.get_layer(layer.name).set_weights(layer.get_weights())
 
 
-def format_table(rows):
-    """The rows of `run_autoencoder` as a fixed-width text table."""
-    lines = [
-        f"{'width':>5}  {'triangular':>10}  {'truncated':>10}  {'fixed':>10}",
-        f"{'-' * 5}  {'-' * 10}  {'-' * 10}  {'-' * 10}",
-    ]
-    for row in rows:
-        fixed = row["loss_fixed"]
-        fixed = "" if fixed is None else f"{fixed:.4f}"
-        lines.append(
-            f"{row['width']:>5}  {row['loss_triangular']:>10.4f}  "
-            f"{row['loss_truncated']:>10.4f}  {fixed:>10}"
-        )
-    return "\n".join(lines)
-
-
 def summarize(rows):
     """How far the truncated models are above the fixed-width ones.
 
@@ -119,39 +121,9 @@ def summarize(rows):
     )
 
 
-def write_csv(rows, path):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {
-                    k: (
-                        ""
-                        if row[k] is None
-                        else row[k]
-                        if k == "width"
-                        else f"{row[k]:.6f}"
-                    )
-                    for k in COLUMNS
-                }
-            )
-
-
-def _figure(size):
-    require("matplotlib", "plots", "The autoencoder's plots")
-    # Figure + Agg canvas rather than pyplot: no global backend is changed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def plot_losses(rows, path, title="MNIST autoencoder"):
     """Reconstruction loss against code width, like the paper's Figure 2."""
-    fig = _figure((6, 4))
+    fig = figure((6, 4), WHAT)
     ax = fig.add_subplot()
     widths = [r["width"] for r in rows]
     ax.plot(
@@ -182,7 +154,7 @@ def plot_losses(rows, path, title="MNIST autoencoder"):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    return save_png(fig, path)
 
 
 def plot_reconstructions(panels, originals, widths, path):
@@ -191,7 +163,7 @@ def plot_reconstructions(panels, originals, widths, path):
     `panels` maps a title to `{width: images}`, images `(k, h, w, 1)`.
     """
     aspect = (len(widths) + 1) / len(originals)
-    fig = _figure((3.2 * len(panels), 3.2 * aspect + 0.6))
+    fig = figure((3.2 * len(panels), 3.2 * aspect + 0.6), WHAT)
     labels = [f"z={w}" for w in widths] + ["input"]
     for i, (title, by_width) in enumerate(panels.items(), start=1):
         rows = [
@@ -206,7 +178,7 @@ def plot_reconstructions(panels, originals, widths, path):
         ax.set_xticks([])
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    return save_png(fig, path)
 
 
 def run_autoencoder(
@@ -374,9 +346,10 @@ def run_autoencoder(
         }
         for w in range(1, latent_dim + 1)
     ]
-    write_csv(rows, os.path.join(out_dir, "autoencoder.csv"))
-    triangular.save(os.path.join(out_dir, "triangular.keras"))
-    plain.save(os.path.join(out_dir, "standard.keras"))
+    write_csv(rows, os.path.join(out_dir, "autoencoder.csv"), columns=COLUMNS)
+    for model, name in ((triangular, "triangular"), (plain, "standard")):
+        with atomic_path(os.path.join(out_dir, f"{name}.keras")) as tmp:
+            model.save(tmp)
     if can_plot:
         plot_losses(rows, os.path.join(out_dir, "autoencoder.png"))
         plot_reconstructions(
@@ -390,7 +363,14 @@ def run_autoencoder(
             os.path.join(out_dir, "reconstructions.png"),
         )
     say("")
-    say(format_table(rows))
+    say(
+        format_rows(
+            rows,
+            headers=HEADERS,
+            widths=dict.fromkeys(HEADERS, 10),
+            label=False,
+        )
+    )
     above_triangular, above_truncated = summarize(rows)
     if above_triangular is not None:
         say(

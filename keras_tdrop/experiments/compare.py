@@ -13,11 +13,24 @@ The curves are plotted with ± sd bands.
 
 import os
 
+from keras_tdrop.atomic_write import atomic_write
 from keras_tdrop.experiments import seeds as seeds_lib
-from keras_tdrop.optional_imports import require
-from keras_tdrop.pruning.report import _atomic
 from keras_tdrop.pruning.report import format_rows
+from keras_tdrop.pruning.report import plot_sweeps
 from keras_tdrop.pruning.report import write_csv
+
+__all__ = [
+    "compare",
+    "find_runs",
+    "format_overlap",
+    "format_random_prune_table",
+    "format_runs",
+    "load_run",
+    "plot_runs",
+    "pruned_as_saved",
+    "read_sweep_csv",
+    "write_sweep_csv",
+]
 
 SWEEP_COLUMNS = ("fraction", "sparsity", "loss", "accuracy")
 # Written too when the sweep rows have them (prune_sweep's rows do).
@@ -26,17 +39,11 @@ TARGETINGS = ("weight", "unit")
 
 
 def write_sweep_csv(rows, path):
-    """Writes the rows of `prune_sweep` (atomically, see `write_csv`)."""
+    """Writes the rows of `prune_sweep` as a run folder keeps them: the
+    columns `read_sweep_csv` reads (see `write_csv`)."""
     rows = list(rows)
     extra = [c for c in SIZE_COLUMNS if rows and c in rows[0]]
-    write_csv(
-        [
-            {c: float(row[c]) for c in SWEEP_COLUMNS}
-            | {c: row.get(c) for c in extra}
-            for row in rows
-        ],
-        path,
-    )
+    write_csv(rows, path, columns=SWEEP_COLUMNS + tuple(extra))
 
 
 def read_sweep_csv(path):
@@ -132,7 +139,7 @@ def format_random_prune_table(runs, configs, metric="accuracy"):
       ramped run per prune fraction.
     - every other run: its accuracy pruned at p post hoc (same targeting).
 
-    Cells are `mean ± sd (seeds)`, as in `format_table`.
+    Cells are `mean ± sd (seeds)`, as in `format_runs`.
     """
     random = {
         label: configs[label]["params"]
@@ -208,7 +215,7 @@ def _unique_labels(labels, dirs):
     ]
 
 
-def format_table(runs, targeting="weight", metric="accuracy", dense=None):
+def format_runs(runs, targeting="weight", metric="accuracy", dense=None):
     """A fixed-width table: a row per prune fraction and run.
 
     `runs` maps a label to `{"weight": rows, "unit": rows}` (rows of
@@ -294,56 +301,18 @@ def format_overlap(runs, targeting="weight", metric="accuracy"):
     return title + "\n" + format_rows(table)
 
 
-def plot_sweeps(runs, path, title=None, metric="accuracy"):
-    """Plots every run's weight and unit sweeps side by side into `path`:
-    the mean curve, and a band of ± sd where the rows have `<metric>_sd`
-    (rows of `seeds.aggregate`)."""
-    require("matplotlib", "plots", "compare's plot")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    for ax, targeting in zip(axes, TARGETINGS):
-        for label, sweeps in runs.items():
-            rows = sweeps.get(targeting)
-            if not rows:
-                continue
-            x = [r["fraction"] * 100 for r in rows]
-            y = [r[metric] for r in rows]
-            n = max(r.get("n", 0) for r in rows)
-            name = label
-            if n:
-                name += " (1 seed)" if n == 1 else f" ({n} seeds)"
-            (line,) = ax.plot(x, y, "o-", label=name)
-            sd = [r.get(f"{metric}_sd") or 0.0 for r in rows]
-            if any(sd):
-                ax.fill_between(
-                    x,
-                    [m - s for m, s in zip(y, sd)],
-                    [m + s for m, s in zip(y, sd)],
-                    color=line.get_color(),
-                    alpha=0.25,
-                    linewidth=0,
-                )
-        ax.set_xlabel(
-            "pruned weights per column (%)"
-            if targeting == "weight"
-            else "pruned units per layer (%)"
-        )
-        ax.set_ylabel(f"test {metric}")
-        ax.set_title(f"{targeting} pruning")
-        ax.set_ylim(0.0, 1.0)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with _atomic(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    return path
+def plot_runs(runs, path, title=None, metric="accuracy"):
+    """Plots every run's weight and unit sweeps side by side into `path`
+    (`plot_sweeps`): the mean curve, and a band of ± sd where the rows
+    have `<metric>_sd` (rows of `seeds.aggregate`), labelled with their
+    count of seeds."""
+    panels = {targeting: {} for targeting in TARGETINGS}
+    for label, sweeps in runs.items():
+        for targeting, rows in sweeps.items():
+            n = max([r.get("n", 0) for r in rows], default=0)
+            seeds = "" if not n else " (1 seed)" if n == 1 else f" ({n} seeds)"
+            panels[targeting][label + seeds] = rows
+    return plot_sweeps(panels, path, metric=metric, title=title)
 
 
 def compare(run_dirs, out=None, fractions=None, verbose=1):
@@ -407,7 +376,7 @@ def compare(run_dirs, out=None, fractions=None, verbose=1):
     tables = {}
     for targeting in TARGETINGS:
         if any(targeting in s for s in runs.values()):
-            tables[targeting] = format_table(runs, targeting, dense=dense)
+            tables[targeting] = format_runs(runs, targeting, dense=dense)
             overlap = format_overlap(runs, targeting)
             if overlap is not None:
                 tables[f"overlap_{targeting}"] = overlap
@@ -419,9 +388,9 @@ def compare(run_dirs, out=None, fractions=None, verbose=1):
         print(text)
     if out is not None:
         os.makedirs(out, exist_ok=True)
-        with _atomic(os.path.join(out, "compare.txt")) as f:
+        with atomic_write(os.path.join(out, "compare.txt")) as f:
             f.write(text)
-        plot_sweeps(runs, os.path.join(out, "compare.png"))
+        plot_runs(runs, os.path.join(out, "compare.png"))
         for targeting in TARGETINGS:
             if targeting in tables:
                 _write_csvs(runs, targeting, out)

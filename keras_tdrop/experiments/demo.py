@@ -12,12 +12,15 @@ from keras_tdrop.experiments import _plots
 from keras_tdrop.pruning.report import compare_sweeps
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps
+from keras_tdrop.pruning.report import print_progress
 from keras_tdrop.pruning.report import write_csv
 from keras_tdrop.pruning.sweep import FRACTIONS
 from keras_tdrop.pruning.sweep import check_fractions
 from keras_tdrop.pruning.sweep import prune_sweep
 from keras_tdrop.wrapping import apply_targeted_dropout
 from keras_tdrop.wrapping import strip_targeted_dropout
+
+__all__ = ["COLUMNS", "run_demo"]
 
 COLUMNS = ("prune_fraction", "sparsity", "accuracy_plain", "accuracy_targeted")
 EXCLUDE = ("stem",)
@@ -144,8 +147,9 @@ def run_demo(
             fractions,
             targeting="weight",
             exclude=list(EXCLUDE),
-            verbose=verbose,
+            progress=print_progress if verbose else None,
         )
+        say(format_sweep(swept[label]), flush=True)
     rows = compare_sweeps(swept)
 
     write_csv(rows, os.path.join(out_dir, "demo.csv"))

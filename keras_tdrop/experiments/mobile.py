@@ -14,15 +14,18 @@ from keras_tdrop.experiments import _plots
 from keras_tdrop.export import predict_tflite
 from keras_tdrop.export import tflite_latency
 from keras_tdrop.export import to_tflite
-from keras_tdrop.optional_imports import require
 from keras_tdrop.pruning.flops import flops
 from keras_tdrop.pruning.masks import apply_masks
 from keras_tdrop.pruning.masks import compute_masks
+from keras_tdrop.pruning.plots import figure
+from keras_tdrop.pruning.plots import save_png
 from keras_tdrop.pruning.recalibrate import recalibrate_batchnorm
 from keras_tdrop.pruning.report import format_rows
 from keras_tdrop.pruning.report import write_csv
 from keras_tdrop.pruning.shrink import shrink
 from keras_tdrop.pruning.sweep import check_fractions
+
+__all__ = ["COLUMNS", "FRACTIONS", "plot", "run_mobile"]
 
 LATENCY_ROUNDS = 10
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -222,12 +225,7 @@ def _latencies(paths, x, repeats):
 
 def plot(rows, path):
     """Accuracy (masked, shrunk, TFLite) and latency against the fraction."""
-    require("matplotlib", "plots", "mobile's plot")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4))
-    FigureCanvasAgg(fig)
+    fig = figure((10, 4), "mobile's plot")
     percent = [row["prune_fraction"] * 100 for row in rows]
     left, right = fig.subplots(1, 2)
     for key, marker in (
@@ -247,5 +245,4 @@ def plot(rows, path):
     left.legend()
     fig.suptitle("mobile_cnn on CIFAR-10, group unit pruning, shrunk")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_png(fig, path)

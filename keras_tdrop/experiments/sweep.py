@@ -1,26 +1,16 @@
 """`keras-tdrop sweep`: prune saved models at each fraction, on real data."""
 
-import argparse
 import os
 
 from keras_tdrop._argtypes import _add_data_dir
 from keras_tdrop._argtypes import _add_quiet
 from keras_tdrop._argtypes import _positive_int
+from keras_tdrop.cli import _fraction_list
 from keras_tdrop.experiments import _plots
 from keras_tdrop.pruning.masks import CRITERIA
 from keras_tdrop.pruning.masks import SCOPES
 
-
-def _fractions(text):
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated fractions in [0, 1], got {text!r}"
-        )
-    return values
+__all__ = ["add_arguments", "run", "sweep_files"]
 
 
 def add_arguments(parser):
@@ -61,7 +51,7 @@ def add_arguments(parser):
     parser.add_argument("--criterion", choices=CRITERIA, default="magnitude")
     parser.add_argument(
         "--fractions",
-        type=_fractions,
+        type=_fraction_list,
         default=None,
         help="comma-separated prune fractions (default 0,0.1,...,0.9)",
     )
@@ -144,7 +134,7 @@ def sweep_files(
 
     Models saved uncompiled are compiled with sparse categorical
     cross-entropy (from logits unless `probabilities`) and accuracy.
-    `kwargs` go to `sweep_models` (`scope`, `block_size`, `criterion`,
+    `kwargs` go to `prune_sweep` (`scope`, `block_size`, `criterion`,
     `exclude`, `seed`).
 
     Example:
@@ -154,8 +144,14 @@ def sweep_files(
 
     import keras_tdrop  # noqa: F401  (registers the custom layers)
     from keras_tdrop import datasets
+    from keras_tdrop.pruning.report import XLABELS
+    from keras_tdrop.pruning.report import compare_sweeps
+    from keras_tdrop.pruning.report import format_sweep
+    from keras_tdrop.pruning.report import plot_sweeps
+    from keras_tdrop.pruning.report import print_progress
+    from keras_tdrop.pruning.report import write_csv
     from keras_tdrop.pruning.sweep import FRACTIONS
-    from keras_tdrop.pruning.sweep import sweep_models
+    from keras_tdrop.pruning.sweep import prune_sweep
 
     test = datasets.load(
         data, "test", batch_size=batch_size, data_dir=data_dir, limit=test_limit
@@ -174,24 +170,32 @@ def sweep_files(
             )
         models[name] = model
     os.makedirs(out_dir, exist_ok=True)
-    plot_path = None
-    if _plots.can_plot("sweep.png"):
-        plot_path = os.path.join(out_dir, "sweep.png")
-    what = f"{targeting} pruning"
-    if kwargs.get("block_size"):
-        what = f"N:M pruning, blocks of {kwargs['block_size']}"
-    sweeps = sweep_models(
-        models,
-        test,
-        fractions or FRACTIONS,
-        targeting=targeting,
-        csv_path=os.path.join(out_dir, "sweep.csv"),
-        plot_path=plot_path,
-        title=f"{data}, {what}",
-        verbose=verbose,
-        **kwargs,
-    )
-    if verbose:
-        wrote = "sweep.csv" + (" and sweep.png" if plot_path else "")
-        print(f"Wrote {wrote} in {out_dir}.", flush=True)
+    can_plot = _plots.can_plot("sweep.png")
+    say = print if verbose else (lambda *args, **kwargs: None)
+    sweeps = {}
+    for name, model in models.items():
+        say(f"Pruning {name}.", flush=True)
+        sweeps[name] = prune_sweep(
+            model,
+            test,
+            fractions or FRACTIONS,
+            targeting,
+            progress=print_progress if verbose else None,
+            **kwargs,
+        )
+        say(format_sweep(sweeps[name]), flush=True)
+    say("\n" + format_sweep(sweeps), flush=True)
+    write_csv(compare_sweeps(sweeps), os.path.join(out_dir, "sweep.csv"))
+    if can_plot:
+        what = f"{targeting} pruning"
+        if kwargs.get("block_size"):
+            what = f"N:M pruning, blocks of {kwargs['block_size']}"
+        plot_sweeps(
+            sweeps,
+            os.path.join(out_dir, "sweep.png"),
+            title=f"{data}, {what}",
+            xlabel=XLABELS[targeting],
+        )
+    wrote = "sweep.csv" + (" and sweep.png" if can_plot else "")
+    say(f"Wrote {wrote} in {out_dir}.", flush=True)
     return sweeps

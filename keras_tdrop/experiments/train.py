@@ -516,6 +516,8 @@ def sweep(model, test_ds, run_dir, config, verbose=1):
     """The weight and unit prune sweeps of a trained plain model, written
     as `sweep_weight.csv`, `sweep_unit.csv` and `sweep.png` in `run_dir`."""
     from keras_tdrop.experiments import compare
+    from keras_tdrop.pruning.report import format_sweep
+    from keras_tdrop.pruning.report import print_progress
     from keras_tdrop.pruning.sweep import prune_sweep
 
     sweeps = {}
@@ -528,13 +530,15 @@ def sweep(model, test_ds, run_dir, config, verbose=1):
             config["fractions"],
             targeting=targeting,
             exclude=config["exclude"],
-            verbose=verbose,
+            progress=print_progress if verbose else None,
         )
+        if verbose:
+            print(format_sweep(rows), flush=True)
         compare.write_sweep_csv(
             rows, os.path.join(run_dir, f"sweep_{targeting}.csv")
         )
         sweeps[targeting] = rows
-    compare.plot_sweeps(
+    compare.plot_runs(
         {config["experiment"]: sweeps},
         os.path.join(run_dir, "sweep.png"),
         title=f"{config['experiment']} ({config['model']}, "

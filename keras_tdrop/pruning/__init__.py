@@ -10,6 +10,7 @@ from keras_tdrop.pruning.recalibrate import recalibrate_batchnorm
 from keras_tdrop.pruning.report import compare_sweeps
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps
+from keras_tdrop.pruning.report import print_progress
 from keras_tdrop.pruning.report import sparsity_report
 from keras_tdrop.pruning.report import write_csv
 from keras_tdrop.pruning.shrink import shrink

@@ -1,55 +1,52 @@
-"""Reports: sparsity per layer, sweep tables, CSV files and plots.
+"""Reports: sparsity per layer, sweep progress, CSV files.
 
 Reports are data first (lists of row dicts), printed as fixed-width tables
-and written as CSV and PNG second. Files are written atomically: a failed
-write leaves no partial file behind.
+(`tables.py`) and written as CSV and PNG (`plots.py`) second. Every file
+is written atomically (`atomic_write`): a failed write leaves no partial
+file behind.
 """
 
-import contextlib
 import csv
-import os
-import tempfile
 
 import numpy as np
 from keras import ops
 
+from keras_tdrop.atomic_write import atomic_write
 from keras_tdrop.kernels import iter_layers
 from keras_tdrop.kernels import kernel_variables
-from keras_tdrop.optional_imports import require
 from keras_tdrop.pruning.flops import flops
 from keras_tdrop.pruning.flops import macs_by_call
+from keras_tdrop.pruning.plots import XLABELS
+from keras_tdrop.pruning.plots import plot_sweeps
+from keras_tdrop.pruning.tables import compare_sweeps
+from keras_tdrop.pruning.tables import format_rows
+from keras_tdrop.pruning.tables import format_sweep
 
+__all__ = [
+    "SIZE_COLUMNS",
+    "XLABELS",
+    "compare_sweeps",
+    "compression",
+    "flops_or_none",
+    "format_rows",
+    "format_sweep",
+    "measured",
+    "plot_sweeps",
+    "print_progress",
+    "sparsity_report",
+    "speedup",
+    "write_csv",
+]
 
-def format_rows(rows, columns=None):
-    """Rows of dicts as a fixed-width text table (floats with 4 decimals).
-
-    Example:
-    >>> print(format_rows([{"layer": "fc1", "sparsity": 0.5}]))
-    """
-    rows = list(rows)
-    if columns is None:
-        columns = list(rows[0]) if rows else []
-
-    def text(value):
-        if isinstance(value, (float, np.floating)):
-            return f"{value:.4f}"
-        return "" if value is None else str(value)
-
-    cells = [[text(row.get(c)) for c in columns] for row in rows]
-    widths = [
-        max([len(c)] + [len(line[i]) for line in cells])
-        for i, c in enumerate(columns)
-    ]
-
-    def line(values):
-        return "  ".join(
-            f"{v:<{w}}" if i == 0 else f"{v:>{w}}"
-            for i, (v, w) in enumerate(zip(values, widths))
-        ).rstrip()
-
-    out = [line(columns), line(["-" * w for w in widths])]
-    out.extend(line(values) for values in cells)
-    return "\n".join(out)
+# The columns of a prune_sweep row that count the model, not its metrics.
+SIZE_COLUMNS = (
+    "parameters",
+    "nonzero",
+    "compression",
+    "flops",
+    "speedup",
+    "recalibrated",
+)
 
 
 def sparsity_report(model, verbose=1, dense=None):
@@ -187,201 +184,57 @@ def _add_speedups(rows, dense):
     rows[-1]["speedup"] = speedup(sum(macs.values()), rows[-1]["flops"])
 
 
-def _check_sweeps(sweeps):
-    if not isinstance(sweeps, dict) or not sweeps:
-        raise ValueError(
-            "`sweeps` must be a non-empty dict {model name: sweep rows}. "
-            f"Received: sweeps={type(sweeps).__name__}"
-        )
-    fractions = None
-    for name, rows in sweeps.items():
-        these = [row["fraction"] for row in rows]
-        if fractions is None:
-            fractions = these
-        elif these != fractions:
-            raise ValueError(
-                "Every sweep must have the same fractions. Received: "
-                f"{name!r} has {these}, expected {fractions}"
-            )
+def measured(row):
+    """The keys of a `prune_sweep` row that `evaluate` returned (`loss`,
+    `accuracy`, ...), in its order."""
+    counts = ("fraction", "sparsity") + SIZE_COLUMNS
+    return [k for k in row if k not in counts]
 
 
-def compare_sweeps(sweeps, metric="accuracy"):
-    """Sweeps of several models side by side: one row per fraction.
-
-    Keys: `prune_fraction`, `sparsity` (or `sparsity_<name>` per model when
-    the models' sparsities differ), and `<metric>_<name>` per model.
+def print_progress(row, step, steps):
+    """Prints a line per measured fraction: `prune_sweep(...,
+    progress=print_progress)`.
 
     Example:
-    >>> rows = compare_sweeps({"plain": plain_rows, "targeted": td_rows})
-    >>> rows[-1]["accuracy_targeted"]
+    >>> rows = prune_sweep(model, test_ds, progress=print_progress)
     """
-    _check_sweeps(sweeps)
-    names = list(sweeps)
-    columns = list(zip(*sweeps.values()))
-    shared = all(
-        len({row["sparsity"] for row in at_fraction}) == 1
-        for at_fraction in columns
+    shown = ", ".join(f"{k} {row[k]:.4f}" for k in measured(row))
+    print(
+        f"[{step}/{steps}] pruned {row['fraction']:.0%} "
+        f"(sparsity {row['sparsity']:.4f}): {shown}",
+        flush=True,
     )
-    out = []
-    for at_fraction in columns:
-        row = {"prune_fraction": at_fraction[0]["fraction"]}
-        if shared:
-            row["sparsity"] = at_fraction[0]["sparsity"]
-        for name, swept in zip(names, at_fraction):
-            if not shared:
-                row[f"sparsity_{name}"] = swept["sparsity"]
-            row[f"{metric}_{name}"] = swept[metric]
-        out.append(row)
-    return out
 
 
-def format_sweep(sweeps, metric="accuracy"):
-    """The paper's table: prune %, sparsity, then `metric` per model.
+def write_csv(rows, path, columns=None, float_format=".6f"):
+    """Writes rows of dicts to a CSV file, atomically: the package's one
+    CSV writer.
 
-    `sweeps` is `{name: rows of prune_sweep}`, or one list of rows (then
-    every value the sweep measured is a column).
+    Args:
+        rows: dicts; a key a row lacks is written empty, as is None.
+        path: the file.
+        columns: the keys written, in order (default: the first row's;
+            then a row with another key is a ValueError).
+        float_format: the format of floats.
 
     Example:
-    >>> print(format_sweep({"plain": plain_rows, "targeted": td_rows}))
+    >>> write_csv(rows, "sweep.csv")
     """
-    if isinstance(sweeps, dict):
-        wide = compare_sweeps(sweeps, metric)
-        labels = {}
-        for name in sweeps:
-            labels[f"sparsity_{name}"] = f"sp. {name}"
-            labels[f"{metric}_{name}"] = name
-    else:
-        wide = [
-            {"prune_fraction": r["fraction"]}
-            | {k: v for k, v in r.items() if k != "fraction"}
-            for r in sweeps
-        ]
-        labels = {}
-    columns = [c for c in wide[0] if c != "prune_fraction"]
-    heads = ["prune %"] + [labels.get(c, c) for c in columns]
-    cells = [
-        [f"{row['prune_fraction'] * 100:>6.0f}%"]
-        + [_cell(row.get(c)) for c in columns]
-        for row in wide
-    ]
-    widths = [
-        max([7, len(h)] + [len(line[i]) for line in cells])
-        for i, h in enumerate(heads)
-    ]
-    lines = [
-        "  ".join(f"{h:>{w}}" for h, w in zip(heads, widths)),
-        "  ".join("-" * w for w in widths),
-    ]
-    for line in cells:
-        lines.append("  ".join(f"{c:>{w}}" for c, w in zip(line, widths)))
-    return "\n".join(lines)
-
-
-def _cell(value):
-    """Floats with 4 decimals, ints whole, None as "-", booleans as
-    yes/no."""
-    if value is None:
-        return "-"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(value)
-    return f"{value:.4f}"
-
-
-@contextlib.contextmanager
-def _atomic(path, mode="w", **kwargs):
-    """Opens a temporary file next to `path`; renames it over `path` only
-    when the block succeeds."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-    try:
-        # mkstemp makes 0600 files; give the file the mode open() would.
-        os.chmod(tmp, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def current_umask():
-    """The process umask, read without changing it where the OS allows
-    (Linux: /proc/self/status); elsewhere set and restored at once."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_csv(rows, path):
-    """Writes rows of dicts (columns from the first row) to a CSV file,
-    floats with 6 decimals, atomically."""
     rows = list(rows)
-    columns = list(rows[0]) if rows else []
-    with _atomic(path, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+    if columns is None:
+        columns, extra = (list(rows[0]) if rows else []), "raise"
+    else:
+        columns, extra = list(columns), "ignore"
+    with atomic_write(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction=extra)
         writer.writeheader()
         for row in rows:
             writer.writerow(
                 {
-                    k: f"{v:.6f}" if isinstance(v, float) else v
+                    k: format(v, float_format)
+                    if isinstance(v, (float, np.floating))
+                    else v
                     for k, v in row.items()
                 }
             )
-    return path
-
-
-def plot_sweeps(
-    sweeps,
-    path,
-    metric="accuracy",
-    title=None,
-    xlabel="pruned (%)",
-):
-    """Plots `metric` against the prune fraction, one curve per model, to a
-    PNG file (atomically). Needs matplotlib (`pip install keras-tdrop[plots]`).
-
-    Example:
-    >>> plot_sweeps({"plain": plain_rows, "targeted": td_rows}, "sweep.png")
-    """
-    _check_sweeps(sweeps)
-    require("matplotlib", "plots", "plot_sweeps")
-    # Figure + Agg canvas rather than pyplot: no global backend is changed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    markers = "osD^v<>pP*X"
-    for i, (name, rows) in enumerate(sweeps.items()):
-        ax.plot(
-            [row["fraction"] * 100 for row in rows],
-            [row[metric] for row in rows],
-            f"{markers[i % len(markers)]}-",
-            label=name,
-        )
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"test {metric}" if metric == "accuracy" else metric)
-    if title:
-        ax.set_title(title)
-    if "acc" in metric:
-        ax.set_ylim(0.0, 1.0)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with _atomic(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
     return path

@@ -6,6 +6,9 @@ import keras
 import numpy as np
 
 from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.pruning.legacy_reporting import legacy_arguments
+from keras_tdrop.pruning.legacy_reporting import report_models
+from keras_tdrop.pruning.legacy_reporting import report_sweep
 from keras_tdrop.pruning.masks import apply_masks
 from keras_tdrop.pruning.masks import check_options
 from keras_tdrop.pruning.masks import compute_masks
@@ -17,12 +20,12 @@ from keras_tdrop.pruning.recalibrate import read_batches
 from keras_tdrop.pruning.recalibrate import recalibrate as recalibrate_in_place
 from keras_tdrop.pruning.recalibrate import restore_statistics
 from keras_tdrop.pruning.recalibrate import statistics
-from keras_tdrop.pruning.report import compare_sweeps
 from keras_tdrop.pruning.report import compression
 from keras_tdrop.pruning.report import flops_or_none
-from keras_tdrop.pruning.report import format_sweep
-from keras_tdrop.pruning.report import plot_sweeps
-from keras_tdrop.pruning.report import write_csv
+from keras_tdrop.pruning.report import print_progress
+from keras_tdrop.pruning.tables import format_sweep
+
+__all__ = ["FRACTIONS", "check_fractions", "prune_sweep", "sweep_models"]
 
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -41,12 +44,6 @@ def check_fractions(fractions):
     return values
 
 
-XLABELS = {
-    "weight": "pruned weights per column (%)",
-    "unit": "pruned units per layer (%)",
-}
-
-
 def prune_sweep(
     model,
     data,
@@ -56,16 +53,14 @@ def prune_sweep(
     exclude=None,
     exclude_logits=True,
     inplace=False,
-    verbose=1,
     scope="local",
     block_size=None,
     criterion="magnitude",
     scores=None,
     seed=None,
     recalibrate=None,
-    csv_path=None,
-    plot_path=None,
-    name=None,
+    progress=None,
+    **deprecated,
 ):
     """Evaluates `model` pruned at each fraction (see `compute_masks`).
 
@@ -93,11 +88,13 @@ def prune_sweep(
             re-estimated on it before evaluating (see
             `recalibrate_batchnorm`), and restored after the sweep.
         inplace: bool, evaluate the model itself instead of a copy.
-        verbose: 1 prints a progress line per fraction and the table at the
-            end, 0 nothing.
-        csv_path: optional path of a CSV file for the rows.
-        plot_path: optional path of a PNG plot (needs matplotlib).
-        name: the model's label in the plot (default: its name).
+        progress: optional callable `progress(row, step, steps)`, called
+            as each fraction's row is measured (`print_progress` prints
+            a line).
+        **deprecated: `verbose`, `csv_path`, `plot_path` and `name` still
+            print, write and plot as they did, with a DeprecationWarning:
+            report the rows with `print(format_sweep(rows))`,
+            `write_csv(rows, path)` and `plot_sweeps({name: rows}, path)`.
 
     Returns:
         A list of dicts, one per fraction: `fraction`, `sparsity` (the share
@@ -117,8 +114,17 @@ def prune_sweep(
 
     Example:
     >>> rows = prune_sweep(model, test_ds, fractions=(0.0, 0.5, 0.9))
-    >>> [round(r["accuracy"], 3) for r in rows]
+    >>> print(format_sweep(rows))
+    >>> write_csv(rows, "sweep.csv")
     """
+    old = legacy_arguments("prune_sweep", deprecated)
+    if deprecated:
+        raise TypeError(
+            "prune_sweep() got an unexpected keyword argument "
+            f"{next(iter(deprecated))!r}"
+        )
+    if old.get("verbose") and progress is None:
+        progress = print_progress
     fractions = check_fractions(fractions)
     targeting_lib.check_targeting(targeting)
     if criterion == "random" and seed is None:
@@ -212,93 +218,60 @@ def prune_sweep(
             row["speedup"] = None if macs is None else 1.0
             row["recalibrated"] = recalibrated
             rows.append(row)
-            if verbose:
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
-                print(
-                    f"[{i}/{len(fractions)}] pruned {fraction:.0%} "
-                    f"(sparsity {row['sparsity']:.4f}): {shown}",
-                    flush=True,
-                )
+            if progress is not None:
+                progress(row, i, len(fractions))
     finally:
         for kernel, value in zip(kernels, unpruned):
             kernel.assign(value)
         if saved is not None:
             restore_statistics(target, saved)
-    if verbose:
-        print(format_sweep(rows), flush=True)
-    if csv_path is not None:
-        write_csv(rows, csv_path)
-    if plot_path is not None:
-        plot_sweeps(
-            {name or model.name: rows},
-            plot_path,
-            metric=_plotted_metric(rows),
-            xlabel=XLABELS[targeting],
-        )
+    if old:
+        old["name"] = old["name"] or model.name
+        report_sweep(rows, targeting=targeting, **old)
     return rows
 
 
 def sweep_models(
-    models,
-    data,
-    fractions=FRACTIONS,
-    targeting="weight",
-    metric="accuracy",
-    csv_path=None,
-    plot_path=None,
-    title=None,
-    verbose=1,
-    **kwargs,
+    models, data, fractions=FRACTIONS, targeting="weight", **kwargs
 ):
-    """`prune_sweep` of several models on the same data, compared.
-
-    Prints one table with a `metric` column per model, writes it as CSV
-    (`compare_sweeps`' rows) and plots one curve per model.
+    """`prune_sweep` of several models on the same data.
 
     Args:
         models: `{name: model}`.
         data, fractions, targeting: as in `prune_sweep`.
-        metric: the value compared (a key of the sweep rows).
-        csv_path, plot_path: optional output files.
-        title: optional plot title.
-        verbose: 1 progress lines and the table, 0 nothing.
-        **kwargs: other `prune_sweep` arguments (`exclude`, `scope`, ...).
+        **kwargs: other `prune_sweep` arguments (`exclude`, `scope`,
+            `progress`, ...). The deprecated `metric`, `csv_path`,
+            `plot_path`, `title` and `verbose` still print, write and plot
+            the comparison as they did, with a DeprecationWarning: report
+            it with `print(format_sweep(sweeps, metric))`,
+            `write_csv(compare_sweeps(sweeps, metric), path)` and
+            `plot_sweeps(sweeps, path, metric=metric, title=title)`.
 
     Returns:
         `{name: rows}`.
 
     Example:
     >>> sweeps = sweep_models({"plain": plain, "targeted": td}, test_ds)
+    >>> print(format_sweep(sweeps))
     """
+    old = legacy_arguments("sweep_models", kwargs)
     if not isinstance(models, dict) or not models:
         raise ValueError(
             "`models` must be a non-empty dict {name: model}. "
             f"Received: models={type(models).__name__}"
         )
+    verbose = old.get("verbose")
+    if verbose:
+        kwargs.setdefault("progress", print_progress)
     sweeps = {}
     for name, model in models.items():
         if verbose:
             print(f"Pruning {name}.", flush=True)
-        sweeps[name] = prune_sweep(
-            model, data, fractions, targeting, verbose=verbose, **kwargs
-        )
-        if metric not in sweeps[name][0]:
-            raise ValueError(
-                f"`metric` must be one of the evaluated values "
-                f"{sorted(sweeps[name][0])}. Received: metric={metric!r}"
-            )
-    if verbose:
-        print("\n" + format_sweep(sweeps, metric), flush=True)
-    if csv_path is not None:
-        write_csv(compare_sweeps(sweeps, metric), csv_path)
-    if plot_path is not None:
-        plot_sweeps(
-            sweeps,
-            plot_path,
-            metric=metric,
-            title=title,
-            xlabel=XLABELS[targeting],
-        )
+        sweeps[name] = prune_sweep(model, data, fractions, targeting, **kwargs)
+        if verbose:
+            print(format_sweep(sweeps[name]), flush=True)
+    if old:
+        report_models(sweeps, targeting, **old)
     return sweeps
 
 
@@ -313,23 +286,6 @@ def _check_data(data):
             "`data` is empty: there are no examples to evaluate. "
             "Received: data with 0 examples"
         )
-
-
-SIZE_COLUMNS = (
-    "parameters",
-    "nonzero",
-    "compression",
-    "flops",
-    "speedup",
-    "recalibrated",
-)
-
-
-def _plotted_metric(rows):
-    keys = [
-        k for k in rows[0] if k not in ("fraction", "sparsity") + SIZE_COLUMNS
-    ]
-    return "accuracy" if "accuracy" in keys else keys[-1]
 
 
 def _compiled_copy(model, metrics):

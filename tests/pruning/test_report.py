@@ -9,6 +9,7 @@ from keras_tdrop import apply_targeted_dropout
 from keras_tdrop.pruning import compare_sweeps
 from keras_tdrop.pruning import format_sweep
 from keras_tdrop.pruning import plot_sweeps
+from keras_tdrop.pruning import print_progress
 from keras_tdrop.pruning import sparsity_report
 from keras_tdrop.pruning import write_csv
 from keras_tdrop.pruning.report import format_rows
@@ -267,17 +268,99 @@ def test_plot_has_one_curve_per_model(tmp_path):
 
 
 def test_written_files_get_the_umask_mode_not_0600(tmp_path):
-    import os
-
-    from keras_tdrop.pruning.report import current_umask
-
     path = tmp_path / "rows.csv"
-    write_csv([{"a": 1}], path)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask()
-    assert current_umask() == current_umask()  # reading it changes nothing
-    original = os.umask(0o027)
-    try:
-        write_csv([{"a": 2}], path)
-        assert path.stat().st_mode & 0o777 == 0o640
-    finally:
-        os.umask(original)
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):
+        original = os.umask(umask)
+        try:
+            write_csv([{"a": 1}], path)
+            plot_sweeps({"a": PLAIN}, tmp_path / "a.png")
+        finally:
+            os.umask(original)
+        assert path.stat().st_mode & 0o777 == mode
+        assert (tmp_path / "a.png").stat().st_mode & 0o777 == mode
+
+
+def test_format_rows_options():
+    rows = [
+        {"run": "a", "loss": 0.25, "kept": True, "note": None, "n": 3},
+        {"run": "bb", "loss": None, "kept": False, "note": "x", "n": 12},
+    ]
+    assert format_rows(rows).splitlines() == [
+        "run    loss  kept  note   n",
+        "---  ------  ----  ----  --",
+        "a    0.2500   yes         3",
+        "bb             no     x  12",
+    ]
+    text = format_rows(
+        rows,
+        columns=["n", "loss"],
+        headers={"loss": "L"},
+        widths={"loss": 8},
+        label=False,
+        missing="-",
+        gap=" ",
+        rule=False,
+    )
+    assert text.splitlines() == [
+        " n        L",
+        " 3   0.2500",
+        "12        -",
+    ]
+    assert format_rows([{"a": 1}], widths=4).splitlines()[0] == "a"
+
+
+def test_write_csv_columns_and_float_format(tmp_path):
+    path = tmp_path / "rows.csv"
+    rows = [
+        {"run": "a", "x": 1 / 3, "n": 2, "skip": 1, "m": None},
+        {"run": "b", "x": np.float32(0.5), "n": 3, "skip": 2},
+    ]
+    write_csv(rows, path, columns=("run", "x", "n", "m"), float_format=".3g")
+    assert path.read_text().splitlines() == [
+        "run,x,n,m",
+        "a,0.333,2,",
+        "b,0.5,3,",
+    ]
+
+
+def test_print_progress_shows_the_evaluated_values(capsys):
+    row = dict(
+        fraction=0.5,
+        sparsity=0.25,
+        accuracy=0.75,
+        loss=0.5,
+        parameters=10,
+        nonzero=5,
+        compression=2.0,
+        flops=None,
+        speedup=None,
+        recalibrated=False,
+    )
+    print_progress(row, 2, 4)
+    assert capsys.readouterr().out == (
+        "[2/4] pruned 50% (sparsity 0.2500): accuracy 0.7500, loss 0.5000\n"
+    )
+
+
+def test_plot_panels_with_bands(tmp_path):
+    from matplotlib.image import imread
+
+    mean = [dict(r, accuracy_sd=0.1) for r in TARGETED]
+    path = tmp_path / "panels.png"
+    plot_sweeps(
+        {"weight": {"plain": PLAIN, "td": mean}, "unit": {"plain": PLAIN}},
+        path,
+        title="runs",
+    )
+    pixels = imread(path)
+    assert pixels.shape[:2] == (400, 1100)
+    colours = {
+        tuple(p)
+        for p in (pixels[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    }
+    # The second curve's band: its colour (255, 127, 14) at alpha 0.25 on
+    # white.
+    assert (255, 223, 195) in colours
+    single = tmp_path / "single.png"
+    plot_sweeps({"plain": PLAIN}, single)
+    assert imread(single).shape[:2] == (400, 600)

@@ -383,8 +383,8 @@ def test_committed_results_are_what_compare_prints(tmp_path, scale):
 
 
 def test_readme_shows_the_committed_tables():
-    """The README's multi-seed tables are the committed compare.txt's."""
-    readme = (RESULTS.parents[1] / "README.md").read_text()
+    """The docs' multi-seed tables are the committed compare.txt's."""
+    readme = (RESULTS.parent / "reproducing.md").read_text()
     text = (RESULTS / "mnist_mlp" / "compare" / "compare.txt").read_text()
     blocks = text.strip("\n").split("\n\n")
     shown = [b for b in blocks if "test accuracy (%)" in b]

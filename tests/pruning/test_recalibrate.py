@@ -289,7 +289,7 @@ def test_sweep_recalibrates_at_every_fraction_and_restores():
     y = np.arange(48) % 3
     fractions = (0.0, 0.5)
     rows = prune_sweep(
-        model, (x, y), fractions, targeting="unit", recalibrate=x, verbose=0
+        model, (x, y), fractions, targeting="unit", recalibrate=x
     )
     for row in rows:
         assert row["recalibrated"] is True
@@ -298,11 +298,11 @@ def test_sweep_recalibrates_at_every_fraction_and_restores():
         pruned.compile(loss=model.loss, metrics=["accuracy"])
         expected = pruned.evaluate(x, y, verbose=0, return_dict=True)
         assert row["loss"] == pytest.approx(expected["loss"], rel=1e-5)
-    plain = prune_sweep(model, (x, y), (0.5,), targeting="unit", verbose=0)
+    plain = prune_sweep(model, (x, y), (0.5,), targeting="unit")
     assert plain[0]["recalibrated"] is False
     assert plain[0]["loss"] != pytest.approx(rows[1]["loss"], rel=1e-3)
     inplace = prune_sweep(
-        model, (x, y), (0.5,), "unit", recalibrate=x, inplace=True, verbose=0
+        model, (x, y), (0.5,), "unit", recalibrate=x, inplace=True
     )
     assert inplace[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-5)
     for value, variable in zip(before, model.weights):
@@ -314,9 +314,7 @@ def test_sweep_without_batchnorm_says_so():
     model.compile(loss="mse")
     x = np.ones((8, 3), "float32")
     with pytest.warns(UserWarning, match="no BatchNormalization"):
-        rows = prune_sweep(
-            model, (x, np.ones((8, 2))), (0.5,), recalibrate=x, verbose=0
-        )
+        rows = prune_sweep(model, (x, np.ones((8, 2))), (0.5,), recalibrate=x)
     assert rows[0]["recalibrated"] is False
     with pytest.raises(ValueError, match="does not fit model"):
-        prune_sweep(model, (x, x), (0.5,), recalibrate=x[:, :2], verbose=0)
+        prune_sweep(model, (x, x), (0.5,), recalibrate=x[:, :2])

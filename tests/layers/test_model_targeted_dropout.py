@@ -313,7 +313,7 @@ def test_pruning_works_on_the_same_models(kind, targeting):
         assert len(copied) == len(pruned.weights)
     model = td.model
     model.compile(loss="mse", metrics=["mae"])
-    rows = prune_sweep(model, data(), fractions=(0.0, 0.5), verbose=0)
+    rows = prune_sweep(model, data(), fractions=(0.0, 0.5))
     assert [r["fraction"] for r in rows] == [0.0, 0.5]
     assert rows[0]["sparsity"] == 0.0 and rows[1]["sparsity"] > 0.3
 
@@ -321,7 +321,7 @@ def test_pruning_works_on_the_same_models(kind, targeting):
 def test_prune_sweep_on_the_wrapper():
     td = ModelTargetedDropout(make_model("subclassed"))
     td.compile(loss="mse")
-    rows = prune_sweep(td, data(), fractions=(0.0, 0.9), verbose=0)
+    rows = prune_sweep(td, data(), fractions=(0.0, 0.9))
     assert rows[1]["loss"] != rows[0]["loss"]
 
 

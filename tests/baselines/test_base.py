@@ -172,9 +172,7 @@ def test_importances_rank_the_pruning_lowest_keep_probability_first():
         np.testing.assert_array_equal(
             masks[path].reshape(rows, -1), expected, err_msg=path
         )
-    rows = prune_sweep(
-        plain, (X, Y), fractions=(0.0, 0.5), scores=scores, verbose=0
-    )
+    rows = prune_sweep(plain, (X, Y), fractions=(0.0, 0.5), scores=scores)
     assert [r["fraction"] for r in rows] == [0.0, 0.5]
     assert rows[1]["sparsity"] == pytest.approx(0.5, abs=0.02)
 

@@ -58,7 +58,7 @@ def main():
             model.evaluate(x, y, verbose=0)
 
     def sweep():
-        prune_sweep(model, (x, y), FRACTIONS, verbose=0)
+        prune_sweep(model, (x, y), FRACTIONS)
 
     print(
         f"mnist_cnn, {len(x):,} {source} images, evaluate's default batch "

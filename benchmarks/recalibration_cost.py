@@ -51,7 +51,7 @@ def main():
     )
     x, y, source = data(limit)
     calibration = x[: 32 * batches]
-    options = dict(targeting="unit", verbose=0)
+    options = dict(targeting="unit")
 
     def plain():
         prune_sweep(model, (x, y), FRACTIONS, **options)

@@ -30,6 +30,7 @@ from keras_tdrop import models
 from keras_tdrop.experiments import registry
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps
+from keras_tdrop.pruning.report import print_progress
 from keras_tdrop.pruning.report import write_csv
 from keras_tdrop.pruning.sweep import prune_sweep
 
@@ -155,6 +156,7 @@ def main(argv=None):
                 fractions,
                 targeting=targeting,
                 scores=scores if by_importance else None,
+                progress=print_progress,
             )
         table = format_sweep(sweeps)
         print(

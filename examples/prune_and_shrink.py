@@ -34,11 +34,16 @@ from keras_tdrop import datasets
 from keras_tdrop import models
 from keras_tdrop import strip_targeted_dropout
 from keras_tdrop.pruning import apply_masks
+from keras_tdrop.pruning import compare_sweeps
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import format_sweep
+from keras_tdrop.pruning import plot_sweeps
+from keras_tdrop.pruning import print_progress
 from keras_tdrop.pruning import shrink
 from keras_tdrop.pruning import sparsity_report
 from keras_tdrop.pruning import sweep_models
+from keras_tdrop.pruning import write_csv
+from keras_tdrop.pruning.report import XLABELS
 from keras_tdrop.pruning.report import format_rows
 
 EXCLUDE = ["stem"]
@@ -163,9 +168,15 @@ def main():
             test,
             targeting=targeting,
             exclude=EXCLUDE,
-            csv_path=os.path.join(args.out, f"{targeting}_sweep.csv"),
-            plot_path=os.path.join(args.out, f"{targeting}_sweep.png"),
+            progress=print_progress,
+        )
+        stem = os.path.join(args.out, f"{targeting}_sweep")
+        write_csv(compare_sweeps(sweeps), stem + ".csv")
+        plot_sweeps(
+            sweeps,
+            stem + ".png",
             title=f"MNIST CNN, {targeting} pruning",
+            xlabel=XLABELS[targeting],
         )
         tables[targeting] = format_sweep(sweeps)
     for targeting, table in tables.items():

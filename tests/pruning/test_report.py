@@ -12,6 +12,7 @@ from keras_tdrop.pruning import plot_sweeps
 from keras_tdrop.pruning import print_progress
 from keras_tdrop.pruning import sparsity_report
 from keras_tdrop.pruning import write_csv
+from keras_tdrop.pruning.report import SIZE_COLUMNS
 from keras_tdrop.pruning.report import format_rows
 
 
@@ -94,30 +95,14 @@ def test_sparsity_report_prints_table(capsys):
     model.layers[0].kernel.assign(np.zeros((3, 2)))
     sparsity_report(model)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == [
-        "layer",
-        "parameters",
-        "weights",
-        "zeros",
-        "sparsity",
-        "units",
-        "zero_units",
-        "nonzero",
-        "compression",
-        "flops",
-    ]
-    assert lines[-1].split() == [
-        "total",
-        "8",
-        "6",
-        "6",
-        "1.0000",
-        "2",
-        "2",
-        "0",
-        "inf",
-        "6",
-    ]
+    assert (
+        lines[0].split()
+        == (
+            "layer parameters weights zeros sparsity units zero_units nonzero "
+            "compression flops"
+        ).split()
+    )
+    assert lines[-1].split() == "total 8 6 6 1.0000 2 2 0 inf 6".split()
 
 
 def mlp(hidden):
@@ -324,18 +309,8 @@ def test_write_csv_columns_and_float_format(tmp_path):
 
 
 def test_print_progress_shows_the_evaluated_values(capsys):
-    row = dict(
-        fraction=0.5,
-        sparsity=0.25,
-        accuracy=0.75,
-        loss=0.5,
-        parameters=10,
-        nonzero=5,
-        compression=2.0,
-        flops=None,
-        speedup=None,
-        recalibrated=False,
-    )
+    row = {"fraction": 0.5, "sparsity": 0.25, "accuracy": 0.75, "loss": 0.5}
+    row |= dict.fromkeys(SIZE_COLUMNS)
     print_progress(row, 2, 4)
     assert capsys.readouterr().out == (
         "[2/4] pruned 50% (sparsity 0.2500): accuracy 0.7500, loss 0.5000\n"

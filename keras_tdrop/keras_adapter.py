@@ -31,9 +31,10 @@ And beyond the graph:
   `stored_value`.
 - `tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext`:
   whether a TensorFlow graph is compiled by XLA; see `in_xla_context`.
-- TensorFlow's `AssignVariableOp` on a Keras variable's `handle`: a
-  scalar assignment at a sixth of `Variable.assign`'s host time; see
-  `assign`.
+- TensorFlow's `AssignVariableOp` on a Keras variable's `handle`, outside
+  a `keras.StatelessScope` (`keras.src.backend.common.stateless_scope.
+  in_stateless_scope`, which has no public name): a scalar assignment at a
+  sixth of `Variable.assign`'s host time; see `assign`.
 """
 
 import inspect
@@ -273,18 +274,20 @@ def assign(variable, value):
     sixth of the host time of `Variable.assign` (which converts the value,
     checks the shape and goes through Keras' and TensorFlow's Python
     layers): what a callback changing a few scalars before every batch
-    pays. Tensors, distributed variables and the other backends take
-    `Variable.assign`.
+    pays. Tensors, distributed variables, stateless scopes and the other
+    backends take `Variable.assign`.
     """
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
     if (
         keras.backend.backend() == "tensorflow"
         and isinstance(value, numbers.Real)
         and not isinstance(value, bool)
+        and not in_stateless_scope()
     ):
         import tensorflow as tf
 
-        # In a stateless or autocast scope `.value` is a tensor, not the
-        # variable: Variable.assign knows what to do there.
+        # In an autocast scope `.value` is a tensor, not the variable.
         handle = variable.value
         if isinstance(handle, tf.Variable) and not isinstance(
             handle, tf.distribute.DistributedValues

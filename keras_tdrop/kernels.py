@@ -34,13 +34,13 @@ def _kernels(variables):
     ]
 
 
-def call_with_values(layer, replacements, inputs, args, kwargs, losses=None):
+def call_with_values(layer, replacements, inputs, args, kwargs, add_loss):
     """Calls `layer` with some of its variables replaced by tensors.
 
     `replacements` is a list of `(variable, value)`. Updates the layer makes
     to its other variables inside the scope (statistics, seed generators) are
-    applied afterwards. Losses the layer adds go to the list `losses` when
-    one is given (else they are dropped, as in any stateless scope).
+    applied afterwards, and the losses it adds (activity regularizers) are
+    handed to `add_loss` (the calling layer's).
     """
     replaced = {id(variable) for variable, _ in replacements}
     others = [v for v in layer.variables if id(v) not in replaced]
@@ -48,15 +48,15 @@ def call_with_values(layer, replacements, inputs, args, kwargs, losses=None):
     # step): hand it the current value of every other variable.
     mapping = list(replacements) + [(v, v.value) for v in others]
     with keras.StatelessScope(
-        state_mapping=mapping, collect_losses=losses is not None
+        state_mapping=mapping, collect_losses=True
     ) as scope:
         outputs = layer(inputs, *args, **kwargs)
     for variable, (_, before) in zip(others, mapping[len(replacements) :]):
         value = scope.get_current_value(variable)
         if value is not None and value is not before:
             variable.assign(value)
-    if losses is not None:
-        losses.extend(scope.losses)
+    if scope.losses:
+        add_loss(scope.losses)
     return outputs
 
 

@@ -89,7 +89,9 @@ class KernelWrapper(keras.layers.Wrapper):
         values = self.kernel_values(bool(training))
         if not values:
             return self.layer(inputs, *args, **kwargs)
-        return call_with_values(self.layer, values, inputs, args, kwargs)
+        return call_with_values(
+            self.layer, values, inputs, args, kwargs, self.add_loss
+        )
 
     def folded_weights(self):
         """The wrapped layer's weights as inference uses them (numpy)."""

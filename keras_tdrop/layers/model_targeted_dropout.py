@@ -253,13 +253,9 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         kwargs["training"] = training
         if not mapping:
             return self.model(inputs, **kwargs)
-        losses = []
-        outputs = call_with_values(
-            self.model, mapping, inputs, (), kwargs, losses=losses
+        return call_with_values(
+            self.model, mapping, inputs, (), kwargs, self.add_loss
         )
-        if losses:
-            self.add_loss(losses)
-        return outputs
 
     def get_config(self):
         for name in ("include", "exclude"):

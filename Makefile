@@ -9,7 +9,7 @@ endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test test-all bench results lint clean test-jax test-torch \
-	test-backends docs
+	test-backends docs wheel-smoke
 
 # The backend-agnostic core suite, run again under JAX and PyTorch.
 CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_schedules.py \
@@ -92,6 +92,11 @@ $(VENV)/.docs: $(VENV)/.installed
 
 docs: $(VENV)/.docs
 	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+# The wheel, installed with the litert extra alone in a fresh virtual
+# environment: import, fit with targeted dropout, masks, a TFLite export.
+wheel-smoke: $(VENV)/.installed
+	$(PY) .ci/wheel_smoke.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_tdrop tests examples

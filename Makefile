@@ -75,7 +75,7 @@ BENCHMARKS := td_overhead triangular_overhead ramp_overhead sweep_cost \
 bench: $(VENV)/.installed
 	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 
-# The README's multi-seed tables and plots, rebuilt from the run files
+# The multi-seed tables and plots of docs/reproducing.md, rebuilt from the run files
 # committed under docs/results/<scale>/ (config, results, sweep CSVs): each
 # scale's compare/ folder (compare.txt, compare.png, CSVs) is rewritten.
 results: $(VENV)/.installed

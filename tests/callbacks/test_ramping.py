@@ -38,6 +38,12 @@ def data(n=40):
     return rng.normal(size=(n, 6)).astype("float32"), rng.normal(size=(n, 2))
 
 
+def fit(model, x, y, *callbacks, epochs=1):
+    return model.fit(
+        x, y, batch_size=4, epochs=epochs, verbose=0, callbacks=list(callbacks)
+    )
+
+
 def piecewise(step, first, total):
     alpha = min(1.0, step / total)
     gamma = 0.95 * min(1.0, step / first) + 0.05 * np.clip(
@@ -61,13 +67,8 @@ def test_fit_moves_layer_variables_along_the_ramp():
     model = td_model()
     recorder = Recorder()
     x, y = data(40)  # 10 steps per epoch at batch 4
-    history = model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=6,
-        verbose=0,
-        callbacks=[RampingCallback(ramp_steps=(20, 40)), recorder],
+    history = fit(
+        model, x, y, RampingCallback(ramp_steps=(20, 40)), recorder, epochs=6
     )
     assert len(recorder.seen) == 60
     for step, rate, target in recorder.seen:
@@ -119,13 +120,13 @@ def test_ramp_fraction_resolves_from_planned_length():
     model = td_model()
     recorder = Recorder()
     x, y = data(40)
-    model.fit(
+    fit(
+        model,
         x,
         y,
-        batch_size=4,
+        RampingCallback(ramp_fraction=(0.25, 0.5)),
+        recorder,
         epochs=4,
-        verbose=0,
-        callbacks=[RampingCallback(ramp_fraction=(0.25, 0.5)), recorder],
     )
     # 40 planned steps: gamma 95% at step 10, 100% and alpha 100% at step 20.
     for step, rate, target in recorder.seen:
@@ -149,9 +150,7 @@ def test_single_number_ramp_fraction(schedule, ramp_fraction, expected):
     recorder = Recorder()
     x, y = data(40)
     callback = RampingCallback(schedule, ramp_fraction=ramp_fraction)
-    model.fit(
-        x, y, batch_size=4, epochs=4, verbose=0, callbacks=[callback, recorder]
-    )
+    fit(model, x, y, callback, recorder, epochs=4)
     assert [step for step, _, _ in recorder.seen] == list(range(40))
     for step, rate, target in recorder.seen:
         alpha, gamma = expected(step)
@@ -163,14 +162,7 @@ def test_single_number_ramp_fraction(schedule, ramp_fraction, expected):
 def test_resume_mid_ramp_from_saved_model(tmp_path):
     x, y = data(40)
     model = td_model()
-    model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=1,
-        verbose=0,
-        callbacks=[RampingCallback("linear", ramp_steps=40)],
-    )
+    fit(model, x, y, RampingCallback("linear", ramp_steps=40))
     path = str(tmp_path / "mid.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -178,14 +170,7 @@ def test_resume_mid_ramp_from_saved_model(tmp_path):
     assert layer.current_rate == pytest.approx(0.8 * 9 / 40)
     assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 10
     recorder = Recorder()
-    loaded.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=1,
-        verbose=0,
-        callbacks=[RampingCallback("linear", ramp_steps=40), recorder],
-    )
+    fit(loaded, x, y, RampingCallback("linear", ramp_steps=40), recorder)
     assert recorder.seen[0][0] == 10
     assert recorder.seen[0][1] == pytest.approx(0.8 * 10 / 40)
 
@@ -193,26 +178,12 @@ def test_resume_mid_ramp_from_saved_model(tmp_path):
 def test_custom_callable_constant_and_overrides():
     x, y = data(8)
     model = td_model()
-    model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=1,
-        verbose=0,
-        callbacks=[RampingCallback(lambda step: (0.5, 0.25))],
-    )
+    fit(model, x, y, RampingCallback(lambda step: (0.5, 0.25)))
     layer = model.get_layer("td1")
     assert (layer.current_rate, layer.current_target_rate) == pytest.approx(
         (0.4, 0.15)
     )
-    model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=1,
-        verbose=0,
-        callbacks=[RampingCallback("constant", rate=0.1, target_rate=0.2)],
-    )
+    fit(model, x, y, RampingCallback("constant", rate=0.1, target_rate=0.2))
     for layer in targeted_dropout_layers(model):
         assert (layer.current_rate, layer.current_target_rate) == pytest.approx(
             (0.1, 0.2)
@@ -222,14 +193,7 @@ def test_custom_callable_constant_and_overrides():
 def test_xtreme_layers_ramp_to_their_own_gamma():
     model = td_model(rate=0.9, keep=2)
     x, y = data(8)
-    model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=1,
-        verbose=0,
-        callbacks=[RampingCallback("constant")],
-    )
+    fit(model, x, y, RampingCallback("constant"))
     assert model.get_layer("td1").current_target_rate == pytest.approx(4 / 6)
 
 
@@ -305,13 +269,13 @@ def test_values_at_every_step_with_steps_per_execution(steps_per_execution):
     model = td_model(steps_per_execution=steps_per_execution)
     recorder = BatchRecorder()
     x, y = data(40)  # 10 steps per epoch at batch 4
-    model.fit(
+    fit(
+        model,
         x,
         y,
-        batch_size=4,
+        RampingCallback("linear", ramp_steps=40),
+        recorder,
         epochs=3,
-        verbose=0,
-        callbacks=[RampingCallback("linear", ramp_steps=40), recorder],
     )
     batches = list(range(0, 10, steps_per_execution))
     assert [seen[0] for seen in recorder.seen] == batches * 3
@@ -368,14 +332,7 @@ def test_sets_only_values_that_change(monkeypatch):
     model = td_model()
     recorder = CountingRecorder()
     x, y = data(40)
-    model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=1,
-        verbose=0,
-        callbacks=[RampingCallback(ramp_steps=(2, 4)), recorder],
-    )
+    fit(model, x, y, RampingCallback(ramp_steps=(2, 4)), recorder)
     # Four values (alpha and gamma of two layers) change at steps 0-4 and
     # are assigned then; step 0 once, at train begin. The ramp ends at step
     # 4: steps 5-9 assign nothing.
@@ -387,14 +344,7 @@ def test_sets_only_values_that_change(monkeypatch):
     assert writes[-4:] == pytest.approx([0.8, 0.6, 0.4, 0.3])
     # A second fit starts from nothing written: its first step is assigned.
     writes.clear()
-    model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=1,
-        verbose=0,
-        callbacks=[RampingCallback("constant")],
-    )
+    fit(model, x, y, RampingCallback("constant"))
     assert len(writes) == 4
 
 
@@ -408,14 +358,7 @@ def test_distributed_variables_are_assigned():
         model = td_model()
     recorder = BatchRecorder()
     x, y = data(40)
-    model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=1,
-        verbose=0,
-        callbacks=[RampingCallback("linear", ramp_steps=40), recorder],
-    )
+    fit(model, x, y, RampingCallback("linear", ramp_steps=40), recorder)
     for _, step, *values in recorder.seen:
         assert values == pytest.approx(linear_values(step), rel=1e-6)
 
@@ -439,14 +382,7 @@ def test_other_variable_dtypes(dtype, variable_dtype):
     assert layer._current_rate.dtype == variable_dtype
     recorder = Recorder()
     x, y = data(40)
-    model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=1,
-        verbose=0,
-        callbacks=[RampingCallback("linear", ramp_steps=40), recorder],
-    )
+    fit(model, x, y, RampingCallback("linear", ramp_steps=40), recorder)
     for step, rate, target in recorder.seen:
         assert rate == pytest.approx(0.8 * step / 40, rel=1e-6)
         assert target == pytest.approx(0.6 * step / 40, rel=1e-6)

@@ -104,7 +104,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 f"`model` must be a keras.Model. Received: model={model!r}"
             )
         super().__init__(**kwargs)
-        self.set_targeted_dropout(
+        self._set_targeted_arguments(
             rate, target_rate, targeting, reference, prune_at_inference
         )
         _check_selector("include", include)
@@ -143,7 +143,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         if model.built:
             self._kernels = self._select()
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.add_rate_variables()
+        self._add_rate_variables()
         self.built = model.built
 
     def build(self, input_shape):
@@ -220,7 +220,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         pruned = {
             id(k)
             for layer in layers
-            if self.prunes_at_inference_in(layer)
+            if self._prunes_at_inference_in(layer)
             for k in kernel_variables(layer)
         }
         return [k for k in self._kernels if id(k) in pruned]
@@ -245,7 +245,8 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 self.seed_generator,
             )
         return [
-            (kernel, self.dropped_value(kernel, training)) for kernel in kernels
+            (kernel, self._dropped_value(kernel, training))
+            for kernel in kernels
         ]
 
     def call(self, inputs, training=None, **kwargs):

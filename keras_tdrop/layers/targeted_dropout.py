@@ -67,7 +67,7 @@ class TargetedDropout(TargetedRates, KernelWrapper):
         **kwargs,
     ):
         super().__init__(layer, seed=seed, **kwargs)
-        self.set_targeted_dropout(
+        self._set_targeted_arguments(
             rate, target_rate, targeting, reference, prune_at_inference
         )
         if keep_per_column is not None and (
@@ -97,7 +97,7 @@ class TargetedDropout(TargetedRates, KernelWrapper):
                     ) from None
         if self.layer.built:
             self._check_kernels()
-        self.add_rate_variables()
+        self._add_rate_variables()
         self.built = True
 
     @property
@@ -135,7 +135,7 @@ class TargetedDropout(TargetedRates, KernelWrapper):
 
     def prunes_at_inference(self):
         """Whether inference zeroes the targeted set (see `__init__`)."""
-        return self.prunes_at_inference_in(self.layer)
+        return self._prunes_at_inference_in(self.layer)
 
     def _dropped_kernels(self, training):
         """`[(kernel variable, value the layer runs on)]`, every kernel.
@@ -150,7 +150,7 @@ class TargetedDropout(TargetedRates, KernelWrapper):
             if scale != 1.0:
                 gamma = ops.minimum(self._current_target_rate * scale, 1.0)
             mapping.append(
-                (kernel, self.dropped_value(kernel, training, gamma))
+                (kernel, self._dropped_value(kernel, training, gamma))
             )
         return mapping
 

@@ -20,14 +20,14 @@ CONV_TYPES = (
 class TargetedRates:
     """Mixin of a Keras layer with `rate` (alpha) and `target_rate` (gamma).
 
-    `set_targeted_dropout(...)` checks and keeps the arguments;
-    `add_rate_variables()` creates the non-trainable variables holding the
+    `_set_targeted_arguments(...)` checks and keeps the arguments;
+    `_add_rate_variables()` creates the non-trainable variables holding the
     current alpha and gamma, which `set_rates` assigns in place (no
     retracing) and `RampingCallback` ramps to `rate` and
     `final_target_rate`.
     """
 
-    def set_targeted_dropout(
+    def _set_targeted_arguments(
         self, rate, target_rate, targeting, reference, prune_at_inference
     ):
         targeting_lib.check_rate("rate", rate)
@@ -52,7 +52,7 @@ class TargetedRates:
         """The gamma a ramp ends at (`target_rate` unless overridden)."""
         return self.target_rate
 
-    def add_rate_variables(self):
+    def _add_rate_variables(self):
         self._current_rate = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(self.rate),
@@ -83,7 +83,7 @@ class TargetedRates:
         if target_rate is not None:
             keras_adapter.assign(self._current_target_rate, target_rate)
 
-    def prunes_at_inference_in(self, layer):
+    def _prunes_at_inference_in(self, layer):
         """Whether inference zeroes the targeted set of `layer`'s kernels:
         `prune_at_inference`, or by default the reference's own choice."""
         if self.prune_at_inference is not None:
@@ -93,7 +93,7 @@ class TargetedRates:
             return isinstance(layer, CONV_TYPES)
         return self.reference == "t2t"
 
-    def dropped_value(self, kernel, training, target_rate=None):
+    def _dropped_value(self, kernel, training, target_rate=None):
         """`kernel` as the layer runs on it: in training dropped (fresh
         noise), at inference with its targeted set zeroed."""
         return targeting_lib.targeted_dropout(

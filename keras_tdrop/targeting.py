@@ -16,6 +16,12 @@ Three semantics, selected by `reference`:
 
 with `k = floor(target_rate * n)` and `n` the column length (weight) or the
 number of columns (unit).
+
+With `reference=None` two more choices shape training (the references fix
+their own): `noise` (`"element"`: one Bernoulli draw per targeted weight;
+`"column"`: one per targeted column, so unit targeting drops whole units, as
+the paper's text reads) and `rescale` (survivors of the targeted set scaled by
+1/(1-rate), so that the expected kernel is the dense kernel).
 """
 
 import math
@@ -27,6 +33,7 @@ from keras import random
 
 TARGETINGS = ("weight", "unit")
 REFERENCES = (None, "t2t", "for_ai")
+NOISES = ("element", "column")
 
 # floor(rate * n) computed in float32 would turn 0.29 * 100 into 28 or 29
 # depending on rounding; a relative guard of 2**-20 makes every backend agree.
@@ -46,6 +53,29 @@ def check_reference(reference):
         raise ValueError(
             f"`reference` must be one of {REFERENCES}. "
             f"Received: reference={reference!r}"
+        )
+
+
+def check_noise(noise, rescale, targeting, reference):
+    """Checks `noise` and `rescale` against the targeting and reference."""
+    if noise not in NOISES:
+        raise ValueError(
+            f"`noise` must be one of {NOISES}. Received: noise={noise!r}"
+        )
+    if not isinstance(rescale, bool):
+        raise TypeError(
+            f"`rescale` must be a bool. Received: rescale={rescale!r}"
+        )
+    if noise == "column" and targeting != "unit":
+        raise ValueError(
+            "`noise='column'` (one draw per targeted unit) needs "
+            f"targeting='unit'. Received: targeting={targeting!r}"
+        )
+    if reference is not None and (noise != "element" or rescale):
+        raise ValueError(
+            f"reference={reference!r} fixes its own noise and scaling (one "
+            "draw per element; survivors scaled only by 't2t'). Received: "
+            f"noise={noise!r}, rescale={rescale!r}"
         )
 
 
@@ -248,13 +278,16 @@ def targeted_dropout(
     training=False,
     prune_at_inference=None,
     seed=None,
+    noise="element",
+    rescale=False,
 ):
     """Applies targeted dropout to a kernel and returns the new kernel.
 
     In training, each targeted element is zeroed with probability `rate`
-    (fresh noise per call, one draw per element, in unit mode too);
-    untargeted elements are returned unchanged. `reference="t2t"` scales the
-    surviving targeted elements by `1 / (1 - rate)`. At inference the kernel
+    (fresh noise per call; one draw per element, or with `noise="column"`
+    one per targeted column); untargeted elements are returned unchanged.
+    `reference="t2t"` and `rescale=True` scale the surviving targeted
+    elements by `1 / (1 - rate)`. At inference the kernel
     is returned unchanged unless `prune_at_inference` (default: True for
     `"t2t"` and `"for_ai"`, False otherwise), in which case the targeted set
     is zeroed (for `"t2t"`: the set of `round(k * rate)`).
@@ -268,9 +301,14 @@ def targeted_dropout(
         training: bool.
         prune_at_inference: bool or None (the reference's own choice).
         seed: a `keras.random.SeedGenerator` or int for the noise.
+        noise: `"element"` (one draw per targeted weight) or `"column"`
+            (one per targeted column; unit targeting only).
+        rescale: whether surviving targeted elements are scaled by
+            `1 / (1 - rate)` (reference `None` only; `"t2t"` always does).
     """
     check_targeting(targeting)
     check_reference(reference)
+    check_noise(noise, rescale, targeting, reference)
     matrix_shape(kernel.shape)
     if not training:
         if prune_at_inference is None:
@@ -287,9 +325,10 @@ def targeted_dropout(
 
     mask = _targeted(kernel, target_rate, targeting, reference)
     rate = ops.cast(rate, "float32")
-    noise = random.uniform(tuple(kernel.shape), dtype="float32", seed=seed)
-    drop = ops.logical_and(mask, ops.less(noise, rate))
-    if reference != "t2t":
+    shape = tuple(kernel.shape) if noise == "element" else tuple(mask.shape)
+    draws = random.uniform(shape, dtype="float32", seed=seed)
+    drop = ops.logical_and(mask, ops.less(draws, rate))
+    if reference != "t2t" and not rescale:
         return ops.where(drop, ops.zeros_like(kernel), kernel)
     # Scaled in float32 and zeroed after, so that a float16 kernel at rate
     # ~1 gets neither 0 * inf = NaN nor an overflowing survivor scale.

@@ -168,7 +168,7 @@ def inside():
     step("TFLite export (checked in LiteRT)", t0)
 
     try:
-        from keras_tdrop import datasets
+        from keras_tdrop.experiments import datasets
 
         datasets.load("mnist")
         raise AssertionError("datasets.load ran without tensorflow-datasets")

@@ -34,8 +34,8 @@ import keras
 import numpy as np
 
 from keras_tdrop import TriangularDropout
-from keras_tdrop import models
 from keras_tdrop import truncate
+from keras_tdrop.experiments import models
 from keras_tdrop.export import to_tflite
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import shrink

@@ -41,7 +41,7 @@ def child(variant, depth, width, batch):
     import tensorflow as tf
 
     from keras_tdrop import apply_targeted_dropout
-    from keras_tdrop import models
+    from keras_tdrop.experiments import models
 
     keras.utils.set_random_seed(0)
     model = models.resnet(depth, width)

@@ -21,8 +21,8 @@ import numpy as np
 
 from keras_tdrop import RampingCallback
 from keras_tdrop import apply_targeted_dropout
-from keras_tdrop import models
 from keras_tdrop import targeted_dropout_layers
+from keras_tdrop.experiments import models
 
 
 class PerBatchReadRamping(RampingCallback):

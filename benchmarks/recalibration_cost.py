@@ -15,7 +15,7 @@ import _bench
 import keras
 import numpy as np
 
-from keras_tdrop import models
+from keras_tdrop.experiments import models
 from keras_tdrop.pruning import prune_sweep
 from keras_tdrop.pruning.recalibrate import batchnorm_layers
 
@@ -24,7 +24,7 @@ FRACTIONS = (0.0, 0.25, 0.5)
 
 def data(limit):
     try:
-        from keras_tdrop.datasets import load_numpy
+        from keras_tdrop.experiments.datasets import load_numpy
 
         x, y = load_numpy("cifar10", "test", limit=limit)
         return x, y, "CIFAR-10 test"

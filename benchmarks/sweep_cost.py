@@ -15,7 +15,7 @@ import _bench
 import keras
 import numpy as np
 
-from keras_tdrop import models
+from keras_tdrop.experiments import models
 from keras_tdrop.pruning import prune_sweep
 
 FRACTIONS = tuple(i / 10 for i in range(10))
@@ -23,7 +23,7 @@ FRACTIONS = tuple(i / 10 for i in range(10))
 
 def data(limit):
     try:
-        from keras_tdrop.datasets import load_numpy
+        from keras_tdrop.experiments.datasets import load_numpy
 
         x, y = load_numpy("mnist", "test", limit=limit)
         return x, y, "MNIST test"

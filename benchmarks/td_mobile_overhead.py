@@ -28,8 +28,8 @@ import keras
 import numpy as np
 
 from keras_tdrop import apply_targeted_dropout
-from keras_tdrop import models
 from keras_tdrop import targeted_dropout_layers
+from keras_tdrop.experiments import models
 
 STEP_TARGET = 1.05
 RESNET_TARGET = 1.03

@@ -1,8 +1,9 @@
 """Target 1: training overhead of targeted dropout on a CIFAR-shaped ResNet.
 
 Step time (`train_on_batch`, SGD with momentum, random CIFAR-shaped data)
-of `keras_tdrop.models.resnet` with TargetedDropout on every eligible conv
-(the stem and the logits left alone, as in the references), divided by the
+of `keras_tdrop.experiments.models.resnet` with TargetedDropout on every
+eligible conv (the stem and the logits left alone, as in the references),
+divided by the
 same model without it; weight and unit targeting, and a naive wrapper that
 fully sorts every kernel each step (`NaiveSortDropout` below) as the point of
 comparison. `--xla` adds the same pair compiled with `jit_compile=True`.
@@ -19,8 +20,8 @@ import numpy as np
 from keras import ops
 
 from keras_tdrop import apply_targeted_dropout
-from keras_tdrop import models
 from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.experiments import models
 from keras_tdrop.kernels import kernel_variables
 
 

@@ -4,8 +4,9 @@ pruning side by side.
     TFDS_DATA_DIR=../shared/tensorflow_datasets \\
         python examples/baselines_mnist.py --epochs 3 --out baselines_out
 
-Trains the same MLP (`keras_tdrop.models.mnist_mlp`, 784-300-100-10) from
-the same initial weights, on the same batches (same seed, epochs, batch size,
+Trains the same MLP (`keras_tdrop.experiments.models.mnist_mlp`,
+784-300-100-10) from the same initial weights, on the same batches (same
+seed, epochs, batch size,
 Adam 1e-3), once per named experiment of `keras_tdrop.experiments.registry`:
 no regularisation, targeted dropout, L0, variational dropout, Smallify and
 L1, with the Targeted Dropout paper's coefficients. Each model is stripped to
@@ -25,8 +26,8 @@ import time
 import keras
 
 from keras_tdrop import baselines
-from keras_tdrop import datasets
-from keras_tdrop import models
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments import models
 from keras_tdrop.experiments import registry
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps

@@ -3,8 +3,9 @@
     TFDS_DATA_DIR=../shared/tensorflow_datasets \\
         python examples/export_sizes.py --out export_out
 
-Trains `keras_tdrop.models.mnist_cnn` on MNIST (weight-level targeted
-dropout as in the demo: alpha 0.75, gamma 0.9, ramped over the first half;
+Trains `keras_tdrop.experiments.models.mnist_cnn` on MNIST (weight-level
+targeted dropout as in the demo: alpha 0.75, gamma 0.9, ramped over the
+first half;
 `--plain` trains without it), prunes `conv2` and `fc1` at each fraction
 (lowest |w| per column; `stem` and `logits` kept), and exports every pruned
 model as float, sparse float, dynamic-range, int8 and sparse int8 `.tflite`
@@ -26,8 +27,8 @@ import keras
 import numpy as np
 
 import keras_tdrop
-from keras_tdrop import datasets
-from keras_tdrop import models
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments import models
 from keras_tdrop.export import predict_tflite
 from keras_tdrop.export import tflite_latency
 from keras_tdrop.export import to_tflite

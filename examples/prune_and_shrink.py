@@ -1,7 +1,7 @@
 """Prune, compare and shrink a real model: the MNIST CNN, end to end.
 
-Trains `keras_tdrop.models.mnist_cnn` on MNIST three times from the same
-initial weights and batch order: plainly, with weight-targeted dropout
+Trains `keras_tdrop.experiments.models.mnist_cnn` on MNIST three times from
+the same initial weights and batch order: plainly, with weight-targeted dropout
 (alpha 0.75, gamma 0.9) and with unit-targeted dropout (alpha 0.9, gamma
 0.75), both ramped over the first half of training. Then:
 
@@ -30,9 +30,9 @@ import numpy as np
 
 from keras_tdrop import RampingCallback
 from keras_tdrop import apply_targeted_dropout
-from keras_tdrop import datasets
-from keras_tdrop import models
 from keras_tdrop import strip_targeted_dropout
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments import models
 from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compare_sweeps
 from keras_tdrop.pruning import compute_masks

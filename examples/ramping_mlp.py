@@ -10,8 +10,8 @@ test accuracy after pruning 0-90% of each hidden kernel.
 import keras
 
 import keras_tdrop
-from keras_tdrop import datasets
-from keras_tdrop import models
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments import models
 from keras_tdrop.pruning import prune
 
 train = datasets.load("mnist", "train", shuffle=True, seed=0)

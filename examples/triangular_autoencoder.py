@@ -18,8 +18,8 @@ import keras
 import numpy as np
 
 import keras_tdrop
-from keras_tdrop import datasets
-from keras_tdrop import models
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments import models
 from keras_tdrop.export.widths import export_widths
 from keras_tdrop.export.widths import format_width_table
 

@@ -53,7 +53,7 @@ for name in modules:
 print("imported", len(modules), "modules")
 assert not BLOCKED & {{m.split(".")[0] for m in sys.modules}}
 
-from keras_tdrop import datasets
+from keras_tdrop.experiments import datasets
 
 try:
     datasets.load("mnist", "test", data_dir=".", limit=8)

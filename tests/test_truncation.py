@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from keras_tdrop import TriangularDropout
-from keras_tdrop import models
 from keras_tdrop import set_width
 from keras_tdrop import truncate
+from keras_tdrop.experiments import models
 
 RNG = np.random.default_rng(0)
 

@@ -7,9 +7,9 @@ import os
 import keras
 import numpy as np
 
-from keras_tdrop import analysis
-from keras_tdrop import datasets
 from keras_tdrop.atomic_write import atomic_path
+from keras_tdrop.experiments import analysis
+from keras_tdrop.experiments import datasets
 from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.pruning.masks import prune
 from keras_tdrop.pruning.report import format_rows

@@ -11,10 +11,10 @@ import time
 import keras
 import numpy as np
 
-from keras_tdrop import datasets
-from keras_tdrop import models
 from keras_tdrop.atomic_write import atomic_path
 from keras_tdrop.experiments import _plots
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments import models
 from keras_tdrop.layers.triangular_dropout import set_width
 from keras_tdrop.pruning.plots import figure
 from keras_tdrop.pruning.plots import save_png
@@ -201,8 +201,9 @@ def run_autoencoder(
     """Trains the paper's MNIST conv autoencoder with Triangular Dropout and
     compares it, at every code width, with truncated and fixed-width ones.
 
-    Three kinds of model, all `keras_tdrop.models.conv_autoencoder` trained
-    with binary cross-entropy and Adam on the same images in the same order:
+    Three kinds of model, all `keras_tdrop.experiments.models.conv_autoencoder`
+    trained with binary cross-entropy and Adam on the same images in the same
+    order:
     one with `TriangularDropout` on its `latent_dim`-wide code; the same
     architecture without it (from the same initial weights); and one
     standard autoencoder per entry of `fixed_widths` (the one at

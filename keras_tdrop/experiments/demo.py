@@ -5,10 +5,10 @@ import time
 
 import keras
 
-from keras_tdrop import datasets
-from keras_tdrop import models
 from keras_tdrop.callbacks.ramping import RampingCallback
 from keras_tdrop.experiments import _plots
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments import models
 from keras_tdrop.pruning.report import compare_sweeps
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps

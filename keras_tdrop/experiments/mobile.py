@@ -8,9 +8,9 @@ import time
 import keras
 import numpy as np
 
-from keras_tdrop import datasets
-from keras_tdrop import models
 from keras_tdrop.experiments import _plots
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments import models
 from keras_tdrop.export import predict_tflite
 from keras_tdrop.export import tflite_latency
 from keras_tdrop.export import to_tflite

@@ -2,11 +2,11 @@
 
 import os
 
-from keras_tdrop._argtypes import _add_data_dir
-from keras_tdrop._argtypes import _add_quiet
-from keras_tdrop._argtypes import _positive_int
-from keras_tdrop.cli import _fraction_list
 from keras_tdrop.experiments import _plots
+from keras_tdrop.experiments._argtypes import _add_data_dir
+from keras_tdrop.experiments._argtypes import _add_quiet
+from keras_tdrop.experiments._argtypes import _positive_int
+from keras_tdrop.experiments.cli import _fraction_list
 from keras_tdrop.pruning.masks import CRITERIA
 from keras_tdrop.pruning.masks import SCOPES
 
@@ -143,7 +143,7 @@ def sweep_files(
     import keras
 
     import keras_tdrop  # noqa: F401  (registers the custom layers)
-    from keras_tdrop import datasets
+    from keras_tdrop.experiments import datasets
     from keras_tdrop.pruning.report import XLABELS
     from keras_tdrop.pruning.report import compare_sweeps
     from keras_tdrop.pruning.report import format_sweep

@@ -25,10 +25,10 @@ import time
 import keras
 
 from keras_tdrop import __version__
-from keras_tdrop import datasets
-from keras_tdrop import models
 from keras_tdrop.atomic_write import atomic_path
 from keras_tdrop.atomic_write import atomic_write
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments import models
 from keras_tdrop.experiments import registry
 from keras_tdrop.pruning.sweep import FRACTIONS
 from keras_tdrop.pruning.sweep import check_fractions

@@ -372,7 +372,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 def test_committed_results_are_what_compare_prints(tmp_path, scale):
     """`make results` rewrites nothing: the committed tables are the ones
     `keras-tdrop compare --results` prints from the committed runs."""
-    from keras_tdrop import cli
+    from keras_tdrop.experiments import cli
 
     out = tmp_path / "out"
     argv = ["compare", "--results", str(RESULTS / scale), "--out", str(out)]

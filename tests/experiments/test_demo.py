@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_tdrop import datasets
+from keras_tdrop.experiments import datasets
 from keras_tdrop.experiments import demo
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ from pathlib import Path
 import keras
 import pytest
 
-from keras_tdrop import cli
-from keras_tdrop import datasets
-from keras_tdrop import models
+from keras_tdrop.experiments import cli
+from keras_tdrop.experiments import datasets
 from keras_tdrop.experiments import mobile
+from keras_tdrop.experiments import models
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_tdrop import cli
-from keras_tdrop import datasets
-from keras_tdrop.models import mnist_mlp
+from keras_tdrop.experiments import cli
+from keras_tdrop.experiments import datasets
+from keras_tdrop.experiments.models import mnist_mlp
 from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import prune

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_tdrop import models
 from keras_tdrop import set_width
+from keras_tdrop.experiments import models
 from keras_tdrop.export.widths import export_widths
 from keras_tdrop.export.widths import format_width_table
 from keras_tdrop.export.widths import write_width_csv

@@ -286,7 +286,7 @@ def test_refuses_outputs_and_unsliceable_layers():
 
 
 def test_unit_pruned_mnist_cnn_shrinks_exactly():
-    from keras_tdrop.models import mnist_cnn
+    from keras_tdrop.experiments.models import mnist_cnn
 
     model = randomize(mnist_cnn(filters=(8, 16), units=32), seed=11)
     masks = compute_masks(model, 0.5, "unit", exclude=["stem"])

@@ -116,7 +116,7 @@ def _ramp_fraction_unknown_length(ctx):
 
 
 def _offline(ctx):
-    from keras_tdrop import datasets
+    from keras_tdrop.experiments import datasets
 
     return datasets.load("mnist", data_dir=str(ctx.tmp / "no_data_here"))
 

@@ -8,9 +8,9 @@ TensorFlow) happen inside the runners, so `keras-tdrop --help` is instant.
 import argparse
 import sys
 
-from keras_tdrop._argtypes import _add_data_dir
-from keras_tdrop._argtypes import _add_quiet
-from keras_tdrop._argtypes import _positive_int
+from keras_tdrop.experiments._argtypes import _add_data_dir
+from keras_tdrop.experiments._argtypes import _add_quiet
+from keras_tdrop.experiments._argtypes import _positive_int
 
 __all__ = ["build_parser", "main"]
 
@@ -449,7 +449,7 @@ def main(argv=None):
     >>> main(["demo", "--epochs", "1", "--train-limit", "2000"])
     """
     args = build_parser().parse_args(argv)
-    from keras_tdrop.datasets import DataUnavailableError
+    from keras_tdrop.experiments.datasets import DataUnavailableError
 
     try:
         args.run(args)

@@ -29,7 +29,7 @@ def resolve_data_dir(data_dir=None):
     if data_dir is None:
         data_dir = os.environ.get("TFDS_DATA_DIR") or None
     if data_dir is None:
-        tfds = require("tensorflow_datasets", "data", "keras_tdrop.datasets")
+        tfds = require("tensorflow_datasets", "data", __name__)
         data_dir = tfds.core.constants.DATA_DIR
     return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
 
@@ -73,7 +73,7 @@ def _check_limit(limit):
 
 def _prepared_builder(name, data_dir):
     """A TFDS builder for `name`, and whether it must download first."""
-    tfds = require("tensorflow_datasets", "data", "keras_tdrop.datasets")
+    tfds = require("tensorflow_datasets", "data", __name__)
 
     builder = tfds.builder(name, data_dir=data_dir)
     if builder.is_prepared():
@@ -169,7 +169,7 @@ def load(
             "`batch_size` must be an int >= 1. "
             f"Received: batch_size={batch_size!r}"
         )
-    tfds = require("tensorflow_datasets", "data", "keras_tdrop.datasets")
+    tfds = require("tensorflow_datasets", "data", __name__)
 
     data_dir = resolve_data_dir(data_dir)
     _, download = _prepared_builder(name, data_dir)

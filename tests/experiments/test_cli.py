@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from keras_tdrop import cli
-from keras_tdrop import datasets
+from keras_tdrop.experiments import cli
+from keras_tdrop.experiments import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_tdrop import analysis
+from keras_tdrop.experiments import analysis
 
 
 def tiny_model(seed=0):

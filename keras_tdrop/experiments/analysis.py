@@ -26,8 +26,9 @@ from keras_tdrop.wrapping import clone_with_weights
 def _tf():
     if keras.backend.backend() != "tensorflow":
         raise NotImplementedError(
-            "keras_tdrop.analysis computes Hessian-vector products with "
-            "tf.GradientTape and needs the TensorFlow backend. Received: "
+            "keras_tdrop.experiments.analysis computes Hessian-vector "
+            "products with tf.GradientTape and needs the TensorFlow backend. "
+            "Received: "
             f"backend={keras.backend.backend()!r}"
         )
     import tensorflow as tf

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_tdrop import models
+from keras_tdrop.experiments import models
 from keras_tdrop.pruning import prunable_kernels
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_tdrop import datasets
+from keras_tdrop.experiments import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(

@@ -180,31 +180,6 @@ def _lowest_by_key(scores, k):
     return keys < tf.raw_ops.NthElement(input=by_row, n=k)
 
 
-def _lowest_per_column(scores, k):
-    """`_lowest_by_key` for weight targeting (`scores` is `[rows, cols]`,
-    selected down each column), cheaper in the usual case.
-
-    TensorFlow outside XLA only. One selection over the float32 scores gives
-    each column's k-th smallest value; when no column holds more than k
-    values at or below it (no ties at the threshold) those values are the
-    answer. Otherwise, as with zeroed weights, the exact keyed selection
-    decides, so the result is always `_lowest_by_key`'s.
-    """
-    import tensorflow as tf
-
-    kth = tf.raw_ops.NthElement(
-        input=tf.transpose(scores), n=tf.maximum(k - 1, 0)
-    )
-    at_or_below = scores <= kth
-    counts = tf.reduce_sum(tf.cast(at_or_below, "int32"), axis=0)
-    tied = tf.logical_and(k > 0, tf.reduce_any(counts > k))
-    return tf.cond(
-        tied,
-        lambda: _lowest_by_key(scores, k),
-        lambda: tf.logical_and(at_or_below, k > 0),
-    )
-
-
 def _lowest(scores, k, reference):
     """Boolean mask of the k lowest entries of each row of `scores`.
 
@@ -279,10 +254,7 @@ def _targeted(kernel, target_rate, targeting, reference, count=None):
     k = target_count(target_rate, n) if count is None else count
     k = ops.cast(k, "int32")
     if reference is None and _partial_selection():
-        if targeting == "weight" and len(scores.shape) == 2:
-            mask = _lowest_per_column(scores, k)
-        else:
-            mask = _lowest_by_key(scores, k)
+        mask = _lowest_by_key(scores, k)
     elif targeting == "weight":
         mask = ops.transpose(_lowest(ops.transpose(scores), k, reference))
     else:

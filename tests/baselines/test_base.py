@@ -67,6 +67,9 @@ def weights_of(model):
     return {v.path: ops.convert_to_numpy(v).copy() for v in model.weights}
 
 
+LAYER_NAMES = ["image", "stem", "conv2", "flatten", "fc1", "logits"]
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_apply_wraps_a_copy_and_leaves_logits_and_caller_alone(name):
     model = cnn()
@@ -74,14 +77,7 @@ def test_apply_wraps_a_copy_and_leaves_logits_and_caller_alone(name):
     wrapped = METHODS[name](model, exclude=["stem"])
     inner = {layer.layer.name for layer in baselines.baseline_layers(wrapped)}
     assert inner == {"conv2", "fc1"}
-    assert [layer.name for layer in model.layers] == [
-        "image",
-        "stem",
-        "conv2",
-        "flatten",
-        "fc1",
-        "logits",
-    ]
+    assert [layer.name for layer in model.layers] == LAYER_NAMES
     after = weights_of(model)
     for path in before:
         np.testing.assert_array_equal(before[path], after[path])
@@ -104,14 +100,7 @@ def test_strip_is_plain_and_computes_the_wrapped_inference(name):
     wrapped = trained(name)
     plain = baselines.strip_baselines(wrapped)
     assert not baselines.baseline_layers(plain)
-    assert [layer.name for layer in plain.layers] == [
-        "image",
-        "stem",
-        "conv2",
-        "flatten",
-        "fc1",
-        "logits",
-    ]
+    assert [layer.name for layer in plain.layers] == LAYER_NAMES
     assert plain.losses == []
     np.testing.assert_allclose(
         plain.predict(X, verbose=0),

@@ -1,7 +1,10 @@
 """Optional dependencies: lazy, named by their extra; the library never
-imports the paper's application."""
+imports the paper's application, and the application uses only the library's
+public names."""
 
 import ast
+import importlib
+import importlib.util
 import os
 import pathlib
 import re
@@ -21,10 +24,11 @@ OPTIONAL = {
     "ai_edge_litert": "litert",
     "tensorboard": "tensorboard",
 }
-APPLICATION = ("experiments", "cli", "models", "datasets", "analysis")
+APPLICATION = "keras_tdrop.experiments"
 
 BLOCKED_RUN = r"""
 import importlib
+import importlib.util
 import importlib.abc
 import pkgutil
 import sys
@@ -148,12 +152,7 @@ def _imports(name, path, tree):
 
 
 def _is_application(dotted):
-    parts = dotted.split(".")
-    return (
-        parts[0] == "keras_tdrop"
-        and len(parts) > 1
-        and (parts[1] in APPLICATION)
-    )
+    return dotted == APPLICATION or dotted.startswith(APPLICATION + ".")
 
 
 def test_library_never_imports_the_application():
@@ -168,6 +167,105 @@ def test_library_never_imports_the_application():
                 if _is_application(t)
             ]
     assert not found, found
+
+
+def _is_library(dotted):
+    parts = dotted.split(".")
+    return parts[0] == "keras_tdrop" and not _is_application(dotted)
+
+
+def _is_private(name):
+    return name.startswith("_") and not (
+        name.startswith("__") and name.endswith("__")
+    )
+
+
+def _library_names(tree):
+    """(line, module, name) of every library name that `tree` imports:
+    `from keras_tdrop.x import name` and the registry's lazy
+    `_lazy("keras_tdrop.x", "name")`; name is None for `import keras_tdrop.x`.
+    """
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            if _is_library(node.module):
+                for alias in node.names:
+                    yield node.lineno, node.module, alias.name
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if _is_library(alias.name):
+                    yield node.lineno, alias.name, None
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "_lazy"
+            and len(node.args) == 2
+            and all(isinstance(a, ast.Constant) for a in node.args)
+            and _is_library(node.args[0].value)
+        ):
+            yield node.lineno, node.args[0].value, node.args[1].value
+
+
+def test_application_uses_only_public_library_names():
+    """No private module or name, and a name listed in its module's
+    `__all__` where the module has one."""
+    found, checked = [], 0
+    for name, path, tree in _modules():
+        if not _is_application(name):
+            continue
+        for line, module, imported in _library_names(tree):
+            checked += 1
+            where = f"{name}:{line} imports {module}"
+            if any(_is_private(part) for part in module.split(".")):
+                found.append(f"{where} (a private module)")
+                continue
+            if imported is None:
+                continue
+            where += f".{imported}"
+            if _is_private(imported):
+                found.append(f"{where} (a private name)")
+                continue
+            public = getattr(importlib.import_module(module), "__all__", None)
+            submodule = f"{module}.{imported}"
+            if (
+                public is not None
+                and imported not in public
+                and importlib.util.find_spec(submodule) is None
+            ):
+                found.append(f"{where} (not in {module}.__all__)")
+    assert checked > 50
+    assert not found, found
+
+
+# registry.py is the lead's, being edited; its `__all__` is theirs to add.
+_ALL_PENDING = {"keras_tdrop.experiments.registry"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                name in _ALL_PENDING, reason="no __all__ yet", strict=True
+            ),
+        )
+        for name, _, _ in _modules()
+        if _is_application(name)
+    ],
+)
+def test_every_application_module_has_all(name):
+    path = PACKAGE.parent / (name.replace(".", "/") + ".py")
+    if not path.exists():
+        path = path.with_suffix("") / "__init__.py"
+    assigned = {
+        target.id
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    assert "__all__" in assigned
+    module = importlib.import_module(name)
+    assert [n for n in module.__all__ if not hasattr(module, n)] == []
 
 
 def test_optional_imports_are_lazy_and_go_through_require():

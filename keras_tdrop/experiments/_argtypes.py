@@ -6,15 +6,29 @@ No heavy imports: `keras-tdrop --help` stays instant.
 import argparse
 import os
 
+__all__ = ["add_data_dir", "add_quiet", "fraction_list", "positive_int"]
 
-def _positive_int(text):
+
+def positive_int(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def _add_data_dir(
+def fraction_list(text):
+    """The one parser of `--fractions` (every subcommand that takes it)."""
+    from keras_tdrop.pruning.sweep import check_fractions
+
+    try:
+        return check_fractions(text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated fractions in [0, 1], got {text!r}"
+        ) from None
+
+
+def add_data_dir(
     parser,
     help_text="TFDS data directory with prepared datasets "
     "(default: $TFDS_DATA_DIR, else TFDS' default)",
@@ -24,7 +38,7 @@ def _add_data_dir(
     )
 
 
-def _add_quiet(parser):
+def add_quiet(parser):
     parser.add_argument(
         "--quiet", action="store_true", help="print nothing but errors"
     )

@@ -4,6 +4,8 @@ import warnings
 
 from keras_tdrop.optional_imports import require
 
+__all__ = ["can_plot"]
+
 
 def can_plot(what):
     """True if matplotlib imports; else warns that `what` will not be written.

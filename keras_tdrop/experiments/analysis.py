@@ -22,6 +22,15 @@ from keras_tdrop.optional_imports import require
 from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.wrapping import clone_with_weights
 
+__all__ = [
+    "hessian_block",
+    "loss_change",
+    "mean_loss",
+    "plot_theta_h_theta",
+    "pruning_delta",
+    "theta_h_theta",
+]
+
 
 def _tf():
     if keras.backend.backend() != "tensorflow":

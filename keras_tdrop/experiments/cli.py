@@ -8,9 +8,10 @@ TensorFlow) happen inside the runners, so `keras-tdrop --help` is instant.
 import argparse
 import sys
 
-from keras_tdrop.experiments._argtypes import _add_data_dir
-from keras_tdrop.experiments._argtypes import _add_quiet
-from keras_tdrop.experiments._argtypes import _positive_int
+from keras_tdrop.experiments._argtypes import add_data_dir
+from keras_tdrop.experiments._argtypes import add_quiet
+from keras_tdrop.experiments._argtypes import fraction_list
+from keras_tdrop.experiments._argtypes import positive_int
 
 __all__ = ["build_parser", "main"]
 
@@ -24,23 +25,11 @@ def _unit_float(text):
     return value
 
 
-def _fraction_list(text):
-    """The one parser of `--fractions` (here and in `keras-tdrop sweep`)."""
-    from keras_tdrop.pruning.sweep import check_fractions
-
-    try:
-        return check_fractions(text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated fractions in [0, 1], got {text!r}"
-        ) from None
-
-
 def _add_fractions(
     parser, help_text="comma-separated prune fractions (default 0,0.1,...,0.9)"
 ):
     parser.add_argument(
-        "--fractions", type=_fraction_list, default=None, help=help_text
+        "--fractions", type=fraction_list, default=None, help=help_text
     )
 
 
@@ -58,17 +47,17 @@ def _run_kwargs(args):
 
 
 def _add_data_args(parser):
-    _add_data_dir(parser)
-    parser.add_argument("--batch-size", type=_positive_int, default=128)
+    add_data_dir(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument(
         "--train-limit",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="train on the first N examples only",
     )
     parser.add_argument(
         "--test-limit",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="evaluate on the first N examples only",
     )
@@ -79,7 +68,7 @@ def _add_demo(parser):
     parser.add_argument(
         "--out", default="demo_out", help="folder for demo.csv and demo.png"
     )
-    parser.add_argument("--epochs", type=_positive_int, default=3)
+    parser.add_argument("--epochs", type=positive_int, default=3)
     _add_data_args(parser)
     parser.add_argument(
         "--rate",
@@ -101,7 +90,7 @@ def _add_demo(parser):
         "0 for constant values (default 0.5)",
     )
     _add_fractions(parser)
-    _add_quiet(parser)
+    add_quiet(parser)
 
 
 def _run_demo(args):
@@ -118,12 +107,12 @@ def _run_demo(args):
 
 
 def _limit_or_all(text):
-    return None if text == "all" else _positive_int(text)
+    return None if text == "all" else positive_int(text)
 
 
 def _int_list(text):
     try:
-        return tuple(_positive_int(part) for part in text.split(","))
+        return tuple(positive_int(part) for part in text.split(","))
     except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(
             f"expected comma-separated ints >= 1, got {text!r}"
@@ -136,8 +125,8 @@ def _add_autoencoder(parser):
         default="autoencoder_out",
         help="folder for autoencoder.csv, autoencoder.png, reconstructions.png",
     )
-    _add_data_dir(parser)
-    parser.add_argument("--latent-dim", type=_positive_int, default=32)
+    add_data_dir(parser)
+    parser.add_argument("--latent-dim", type=positive_int, default=32)
     parser.add_argument(
         "--fixed-widths",
         type=_int_list,
@@ -145,8 +134,8 @@ def _add_autoencoder(parser):
         help="widths of the standard autoencoders trained for comparison "
         "(default 2,4,8,16,32)",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=3)
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument(
         "--train-limit",
@@ -162,7 +151,7 @@ def _add_autoencoder(parser):
     )
     parser.add_argument(
         "--filters",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         help="conv channels (default 16; the paper's is 32)",
     )
@@ -171,13 +160,13 @@ def _add_autoencoder(parser):
     )
     parser.add_argument(
         "--plateau-patience",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="the paper's schedule: learning rate / 10 after this many "
         "epochs without a 2%% fall of the loss, stop at the fifth (paper: 15)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    _add_quiet(parser)
+    add_quiet(parser)
 
 
 def _run_autoencoder(args):
@@ -201,7 +190,7 @@ def _add_mobile(parser):
         default="mobile_out",
         help="folder for mobile.csv, mobile.png and the .tflite files",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=3)
+    parser.add_argument("--epochs", type=positive_int, default=3)
     _add_data_args(parser)
     parser.set_defaults(batch_size=64, train_limit=10000, test_limit=2000)
     _add_fractions(
@@ -209,7 +198,7 @@ def _add_mobile(parser):
     )
     parser.add_argument(
         "--latency-repeats",
-        type=_positive_int,
+        type=positive_int,
         default=500,
         help="timed LiteRT invocations per model (default 500)",
     )
@@ -220,7 +209,7 @@ def _add_mobile(parser):
         help="training images to recalibrate BatchNorm statistics on after "
         "pruning (default 256; 0: never)",
     )
-    _add_quiet(parser)
+    add_quiet(parser)
 
 
 def _run_mobile(args):
@@ -259,7 +248,7 @@ def _add_train(parser):
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="training epochs (default: the recipe's, 256)",
     )
@@ -272,7 +261,7 @@ def _add_train(parser):
         help="initial learning rate (default: the recipe's, 0.4)",
     )
     _add_fractions(parser)
-    _add_quiet(parser)
+    add_quiet(parser)
     parser.add_argument(
         "--epoch-lines",
         action="store_true",
@@ -349,11 +338,11 @@ def _add_analyze(parser):
     )
     parser.add_argument(
         "--block-size",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         help="weights in the theta*H*theta block of figure1.png",
     )
-    _add_data_dir(parser, "TFDS data directory (default: $TFDS_DATA_DIR)")
+    add_data_dir(parser, "TFDS data directory (default: $TFDS_DATA_DIR)")
 
 
 def _run_analyze(args):

@@ -15,6 +15,16 @@ import tensorflow as tf
 
 from keras_tdrop.optional_imports import require
 
+__all__ = [
+    "DATASETS",
+    "DataUnavailableError",
+    "augment_image",
+    "has_network",
+    "load",
+    "load_numpy",
+    "resolve_data_dir",
+]
+
 DATASETS = ("mnist", "cifar10")
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)
 

@@ -12,6 +12,16 @@ from keras_tdrop.wrapping import apply_wrapper
 from keras_tdrop.wrapping import clone_with_weights
 from keras_tdrop.wrapping import strip_wrappers
 
+__all__ = [
+    "apply_dropout",
+    "apply_l1",
+    "apply_none",
+    "apply_random_prune",
+    "apply_targeted",
+    "strip_kernel_masks",
+    "strip_none",
+]
+
 
 def apply_none(model, *, exclude=None, seed=None):
     """A copy of `model`, trained as is."""

@@ -2,6 +2,16 @@
 
 import keras
 
+__all__ = [
+    "conv_autoencoder",
+    "mlp_head",
+    "mnist_cnn",
+    "mnist_mlp",
+    "mobile_cnn",
+    "resnet",
+    "toy_mlp",
+]
+
 
 def mnist_cnn(
     input_shape=(28, 28, 1),

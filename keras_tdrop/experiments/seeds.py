@@ -12,6 +12,18 @@ import re
 
 import numpy as np
 
+__all__ = [
+    "METRICS",
+    "aggregate",
+    "cell",
+    "group_runs",
+    "mean_sd",
+    "overlaps",
+    "run_seed",
+    "spread",
+    "verdict",
+]
+
 METRICS = ("accuracy", "sparsity", "loss", "compression", "speedup")
 # Settings that do not make two runs different experiments.
 NOT_SETTINGS = ("seed", "fractions", "keras_tdrop", "keras", "backend")

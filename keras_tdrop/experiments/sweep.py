@@ -3,10 +3,10 @@
 import os
 
 from keras_tdrop.experiments import _plots
-from keras_tdrop.experiments._argtypes import _add_data_dir
-from keras_tdrop.experiments._argtypes import _add_quiet
-from keras_tdrop.experiments._argtypes import _positive_int
-from keras_tdrop.experiments.cli import _fraction_list
+from keras_tdrop.experiments._argtypes import add_data_dir
+from keras_tdrop.experiments._argtypes import add_quiet
+from keras_tdrop.experiments._argtypes import fraction_list
+from keras_tdrop.experiments._argtypes import positive_int
 from keras_tdrop.pruning.masks import CRITERIA
 from keras_tdrop.pruning.masks import SCOPES
 
@@ -43,7 +43,7 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--block-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="N:M structure: prune within blocks of M inputs (2:4 is "
         "--block-size 4 at fraction 0.5)",
@@ -51,7 +51,7 @@ def add_arguments(parser):
     parser.add_argument("--criterion", choices=CRITERIA, default="magnitude")
     parser.add_argument(
         "--fractions",
-        type=_fraction_list,
+        type=fraction_list,
         default=None,
         help="comma-separated prune fractions (default 0,0.1,...,0.9)",
     )
@@ -68,16 +68,16 @@ def add_arguments(parser):
         help="the models output probabilities, not logits (used only for "
         "models saved uncompiled)",
     )
-    _add_data_dir(parser, "TFDS data directory (default: $TFDS_DATA_DIR)")
-    parser.add_argument("--batch-size", type=_positive_int, default=500)
+    add_data_dir(parser, "TFDS data directory (default: $TFDS_DATA_DIR)")
+    parser.add_argument("--batch-size", type=positive_int, default=500)
     parser.add_argument(
         "--test-limit",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="evaluate on the first N test examples only",
     )
     parser.add_argument("--seed", type=int, default=0)
-    _add_quiet(parser)
+    add_quiet(parser)
 
 
 def run(args):

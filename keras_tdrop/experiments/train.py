@@ -34,6 +34,16 @@ from keras_tdrop.pruning.sweep import FRACTIONS
 from keras_tdrop.pruning.sweep import check_fractions
 from keras_tdrop.wrapping import clone_with_weights
 
+__all__ = [
+    "RampLogger",
+    "build_model",
+    "build_training_model",
+    "compile_model",
+    "resolve_config",
+    "sweep",
+    "train",
+]
+
 TRAIN_SIZES = {"cifar10": 50000, "mnist": 60000}
 TEST_SIZES = {"cifar10": 10000, "mnist": 10000}
 INPUT_SHAPES = {"cifar10": (32, 32, 3), "mnist": (28, 28, 1)}

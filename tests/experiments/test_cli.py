@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from keras_tdrop.experiments import _argtypes
 from keras_tdrop.experiments import cli
 from keras_tdrop.experiments import datasets
 
@@ -141,5 +142,5 @@ def test_one_fraction_parser():
         if action.dest == "fractions"
     }
     assert set(types) == {"demo", "mobile", "train", "compare", "sweep"}
-    assert set(types.values()) == {cli._fraction_list}
-    assert cli._fraction_list(" 0, 0.25,1") == (0.0, 0.25, 1.0)
+    assert set(types.values()) == {_argtypes.fraction_list}
+    assert _argtypes.fraction_list(" 0, 0.25,1") == (0.0, 0.25, 1.0)

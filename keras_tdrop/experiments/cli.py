@@ -260,6 +260,20 @@ def _add_train(parser):
         default=None,
         help="initial learning rate (default: the recipe's, 0.4)",
     )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("step", "cosine"),
+        default=None,
+        help="learning-rate schedule (default: the recipe's, step: /10 at "
+        "40%%, 60%% and 80%% of the run); cosine: to 0 over the run",
+    )
+    parser.add_argument(
+        "--lr-warmup",
+        type=float,
+        default=None,
+        help="fraction of the run's steps with a linear warm-up (cosine "
+        "only; default 0)",
+    )
     _add_fractions(parser)
     add_quiet(parser)
     parser.add_argument(
@@ -285,6 +299,8 @@ def _run_train(args):
         width=args.width,
         data=args.data,
         learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
+        lr_warmup=args.lr_warmup,
         **({"fractions": args.fractions} if args.fractions else {}),
         verbose=0 if args.quiet else (2 if args.epoch_lines else 1),
     )

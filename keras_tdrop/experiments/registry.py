@@ -52,6 +52,12 @@ RECIPE = {
     # epochs of 391 steps); a run scales them to its own length.
     "lr_boundaries": (40000, 60000, 80000),
     "lr_decay": 0.1,
+    # "step": the milestones above; "cosine": from `learning_rate` down to
+    # 0 over the run (one cosine half-period) after a linear warm-up over
+    # the first `lr_warmup` fraction of its steps. Short runs converge
+    # further with "cosine" (docs/reproducing.md).
+    "lr_schedule": "step",
+    "lr_warmup": 0.0,
     # Coefficient of sum(w^2)/2 over every kernel, added to the loss (so it
     # goes through momentum and the clip, as in the references); Keras'
     # decoupled `weight_decay=` would differ. See `models.resnet`.

@@ -134,6 +134,17 @@ def resolve_config(
             raise ValueError(
                 f"`{name}` must be an int >= 1. Received: {name}={value!r}"
             )
+    if resolved["lr_schedule"] not in ("step", "cosine"):
+        raise ValueError(
+            "`lr_schedule` must be 'step' or 'cosine'. Received: "
+            f"lr_schedule={resolved['lr_schedule']!r}"
+        )
+    warmup = resolved["lr_warmup"]
+    if isinstance(warmup, bool) or not 0.0 <= float(warmup) < 1.0:
+        raise ValueError(
+            "`lr_warmup` must be a fraction of the run's steps in [0, 1). "
+            f"Received: lr_warmup={warmup!r}"
+        )
     if data != "cifar10":
         resolved["augment"] = False  # crops and flips are CIFAR-10's
     model = model or spec["model"] or "resnet32"
@@ -202,11 +213,27 @@ def add_weight_decay(model, weight_decay):
                 kernel.regularizer = lambda w, a=other: a(w) + l2(w)
 
 
-def compile_model(model, config):
-    """SGD with momentum, stepped learning rate and global-norm clip."""
+def learning_rate(config):
+    """The run's learning rate: a float or a Keras schedule (the recipe's
+    `lr_schedule`: `"step"` milestones or warm-up then `"cosine"`)."""
     recipe = config["recipe"]
     boundaries = config["lr_boundaries_steps"]
     lr = recipe["learning_rate"]
+    schedule = recipe.get("lr_schedule", "step")
+    if schedule == "cosine":
+        steps = config["planned_steps"]
+        warmup = int(round(recipe.get("lr_warmup", 0.0) * steps))
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else lr,
+            decay_steps=max(1, steps - warmup),
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    if schedule != "step":
+        raise ValueError(
+            "`lr_schedule` must be 'step' or 'cosine'. Received: "
+            f"lr_schedule={schedule!r}"
+        )
     if boundaries:
         values = [
             lr * recipe["lr_decay"] ** i for i in range(len(boundaries) + 1)
@@ -214,6 +241,13 @@ def compile_model(model, config):
         lr = keras.optimizers.schedules.PiecewiseConstantDecay(
             boundaries, values
         )
+    return lr
+
+
+def compile_model(model, config):
+    """SGD with momentum, the recipe's learning rate, global-norm clip."""
+    recipe = config["recipe"]
+    lr = learning_rate(config)
     if recipe["optimizer"] != "sgd":
         raise ValueError(
             "Only the references' optimizer is supported. Received: "

@@ -192,6 +192,28 @@ def test_compile_model_recipe():
     np.testing.assert_allclose(got, [0.4, 0.4, 0.04, 0.004, 0.0004], 1e-6)
 
 
+def test_cosine_schedule_with_warmup():
+    config = train_lib.resolve_config(
+        "none",
+        model="resnet8",
+        epochs=10,
+        batch_size=100,
+        train_limit=1000,
+        lr_schedule="cosine",
+        lr_warmup=0.1,
+    )
+    assert config["planned_steps"] == 100
+    schedule = train_lib.learning_rate(config)
+    got = [float(schedule(s)) for s in (0, 5, 10, 55, 100)]
+    # Linear 0 -> 0.4 over 10 steps, then 0.4 * (1 + cos(pi * t / 90)) / 2.
+    expected = [0.0, 0.2, 0.4, 0.2, 0.0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    plain = train_lib.resolve_config(
+        "none", model="resnet8", epochs=1, lr_schedule="cosine"
+    )
+    assert float(train_lib.learning_rate(plain)(0)) == pytest.approx(0.4)
+
+
 def test_add_weight_decay_is_half_sum_of_squares_plus_l1():
     model = train_lib.models.toy_mlp()
     model.get_layer("hidden").kernel.regularizer = keras.regularizers.L1(0.1)
@@ -217,6 +239,8 @@ def test_add_weight_decay_is_half_sum_of_squares_plus_l1():
         ({"train_limit": 0}, "Received: limit=0"),
         ({"momentum_x": 1}, "Unknown recipe settings \\['momentum_x'\\]"),
         ({"fractions": (2.0,)}, "Received: fractions="),
+        ({"lr_schedule": "linear"}, "Received: lr_schedule='linear'"),
+        ({"lr_warmup": 1.0}, "Received: lr_warmup=1.0"),
     ],
 )
 def test_resolve_config_bad_input(kwargs, match):

@@ -39,6 +39,19 @@ import collections
 import copy
 import importlib
 
+__all__ = [
+    "EXPERIMENTS",
+    "METHODS",
+    "Method",
+    "RECIPE",
+    "REFERENCE_RAMP",
+    "TOY_RECIPE",
+    "available",
+    "get",
+    "method",
+    "names",
+]
+
 Method = collections.namedtuple(
     "Method", ["apply", "strip", "callbacks"], defaults=(None,)
 )

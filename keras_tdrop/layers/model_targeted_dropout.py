@@ -10,6 +10,7 @@ from keras_tdrop.kernels import logits_kernels
 from keras_tdrop.layers.group_targeting import GroupTargeting
 from keras_tdrop.layers.targeted_dropout import TargetedDropout
 from keras_tdrop.layers.targeted_rates import TargetedRates
+from keras_tdrop.layers.targeted_rates import with_saved_semantics
 
 
 @keras.saving.register_keras_serializable(package="keras_tdrop")
@@ -59,6 +60,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         prune_at_inference: optional bool; by default the reference's own
             choice: `"t2t"` prunes every chosen kernel at inference,
             `"for_ai"` the convolution kernels, the default never.
+        noise, rescale: the unit semantics, as in `TargetedDropout`.
         seed: optional int for the dropout noise.
         groups: bool, group-aware unit targeting (a functional or
             Sequential model, `targeting="unit"`): every kernel writing a
@@ -95,6 +97,8 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         exclude=None,
         exclude_logits=True,
         prune_at_inference=None,
+        noise="element",
+        rescale=False,
         seed=None,
         groups=False,
         **kwargs,
@@ -105,7 +109,13 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
             )
         super().__init__(**kwargs)
         self._set_targeted_arguments(
-            rate, target_rate, targeting, reference, prune_at_inference
+            rate,
+            target_rate,
+            targeting,
+            reference,
+            prune_at_inference,
+            noise,
+            rescale,
         )
         _check_selector("include", include)
         _check_selector("exclude", exclude)
@@ -123,6 +133,12 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 "`groups=True` targets whole channels of the channel graph: "
                 'it needs targeting="unit" and reference=None. Received: '
                 f"targeting={targeting!r}, reference={reference!r}"
+            )
+        if groups and (noise != "element" or rescale):
+            raise ValueError(
+                "`groups=True` draws one Bernoulli per targeted element and "
+                "does not rescale yet; use noise='element', rescale=False "
+                f"with it. Received: noise={noise!r}, rescale={rescale!r}"
             )
         if groups:
             try:
@@ -277,6 +293,8 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 "exclude": _serializable(self.exclude),
                 "exclude_logits": self.exclude_logits,
                 "prune_at_inference": self.prune_at_inference,
+                "noise": self.noise,
+                "rescale": self.rescale,
                 "seed": self.seed,
                 "groups": self.groups,
             }
@@ -285,7 +303,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
+        config = with_saved_semantics(config)
         config["model"] = keras.saving.deserialize_keras_object(
             config["model"], custom_objects=custom_objects
         )

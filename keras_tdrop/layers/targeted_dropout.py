@@ -5,6 +5,7 @@ from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.layers.kernel_wrapper import KernelWrapper
 from keras_tdrop.layers.kernel_wrapper import fold
 from keras_tdrop.layers.targeted_rates import TargetedRates
+from keras_tdrop.layers.targeted_rates import with_saved_semantics
 
 
 @keras.saving.register_keras_serializable(package="keras_tdrop")
@@ -40,6 +41,14 @@ class TargetedDropout(TargetedRates, KernelWrapper):
         prune_at_inference: optional bool; by default the reference's own
             choice: `"t2t"` prunes at inference, `"for_ai"` prunes convolution
             kernels only, the default semantics never do.
+        noise: `"element"` (one Bernoulli draw per targeted weight) or
+            `"column"` (one per targeted unit, so whole units are dropped;
+            unit targeting only). Reference `None` only.
+        rescale: bool, whether the surviving targeted weights are scaled by
+            `1 / (1 - rate)` in training, so that the expected kernel is the
+            dense one (reference `None` only; `"t2t"` always rescales).
+            A file saved before these two arguments existed loads with
+            `"element"` and `False`, the semantics it was trained with.
         seed: optional int for the dropout noise.
 
     Call arguments:
@@ -63,12 +72,20 @@ class TargetedDropout(TargetedRates, KernelWrapper):
         reference=None,
         keep_per_column=None,
         prune_at_inference=None,
+        noise="element",
+        rescale=False,
         seed=None,
         **kwargs,
     ):
         super().__init__(layer, seed=seed, **kwargs)
         self._set_targeted_arguments(
-            rate, target_rate, targeting, reference, prune_at_inference
+            rate,
+            target_rate,
+            targeting,
+            reference,
+            prune_at_inference,
+            noise,
+            rescale,
         )
         if keep_per_column is not None and (
             isinstance(keep_per_column, bool)
@@ -183,6 +200,12 @@ class TargetedDropout(TargetedRates, KernelWrapper):
             for _, value in self._dropped_kernels(training=False)
         ]
 
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return super().from_config(
+            with_saved_semantics(config), custom_objects=custom_objects
+        )
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -193,6 +216,8 @@ class TargetedDropout(TargetedRates, KernelWrapper):
                 "reference": self.reference,
                 "keep_per_column": self.keep_per_column,
                 "prune_at_inference": self.prune_at_inference,
+                "noise": self.noise,
+                "rescale": self.rescale,
             }
         )
         return config

@@ -17,6 +17,20 @@ CONV_TYPES = (
 )
 
 
+# The unit semantics of a layer whose saved config predates `noise` and
+# `rescale`: it loads with the behaviour it was trained with.
+SAVED_BEFORE_NOISE = {"noise": "element", "rescale": False}
+
+
+def with_saved_semantics(config):
+    """`config` with the semantics of files saved before `noise`/`rescale`
+    existed filled in (a copy; new files carry their own)."""
+    config = dict(config)
+    for key, value in SAVED_BEFORE_NOISE.items():
+        config.setdefault(key, value)
+    return config
+
+
 class TargetedRates:
     """Mixin of a Keras layer with `rate` (alpha) and `target_rate` (gamma).
 
@@ -28,12 +42,20 @@ class TargetedRates:
     """
 
     def _set_targeted_arguments(
-        self, rate, target_rate, targeting, reference, prune_at_inference
+        self,
+        rate,
+        target_rate,
+        targeting,
+        reference,
+        prune_at_inference,
+        noise="element",
+        rescale=False,
     ):
         targeting_lib.check_rate("rate", rate)
         targeting_lib.check_rate("target_rate", target_rate)
         targeting_lib.check_targeting(targeting)
         targeting_lib.check_reference(reference)
+        targeting_lib.check_noise(noise, rescale, targeting, reference)
         if prune_at_inference is not None and not isinstance(
             prune_at_inference, bool
         ):
@@ -46,6 +68,8 @@ class TargetedRates:
         self.targeting = targeting
         self.reference = reference
         self.prune_at_inference = prune_at_inference
+        self.noise = noise
+        self.rescale = rescale
 
     @property
     def final_target_rate(self):
@@ -105,4 +129,6 @@ class TargetedRates:
             training=training,
             prune_at_inference=True,
             seed=self.seed_generator,
+            noise=self.noise,
+            rescale=self.rescale,
         )

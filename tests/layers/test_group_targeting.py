@@ -151,6 +151,11 @@ def test_the_ramp_drives_the_group_target_rate():
             r"reference=None.*reference='t2t'",
         ),
         (
+            dict(targeting="unit", rescale=True, groups=True),
+            ValueError,
+            r"groups=True.*Received: noise='element', rescale=True",
+        ),
+        (
             dict(targeting="unit", groups="yes"),
             TypeError,
             r"`groups` must be a bool. Received: groups='yes'",

@@ -411,3 +411,72 @@ def test_bad_layers():
     too_many = TargetedDropout(keras.layers.Dense(2), keep_per_column=9)
     with pytest.raises(ValueError, match=r"keep_per_column=9"):
         too_many.build((None, 4))
+
+
+# --- unit semantics: noise and rescale --------------------------------------
+
+
+def _unit_layer(**kwargs):
+    layer = TargetedDropout(
+        keras.layers.Dense(16, use_bias=False),
+        rate=0.5,
+        target_rate=0.5,
+        targeting="unit",
+        seed=3,
+        **kwargs,
+    )
+    layer.build((None, 6))
+    return layer
+
+
+def test_noise_and_rescale_reach_the_kernel():
+    x = np.eye(6, dtype="float32")
+    layer = _unit_layer(noise="column", rescale=True)
+    kernel = ops.convert_to_numpy(layer.layer.kernel)
+    targeted = np.zeros(16, bool)
+    targeted[np.argsort(np.linalg.norm(kernel, axis=0), kind="stable")[:8]] = 1
+    for _ in range(5):
+        used = ops.convert_to_numpy(layer(x, training=True))  # = kernel
+        zero = (used == 0).all(0)
+        np.testing.assert_allclose(used[:, ~targeted], kernel[:, ~targeted])
+        kept = targeted & ~zero
+        np.testing.assert_allclose(used[:, kept], 2 * kernel[:, kept], 1e-6)
+        assert not zero[~targeted].any()
+        # Column noise: every targeted column is kept whole or dropped whole.
+        assert (
+            (used[:, targeted] == 0).all(0) | (used[:, targeted] != 0).all(0)
+        ).all()
+
+
+def test_semantics_in_config_and_old_files_keep_theirs(tmp_path):
+    layer = _unit_layer(noise="column", rescale=True)
+    config = layer.get_config()
+    assert config["noise"] == "column" and config["rescale"] is True
+    clone = TargetedDropout.from_config(config)
+    assert (clone.noise, clone.rescale) == ("column", True)
+    # A config written before the two arguments existed.
+    old = {k: v for k, v in config.items() if k not in ("noise", "rescale")}
+    loaded = TargetedDropout.from_config(old)
+    assert (loaded.noise, loaded.rescale) == ("element", False)
+    inputs = keras.Input((6,))
+    model = keras.Model(
+        inputs, _unit_layer(noise="column", rescale=True)(inputs)
+    )
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    layer = again.layers[-1]
+    assert (layer.noise, layer.rescale) == ("column", True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"noise": "column", "targeting": "weight"}, "targeting='weight'"),
+        ({"rescale": True, "reference": "t2t"}, "rescale=True"),
+        ({"noise": "rows"}, "noise='rows'"),
+    ],
+)
+def test_bad_semantics_raise_before_building(kwargs, match):
+    args = {"rate": 0.5, "target_rate": 0.5, "targeting": "unit", **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        TargetedDropout(keras.layers.Dense(4), **args)

@@ -31,6 +31,8 @@ import numpy as np
 from keras import ops
 from keras import random
 
+from keras_tdrop import keras_adapter
+
 TARGETINGS = ("weight", "unit")
 REFERENCES = (None, "t2t", "for_ai")
 NOISES = ("element", "column")
@@ -115,18 +117,10 @@ def _partial_selection():
     (JAX, TensorFlow's `jit_compile`) needs a static `k`, and PyTorch a
     Python int (a host synchronisation): they count instead.
     """
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    if tf.executing_eagerly():
-        return True
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - private module moved
-        return False
-    graph = tf.compat.v1.get_default_graph()
-    return not control_flow_util.GraphOrParentsInXlaContext(graph)
+    return (
+        keras.backend.backend() == "tensorflow"
+        and not keras_adapter.in_xla_context()
+    )
 
 
 def _kth_smallest(scores, j):

@@ -35,6 +35,14 @@ And beyond the graph:
   a `keras.StatelessScope` (`keras.src.backend.common.stateless_scope.
   in_stateless_scope`, which has no public name): a scalar assignment at a
   sixth of `Variable.assign`'s host time; see `assign`.
+
+And of tf_keras (Keras 2, for the TF-MOT bridge), which has no public way to
+walk a model's graph either:
+
+- `KerasTensor._keras_history` (`layer, node_index, tensor_index`) and
+  `Layer._inbound_nodes`: the layer and the call (Node, with `call_args`,
+  `call_kwargs`, `outputs`) that computed a symbolic tensor; see
+  `keras2_producer`.
 """
 
 import inspect
@@ -52,6 +60,7 @@ __all__ = [
     "inner_output",
     "inputs_structure",
     "is_graph_model",
+    "keras2_producer",
     "node_inputs",
     "node_inputs_by_signature",
     "nodes",
@@ -301,3 +310,18 @@ def assign(variable, value):
             tf.raw_ops.AssignVariableOp(resource=handle.handle, value=value)
             return
     variable.assign(value)
+
+
+def keras2_producer(tensor):
+    """For a tf_keras (Keras 2) symbolic tensor, `(layer, node)`: the layer
+    that computed it and the call of it that did (a Keras 2 Node, with
+    `call_args`, `call_kwargs` and `outputs`; None if the layer lacks it).
+    None for anything else (a Python value, a Keras 3 tensor has no
+    triple)."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    layer, node_index, _ = history
+    inbound = getattr(layer, "_inbound_nodes", [])
+    node = inbound[node_index] if 0 <= node_index < len(inbound) else None
+    return layer, node

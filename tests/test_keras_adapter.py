@@ -2,13 +2,15 @@
 fails loudly when Keras or TensorFlow moves what it reads (the graph walk is
 tested in tests/channels/test_graph.py)."""
 
+import ast
+import pathlib
+
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
 from keras_tdrop import keras_adapter
-from keras_tdrop.channels import adapter as channels_adapter
 
 TF = keras.backend.backend() == "tensorflow"
 
@@ -30,9 +32,88 @@ def test_private_names_the_adapter_reads_exist():
         assert callable(control_flow_util.GraphOrParentsInXlaContext)
 
 
-def test_channels_adapter_is_the_same_functions():
-    for name in keras_adapter.__all__:
-        assert getattr(channels_adapter, name) is getattr(keras_adapter, name)
+# The one module allowed to read Keras and TensorFlow internals, and the one
+# known exception the lead is removing (issue 16).
+ADAPTER = "keras_tdrop/keras_adapter.py"
+KNOWN_EXCEPTIONS = {"keras_tdrop/targeting.py"}
+PRIVATE_MODULES = ("keras.src", "tensorflow.python")
+# Underscored attributes of Keras (3 or 2) objects the adapter wraps.
+PRIVATE_ATTRIBUTES = {
+    "_keras_history",
+    "_inbound_nodes",
+    "_outbound_nodes",
+    "_nodes_by_depth",
+    "_run_through_graph",
+    "_inputs_struct",
+    "_outputs_struct",
+    "_functional",
+    "_operations",
+    "_flatten_layers",
+    "_trackable_children",
+    "_tracker",
+}
+ROOT = pathlib.Path(keras_adapter.__file__).resolve().parent.parent
+
+
+def _private_uses(path):
+    """`(line, what)` for each private Keras/TensorFlow use in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Attribute):
+            if node.attr in PRIVATE_ATTRIBUTES and not (
+                isinstance(node.value, ast.Name) and node.value.id == "self"
+            ):
+                found.append((node.lineno, "." + node.attr))
+            names = [ast.unparse(node)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in PRIVATE_ATTRIBUTES:
+                found.append((node.lineno, repr(node.value)))
+            names = [node.value]
+        for name in names:
+            if any(
+                name == m or name.startswith(m + ".") for m in PRIVATE_MODULES
+            ):
+                found.append((node.lineno, name))
+    return found
+
+
+def test_only_the_adapter_reads_keras_and_tensorflow_internals():
+    files = sorted((ROOT / "keras_tdrop").rglob("*.py"))
+    assert len(files) > 20
+    uses = {}
+    for path in files:
+        name = path.relative_to(ROOT).as_posix()
+        if name != ADAPTER and name not in KNOWN_EXCEPTIONS:
+            uses.update(
+                {f"{name}:{line}": what for line, what in _private_uses(path)}
+            )
+    assert not uses, f"Move these into {ADAPTER}: {uses}"
+    assert _private_uses(ROOT / ADAPTER)  # the scan sees what it looks for
+
+
+def test_the_channel_graph_has_no_adapter_of_its_own():
+    assert not (ROOT / "keras_tdrop" / "channels" / "adapter.py").exists()
+
+
+def test_keras2_producer_walks_a_tf_keras_graph():
+    tf_keras = pytest.importorskip("tf_keras")
+    inputs = tf_keras.Input((3,))
+    dense = tf_keras.layers.Dense(2)
+    x = dense(inputs)
+    y = dense(tf_keras.layers.Dense(3)(x))
+    layer, node = keras_adapter.keras2_producer(y)
+    assert layer is dense
+    assert node is dense._inbound_nodes[1]
+    assert keras_adapter.keras2_producer(node.call_args[0])[0] is not dense
+    layer, node = keras_adapter.keras2_producer(inputs)
+    assert isinstance(layer, tf_keras.layers.InputLayer)
+    assert keras_adapter.keras2_producer(np.ones(3)) is None
+    assert keras_adapter.keras2_producer(1.0) is None
 
 
 def test_sublayers_lists_nested_layers_once():

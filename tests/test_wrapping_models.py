@@ -8,9 +8,9 @@ import pytest
 from keras import ops
 
 from keras_tdrop import apply_targeted_dropout
+from keras_tdrop import keras_adapter
 from keras_tdrop import strip_targeted_dropout
 from keras_tdrop import targeted_dropout_layers
-from keras_tdrop.channels import adapter
 from keras_tdrop.kernels import iter_layers
 from keras_tdrop.kernels import logits_layers
 from keras_tdrop.pruning.masks import apply_masks
@@ -284,7 +284,9 @@ def test_nested_and_shared(tmp_path):
     wrappers = {w.layer.name: w for w in targeted_dropout_layers(td)}
     assert len(wrappers) == 3
     assert plain.get_layer("shared_fc") is not None
-    calls = [n for n in adapter.nodes(plain) if n.operation.name == "shared_fc"]
+    calls = [
+        n for n in keras_adapter.nodes(plain) if n.operation.name == "shared_fc"
+    ]
     assert len(calls) == 2
     assert len({id(n.operation) for n in calls}) == 1
 
@@ -366,11 +368,15 @@ def test_adapter_producing_node_of_shared_layer():
     inputs = keras.Input((3,))
     first = shared(inputs)
     second = shared(first)
-    assert adapter.producing_node(first) is not adapter.producing_node(second)
-    assert adapter.node_inputs(adapter.producing_node(second)) == [first]
-    assert adapter.producing_node(np.ones(3)) is None
+    assert keras_adapter.producing_node(
+        first
+    ) is not keras_adapter.producing_node(second)
+    assert keras_adapter.node_inputs(keras_adapter.producing_node(second)) == [
+        first
+    ]
+    assert keras_adapter.producing_node(np.ones(3)) is None
     model = keras.Model(inputs, second)
-    assert shared in adapter.sublayers(model)
+    assert shared in keras_adapter.sublayers(model)
 
 
 def test_logits_followed_into_and_out_of_nested_models():

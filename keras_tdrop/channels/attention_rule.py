@@ -3,7 +3,7 @@ output's channels."""
 
 import numpy as np
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 from keras_tdrop.channels.rules import ChannelRule
 from keras_tdrop.channels.rules import block_call
 
@@ -49,7 +49,9 @@ class MultiHeadAttention(ChannelRule):
             return block_call(
                 graph, node, layer, ins, "it returns attention scores"
             )
-        ids_of = {id(t): ids for t, ids in zip(adapter.node_inputs(node), ins)}
+        ids_of = {
+            id(t): ids for t, ids in zip(keras_adapter.node_inputs(node), ins)
+        }
         given = self._inputs(node)
         heads = graph.fresh(layer.num_heads)
         for part in ("query", "key", "value"):

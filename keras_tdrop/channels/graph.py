@@ -18,7 +18,7 @@ removes `floor(p * channels)` of its roots.
 import keras
 import numpy as np
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 
 ROLES = ("out", "in", "member", "param")
 
@@ -239,11 +239,11 @@ def channel_graph(model, strict=False, graph=None):
         raise TypeError(
             f"`model` must be a keras.Model. Received: model={model!r}"
         )
-    adapter.functional_of(model)
+    keras_adapter.functional_of(model)
     graph = ChannelGraph(model) if graph is None else graph
     graph.strict = strict
     inputs = []
-    for tensor in adapter.functional_of(model).inputs:
+    for tensor in keras_adapter.functional_of(model).inputs:
         ids = graph.fresh(tensor.shape[-1]) if tensor.shape else None
         if ids is not None:
             graph.block(ids, "a model input")

@@ -1,6 +1,6 @@
 """Which channel groups pruning and group-aware targeting may act on."""
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
 
@@ -58,7 +58,7 @@ def prunable_groups(
 
 
 def _input_ids(graph, model):
-    for tensor in adapter.functional_of(model).inputs:
+    for tensor in keras_adapter.functional_of(model).inputs:
         ids = graph.tensors.get(id(tensor))
         if ids is not None:
             yield ids

@@ -9,7 +9,7 @@ whole heads.
 
 import numpy as np
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 from keras_tdrop.channels.rules import ChannelRule
 from keras_tdrop.channels.rules import block_call
 from keras_tdrop.channels.rules import channels_first
@@ -181,7 +181,7 @@ class ChannelwiseParams(ChannelRule):
     axis (BatchNormalization over the last axis, PReLU, LayerScale)."""
 
     def trace(self, graph, node, layer, ins):
-        tensors = adapter.node_inputs(node)
+        tensors = keras_adapter.node_inputs(node)
         axis = getattr(layer, "axis", -1)
         axis = axis[0] if isinstance(axis, (list, tuple)) and axis else axis
         rank = len(tensors[0].shape)
@@ -205,7 +205,7 @@ class GroupNormalization(ChannelRule):
     """GroupNormalization over the channel axis: whole groups go."""
 
     def trace(self, graph, node, layer, ins):
-        rank = len(adapter.node_inputs(node)[0].shape)
+        rank = len(keras_adapter.node_inputs(node)[0].shape)
         if ins[0] is None or layer.axis % rank != rank - 1:
             return block_call(
                 graph, node, layer, ins, "its axis is not the channel axis"
@@ -229,7 +229,7 @@ class LayerNormalization(ChannelRule):
     channels it normalizes over are kept; over other axes it passes them."""
 
     def trace(self, graph, node, layer, ins):
-        rank = len(adapter.node_inputs(node)[0].shape)
+        rank = len(keras_adapter.node_inputs(node)[0].shape)
         axes = (
             layer.axis
             if isinstance(layer.axis, (list, tuple))

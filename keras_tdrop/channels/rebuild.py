@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 from keras_tdrop.channels.rules import rule_for
 
 
@@ -87,7 +87,7 @@ class _Builder:
         op = node.operation
         if id(op) in self.drop:
             return args[0]
-        if adapter.is_graph_model(op):
+        if keras_adapter.is_graph_model(op):
             return self.nested(op)(*args, **kwargs)
         if isinstance(op, keras.layers.Layer):
             return self.layer(op, node, args, kwargs)(*args, **kwargs)
@@ -102,17 +102,17 @@ class _Builder:
         return self.models[id(model)]
 
     def model(self, model):
-        functional = adapter.functional_of(model)
+        functional = keras_adapter.functional_of(model)
         inputs = [
             keras.Input(
                 batch_shape=self._shape(t),
                 dtype=t.dtype,
-                name=adapter.producer(t).name,
+                name=keras_adapter.producer(t).name,
             )
             for t in functional.inputs
         ]
-        outputs = adapter.run_graph(functional, inputs, self.call)
-        structure = adapter.inputs_structure(functional)
+        outputs = keras_adapter.run_graph(functional, inputs, self.call)
+        structure = keras_adapter.inputs_structure(functional)
         return keras.Model(
             keras.tree.pack_sequence_as(structure, inputs),
             outputs,

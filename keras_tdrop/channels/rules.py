@@ -8,7 +8,7 @@ convolution; `register_channel_rule` adds or overrides one for a custom
 layer. Anything without a rule keeps its channels, with the reason.
 """
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 
 _RULES = {}
 
@@ -27,7 +27,7 @@ class ChannelRule:
         Args:
             graph: the `ChannelGraph` being built (`fresh`, `bind`,
                 `output_ids`, `union`, `block`).
-            node: the call (see `adapter.node_inputs`, `node.outputs`).
+            node: the call (see `keras_adapter.node_inputs`, `node.outputs`).
             op: the operation called.
             ins: per input tensor of the call, its channel ids or None.
         """
@@ -117,14 +117,16 @@ def block_call(graph, node, op, ins, reason):
 def trace_model(graph, model, inputs):
     """Traces every call of `model` given its inputs' ids; returns the ids
     of its outputs (flat)."""
-    functional = adapter.functional_of(model)
+    functional = keras_adapter.functional_of(model)
     for tensor, ids in zip(functional.inputs, inputs):
         graph.tensors[id(tensor)] = ids if tracked(tensor) else None
-    for node in adapter.nodes(functional):
+    for node in keras_adapter.nodes(functional):
         op = node.operation
-        ins = [graph.tensors.get(id(t)) for t in adapter.node_inputs(node)]
+        ins = [
+            graph.tensors.get(id(t)) for t in keras_adapter.node_inputs(node)
+        ]
         rule = rule_for(op)
-        if rule is None and adapter.is_graph_model(op):
+        if rule is None and keras_adapter.is_graph_model(op):
             from keras_tdrop.channels.layer_rules import NestedModel
 
             rule = NestedModel()
@@ -166,7 +168,7 @@ class PassThrough(ChannelRule):
         reason = self.check(op, node) if self.check else None
         if reason is None:
             reason = channels_first(op, node)
-        tensors = adapter.node_inputs(node)
+        tensors = keras_adapter.node_inputs(node)
         if reason is None and (
             not tensors
             or not node.outputs
@@ -200,7 +202,7 @@ def same_shape_ids(graph, node, ins):
     (broadcast inputs with one channel, or none, are left out)."""
     width = node.outputs[0].shape[-1]
     joined = None
-    for tensor, ids in zip(adapter.node_inputs(node), ins):
+    for tensor, ids in zip(keras_adapter.node_inputs(node), ins):
         if ids is None or tensor.shape[-1] != width:
             continue
         if joined is None:

@@ -4,7 +4,7 @@ and as raw `keras.ops` calls."""
 import numpy as np
 from keras import ops
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 from keras_tdrop.channels.rules import ChannelRule
 from keras_tdrop.channels.rules import block_call
 from keras_tdrop.channels.rules import channels_first
@@ -35,7 +35,7 @@ class Concatenate(ChannelRule):
     side (offsets); on another axis, its inputs share their channels."""
 
     def trace(self, graph, node, op, ins):
-        tensors = adapter.node_inputs(node)
+        tensors = keras_adapter.node_inputs(node)
         rank = len(node.outputs[0].shape)
         if any(ids is None for ids in ins):
             return block_call(graph, node, op, ins, "an input is not followed")
@@ -52,7 +52,7 @@ class Flatten(ChannelRule):
     """Flatten (channels_last): feature `p * C + c` is channel `c`."""
 
     def trace(self, graph, node, op, ins):
-        shape = adapter.node_inputs(node)[0].shape[1:]
+        shape = keras_adapter.node_inputs(node)[0].shape[1:]
         reason = channels_first(op)
         if reason is None and (ins[0] is None or None in shape):
             reason = "the flattened layout is not known"
@@ -66,7 +66,7 @@ class Reshape(ChannelRule):
     merges trailing axes into it (`(.., H, W, C) -> (.., H*W*C)`)."""
 
     def _factor(self, node):
-        before = adapter.node_inputs(node)[0].shape
+        before = keras_adapter.node_inputs(node)[0].shape
         after = node.outputs[0].shape
         if before[-1] == after[-1]:
             return 1
@@ -93,14 +93,14 @@ class Reshape(ChannelRule):
         return tuple(shape)
 
     def configure(self, layer, node, config, weights, args, kwargs):
-        old_in = adapter.node_inputs(node)[0].shape[-1]
+        old_in = keras_adapter.node_inputs(node)[0].shape[-1]
         config["target_shape"] = self._target(
             config["target_shape"], old_in, args[0].shape[-1]
         )
         return config
 
     def call(self, op, node, args, kwargs):
-        old_in = adapter.node_inputs(node)[0].shape[-1]
+        old_in = keras_adapter.node_inputs(node)[0].shape[-1]
         return ops.reshape(
             args[0], self._target(op.newshape, old_in, args[0].shape[-1])
         )
@@ -111,7 +111,7 @@ class Reduce(ChannelRule):
     channels when it reduces other axes only."""
 
     def trace(self, graph, node, op, ins):
-        rank = len(adapter.node_inputs(node)[0].shape)
+        rank = len(keras_adapter.node_inputs(node)[0].shape)
         axis = getattr(op, "axis", None)
         axes = (
             range(rank)
@@ -131,7 +131,7 @@ class GetItem(ChannelRule):
         args = node.arguments.args
         key = args[1] if len(args) > 1 else node.arguments.kwargs.get("key")
         key = key if isinstance(key, tuple) else (key,)
-        rank = len(adapter.node_inputs(node)[0].shape)
+        rank = len(keras_adapter.node_inputs(node)[0].shape)
         whole = slice(None, None, None)
         if any(k is None for k in key) or ins[0] is None:
             takes_last = True
@@ -140,7 +140,8 @@ class GetItem(ChannelRule):
         else:
             takes_last = len(key) == rank and key[-1] != whole
         if takes_last or (
-            adapter.node_inputs(node)[0].shape[-1] != node.outputs[0].shape[-1]
+            keras_adapter.node_inputs(node)[0].shape[-1]
+            != node.outputs[0].shape[-1]
         ):
             return block_call(graph, node, op, ins, "it slices the channels")
         return [ins[0]]
@@ -154,7 +155,7 @@ class KeepsLastAxis(ChannelRule):
         self.transposes = transposes
 
     def trace(self, graph, node, op, ins):
-        tensor, out = adapter.node_inputs(node)[0], node.outputs[0]
+        tensor, out = keras_adapter.node_inputs(node)[0], node.outputs[0]
         last_in, last_out = len(tensor.shape) - 1, len(out.shape) - 1
         moved = ins[0] is None or tensor.shape[-1] != out.shape[-1]
         axes = getattr(op, "axes", None)

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 from keras_tdrop.channels import layer_rules as lr
 from keras_tdrop.channels import shape_rules as sr
 from keras_tdrop.channels.attention_rule import MultiHeadAttention
@@ -11,6 +11,8 @@ from keras_tdrop.channels.rules import PassThrough
 from keras_tdrop.channels.rules import register_channel_rule
 
 L = keras.layers
+
+
 def _activation_mixes(layer, node):
     if lr.mixing_activation(layer):
         return "it is a softmax over the channels"
@@ -129,7 +131,7 @@ def register_defaults():
     register_channel_rule(L.Embedding, lr.Embedding())
     for cls in [L.BatchNormalization, L.PReLU, L.Normalization]:
         register_channel_rule(cls, lr.ChannelwiseParams())
-    for cls in adapter.application_layer_types():
+    for cls in keras_adapter.application_layer_types():
         register_channel_rule(cls, lr.ChannelwiseParams())
     register_channel_rule(L.GroupNormalization, lr.GroupNormalization())
     register_channel_rule(L.LayerNormalization, lr.LayerNormalization())
@@ -147,7 +149,7 @@ def register_defaults():
     register_channel_rule(
         L.Masking, Blocking("it masks steps by all channels together")
     )
-    raw = adapter.raw_op_types
+    raw = keras_adapter.raw_op_types
     for cls in raw(*_RAW_UNARY):
         register_channel_rule(cls, PassThrough())
     for cls in raw(*_RAW_MERGE):

@@ -5,8 +5,8 @@ import numpy as np
 from keras import ops
 from keras import random
 
+from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
-from keras_tdrop.channels import adapter
 from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels.groups import is_kernel_slice
 from keras_tdrop.channels.groups import prunable_groups
@@ -37,8 +37,8 @@ class GroupTargeting:
 
     def __init__(self, model, kernels, exclude_logits=True):
         try:
-            adapter.functional_of(model)
-        except adapter.GraphError as error:
+            keras_adapter.functional_of(model)
+        except keras_adapter.GraphError as error:
             raise ValueError(
                 f"groups=True needs the channel graph of a functional or "
                 f"Sequential model. {error}"

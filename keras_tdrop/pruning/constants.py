@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 
 L = keras.layers
 _FOLDABLE = (
@@ -44,17 +44,17 @@ def _probe(masked, layers):
 
     def call(node, args, kwargs):
         op = node.operation
-        if adapter.is_graph_model(op):
-            return adapter.run_graph(op, keras.tree.flatten(args), call)
+        if keras_adapter.is_graph_model(op):
+            return keras_adapter.run_graph(op, keras.tree.flatten(args), call)
         if id(op) in layers:
             seen.setdefault(id(op), []).append(ops.convert_to_numpy(args[0]))
         return op(*args, **kwargs)
 
     inputs = []
-    for tensor in adapter.functional_of(masked).inputs:
+    for tensor in keras_adapter.functional_of(masked).inputs:
         shape = [1] + [8 if d is None else d for d in tensor.shape[1:]]
         inputs.append(np.zeros(shape, tensor.dtype))
-    adapter.run_graph(masked, inputs, call)
+    keras_adapter.run_graph(masked, inputs, call)
     return seen
 
 

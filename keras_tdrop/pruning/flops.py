@@ -14,7 +14,7 @@ import warnings
 
 import keras
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 
 _RULES = {}
 
@@ -111,13 +111,13 @@ def flops(model, per_layer=False):
 def macs_by_call(model):
     """`(operation, macs)` per call of `model`'s graph, in execution order,
     nested graph models replaced by their own calls."""
-    for node in adapter.nodes(model):
+    for node in keras_adapter.nodes(model):
         op = node.operation
-        if adapter.is_graph_model(op):
+        if keras_adapter.is_graph_model(op):
             yield from macs_by_call(op)
             continue
         inputs = [
-            tuple(t.shape) for t in adapter.node_inputs_by_signature(node)
+            tuple(t.shape) for t in keras_adapter.node_inputs_by_signature(node)
         ]
         outputs = [tuple(t.shape) for t in node.outputs]
         yield op, _count(op, inputs, outputs)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.kernels import iter_layers
 from keras_tdrop.kernels import kernel_variables
@@ -119,8 +120,17 @@ def compute_masks(
     targeting_lib.check_targeting(targeting)
     if groups is not False:
         return _group_masks(
-            model, fraction, targeting, exclude, exclude_logits, scope,
-            block_size, criterion, scores, groups, round_to,
+            model,
+            fraction,
+            targeting,
+            exclude,
+            exclude_logits,
+            scope,
+            block_size,
+            criterion,
+            scores,
+            groups,
+            round_to,
         )
     if round_to is not None:
         raise ValueError(
@@ -164,8 +174,17 @@ def compute_masks(
 
 
 def _group_masks(
-    model, fraction, targeting, exclude, exclude_logits, scope, block_size,
-    criterion, scores, groups, round_to,
+    model,
+    fraction,
+    targeting,
+    exclude,
+    exclude_logits,
+    scope,
+    block_size,
+    criterion,
+    scores,
+    groups,
+    round_to,
 ):
     from keras_tdrop.pruning.group_masks import group_masks
 
@@ -192,11 +211,9 @@ def _group_masks(
                 f"`{name}` is not supported with groups=True. "
                 f"Received: {name}={value!r}"
             )
-    from keras_tdrop.channels import adapter
-
     try:
-        adapter.functional_of(model)
-    except adapter.GraphError as error:
+        keras_adapter.functional_of(model)
+    except keras_adapter.GraphError as error:
         raise ValueError(
             f"groups=True needs the channel graph of a functional or "
             f"Sequential model. {error} On it, use per-layer unit masks "
@@ -447,7 +464,9 @@ def copy_model(model):
     model is rebuilt from its config (its `get_config`) and given the
     weights by position.
     """
-    if isinstance(model, keras.Sequential) or hasattr(model, "_operations"):
+    if isinstance(model, keras.Sequential) or keras_adapter.is_graph_model(
+        model
+    ):
         return clone_with_weights(model)
     try:
         copy = keras.saving.deserialize_keras_object(

@@ -5,7 +5,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 from keras_tdrop.pruning.masks import copy_model
 
 # Examples per forward pass: batches are joined up to this size, since the
@@ -19,7 +19,7 @@ class _Reached(Exception):
 
 def batchnorm_layers(model):
     """Every `BatchNormalization` layer of `model`, nested ones included."""
-    layers = [model] + adapter.sublayers(model)
+    layers = [model] + keras_adapter.sublayers(model)
     return [
         layer
         for layer in layers
@@ -311,8 +311,8 @@ def read_batches(data, steps=None, batch_size=32):
 def check_batches(model, batches):
     """A ValueError when a batch does not fit a graph model's inputs."""
     try:
-        expected = keras.tree.flatten(adapter.inputs_structure(model))
-    except adapter.GraphError:
+        expected = keras.tree.flatten(keras_adapter.inputs_structure(model))
+    except keras_adapter.GraphError:
         return
     for batch in batches:
         arrays = keras.tree.flatten(batch)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels import rebuild
 from keras_tdrop.pruning.constants import fold_constants
@@ -34,8 +34,8 @@ def _check(model, masks, strict, approximate):
             f"`model` must be a keras.Model. Received: model={model!r}"
         )
     try:
-        adapter.functional_of(model)
-    except adapter.GraphError as error:
+        keras_adapter.functional_of(model)
+    except keras_adapter.GraphError as error:
         raise ValueError(
             f"{error} Shrinking needs a functional or Sequential model; on a "
             "subclassed model, masks (`compute_masks`, `apply_masks`) and "
@@ -107,7 +107,7 @@ def _group_name(graph, roots):
 def _sample(model, seed=0):
     rng = np.random.default_rng(seed)
     values = []
-    for tensor in adapter.functional_of(model).inputs:
+    for tensor in keras_adapter.functional_of(model).inputs:
         shape = [2] + [8 if d is None else d for d in tensor.shape[1:]]
         if "int" in str(tensor.dtype):
             values.append(rng.integers(0, 2, shape).astype(tensor.dtype))
@@ -117,7 +117,9 @@ def _sample(model, seed=0):
 
 
 def _max_diff(a, b, inputs):
-    inputs = keras.tree.pack_sequence_as(adapter.inputs_structure(a), inputs)
+    inputs = keras.tree.pack_sequence_as(
+        keras_adapter.inputs_structure(a), inputs
+    )
     outs_a = keras.tree.flatten(a(inputs, training=False))
     outs_b = keras.tree.flatten(b(inputs, training=False))
     return max(

@@ -12,7 +12,7 @@ import inspect
 import keras
 import numpy as np
 
-from keras_tdrop.channels import adapter
+from keras_tdrop import keras_adapter
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.optional_imports import require
 from keras_tdrop.pruning.masks import _check_model
@@ -277,7 +277,7 @@ def _check_architecture(model):
                 f"The TF-MOT bridge does not support layer '{layer.name}' of "
                 f"type {name}{hint}. Supported: {', '.join(SUPPORTED_LAYERS)}"
             )
-        calls = sum(n.operation is layer for n in adapter.nodes(model))
+        calls = sum(n.operation is layer for n in keras_adapter.nodes(model))
         if calls != 1:
             raise ValueError(
                 f"Layer '{layer.name}' is called {calls} times; the TF-MOT "
@@ -399,13 +399,13 @@ def _translate_object(key, value, lib):
 
 def _rebuild(model, layers, tf_keras):
     """Calls the tf_keras layers along the Keras 3 model's graph (walked
-    with `keras_tdrop.channels.adapter`)."""
-    functional = adapter.functional_of(model)
+    with `keras_tdrop.keras_adapter`)."""
+    functional = keras_adapter.functional_of(model)
     inputs = [
         tf_keras.Input(
             batch_shape=tuple(t.shape),
             dtype=t.dtype,
-            name=adapter.producer(t).name,
+            name=keras_adapter.producer(t).name,
         )
         for t in functional.inputs
     ]
@@ -420,7 +420,7 @@ def _rebuild(model, layers, tf_keras):
             )
         return layers[operation.name](*args, **kwargs)
 
-    outputs = keras.tree.flatten(adapter.run_graph(model, inputs, call))
+    outputs = keras.tree.flatten(keras_adapter.run_graph(model, inputs, call))
     return tf_keras.Model(
         inputs[0] if len(inputs) == 1 else inputs,
         outputs[0] if len(outputs) == 1 else outputs,
@@ -447,7 +447,7 @@ def _rebuild_in_keras(tf_model, tf_keras):
     def resolve(tf_tensor):
         if id(tf_tensor) in tensors:
             return tensors[id(tf_tensor)]
-        layer, node_index, _ = tf_tensor._keras_history
+        layer, node = keras_adapter.keras2_producer(tf_tensor)
         if isinstance(layer, tf_keras.layers.InputLayer):
             tensors[id(tf_tensor)] = keras.Input(
                 batch_shape=tuple(tf_tensor.shape),
@@ -455,9 +455,8 @@ def _rebuild_in_keras(tf_model, tf_keras):
                 name=layer.name,
             )
             return tensors[id(tf_tensor)]
-        node = layer._inbound_nodes[node_index]
         args, kwargs = keras.tree.map_structure(
-            lambda x: resolve(x) if hasattr(x, "_keras_history") else x,
+            lambda x: resolve(x) if keras_adapter.keras2_producer(x) else x,
             (node.call_args, node.call_kwargs),
         )
         outputs = layers[layer.name](*args, **kwargs)

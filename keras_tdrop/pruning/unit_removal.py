@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_tdrop import keras_adapter
 from keras_tdrop.channels.table import CHANNEL_PASS_LAYERS
 
 L = keras.layers
@@ -36,23 +37,21 @@ class _Refusal(Exception):
 
 
 def _graph(model):
-    """`(functional, [(layer, input tensors, output tensors)])` in order."""
-    functional = model
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-    if functional is None or not hasattr(functional, "_nodes_by_depth"):
-        raise ValueError(
-            "`model` must be a built Sequential or functional model. "
-            f"Received: {type(model).__name__} '{model.name}'"
+    """`(functional, [(layer, input tensors, output tensors)])` in order.
+
+    Raises:
+        keras_adapter.GraphError: (a ValueError) for a subclassed or
+            unbuilt model.
+    """
+    functional = keras_adapter.functional_of(model)
+    nodes = [
+        (
+            node.operation,
+            keras_adapter.node_inputs(node),
+            list(node.outputs),
         )
-    nodes = []
-    for depth in sorted(functional._nodes_by_depth, reverse=True):
-        for node in functional._nodes_by_depth[depth]:
-            if node.operation is None or node.is_input:
-                continue
-            nodes.append(
-                (node.operation, list(node.input_tensors), list(node.outputs))
-            )
+        for node in keras_adapter.nodes(functional)
+    ]
     return functional, nodes
 
 
@@ -149,7 +148,8 @@ def _probe(functional, removed):
     ]
     seen = {}
 
-    def call(op, *args, **kwargs):
+    def call(node, args, kwargs):
+        op = node.operation
         if _is_producer(op):
             seen[op.name] = ops.convert_to_numpy(args[0])
         out = op(*args, **kwargs)
@@ -163,10 +163,7 @@ def _probe(functional, removed):
             out = ops.where(chosen, constant, out)
         return out
 
-    functional._run_through_graph(
-        keras.tree.pack_sequence_as(functional._inputs_struct, inputs),
-        call_fn=call,
-    )
+    keras_adapter.run_graph(functional, inputs, call)
     return seen
 
 
@@ -298,7 +295,7 @@ def _propagate(functional, nodes, removed, drop, fold, probe, strict):
     for tensor in functional.outputs:
         if states.get(id(tensor)):
             refuse(
-                tensor._keras_history.operation,
+                keras_adapter.producer(tensor),
                 "its output is a model output",
                 states[id(tensor)],
             )
@@ -347,7 +344,8 @@ def _rebuild(model, functional, nodes, removed, drop, states, folds):
             in_removed[layer.name] = sorted(states[id(inputs[0])])
     built = []
 
-    def call(op, *args, **kwargs):
+    def call(node, args, kwargs):
+        op = node.operation
         if op.name in drop:
             return args[0]
         out_removed = sorted(removed.get(op.name, ()))
@@ -359,12 +357,14 @@ def _rebuild(model, functional, nodes, removed, drop, states, folds):
         keras.Input(
             batch_shape=t.shape,
             dtype=t.dtype,
-            name=t._keras_history.operation.name,
+            name=keras_adapter.producer(t).name,
         )
         for t in functional.inputs
     ]
-    inputs = keras.tree.pack_sequence_as(functional._inputs_struct, inputs)
-    outputs = functional._run_through_graph(inputs, call_fn=call)
+    outputs = keras_adapter.run_graph(functional, inputs, call)
+    inputs = keras.tree.pack_sequence_as(
+        keras_adapter.inputs_structure(functional), inputs
+    )
     new_model = keras.Model(inputs, outputs, name=model.name)
     for old, new, out_removed in built:
         _set_weights(

@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_tdrop import keras_adapter
 from keras_tdrop.channels import ChannelwiseParams
-from keras_tdrop.channels import adapter
 from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels import register_channel_rule
 from keras_tdrop.channels.rules import _RULES
@@ -205,7 +205,7 @@ def test_subclassed_model_says_what_works():
 
 
 def test_adapter_reads_the_keras_internals_it_needs():
-    """Fails loudly when Keras moves the private attributes adapter.py
+    """Fails loudly when Keras moves the private attributes keras_adapter.py
     reads (see its docstring)."""
     inputs = {
         "a": keras.Input((4,), name="a"),
@@ -214,14 +214,14 @@ def test_adapter_reads_the_keras_internals_it_needs():
     shared = L.Dense(4, name="shared")
     x = shared(inputs["a"]) + shared(inputs["b"])
     model = keras.Model(inputs, [x, x[:, :2]])
-    nodes = adapter.nodes(model)
+    nodes = keras_adapter.nodes(model)
     names = [type(n.operation).__name__ for n in nodes]
     assert names == ["Dense", "Dense", "Add", "GetItem"]
-    assert adapter.node_inputs(nodes[2]) == list(nodes[2].arguments.args)
-    assert set(adapter.inputs_structure(model)) == {"a", "b"}
-    assert adapter.producer(nodes[2].outputs[0]) is nodes[2].operation
+    assert keras_adapter.node_inputs(nodes[2]) == list(nodes[2].arguments.args)
+    assert set(keras_adapter.inputs_structure(model)) == {"a", "b"}
+    assert keras_adapter.producer(nodes[2].outputs[0]) is nodes[2].operation
     seq = keras.Sequential([keras.Input((3,)), L.Dense(2)])
-    assert adapter.functional_of(seq).layers[-1] is seq.layers[-1]
+    assert keras_adapter.functional_of(seq).layers[-1] is seq.layers[-1]
     values = [np.ones((1, 4), "float32"), np.zeros((1, 4), "float32")]
     calls = []
 
@@ -229,11 +229,11 @@ def test_adapter_reads_the_keras_internals_it_needs():
         calls.append(type(node.operation).__name__)
         return node.operation(*args, **kwargs)
 
-    out = adapter.run_graph(model, values, call)
+    out = keras_adapter.run_graph(model, values, call)
     assert calls == names and len(out) == 2
-    assert adapter.raw_op_types("Add", "Reshape", "GetItem")
-    with pytest.raises(adapter.GraphError, match="subclassed"):
-        adapter.functional_of(built_subclassed())
+    assert keras_adapter.raw_op_types("Add", "Reshape", "GetItem")
+    with pytest.raises(keras_adapter.GraphError, match="subclassed"):
+        keras_adapter.functional_of(built_subclassed())
 
 
 def test_round_to_keeps_multiples_of_r_channels():

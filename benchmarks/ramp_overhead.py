@@ -28,7 +28,8 @@ from keras_tdrop.experiments import models
 class PerBatchReadRamping(RampingCallback):
     """The previous RampingCallback: reads the optimizer's step before every
     batch and assigns every layer's alpha and gamma with `Variable.assign`
-    when the schedule's fractions change."""
+    when the schedule's fractions change. It calls `Variable.assign` itself:
+    `set_rates` now takes the cheaper assignment (`keras_adapter.assign`)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         pass
@@ -36,9 +37,11 @@ class PerBatchReadRamping(RampingCallback):
     def on_train_batch_begin(self, batch, logs=None):
         rate_fraction, target_fraction = self.fractions(self._current_step())
         for layer in self._layers:
-            layer.set_rates(
-                min(1.0, layer.rate * rate_fraction),
-                min(1.0, layer.target_rate * target_fraction),
+            # The layer's own variables: the benchmark times what the
+            # previous callback paid for them.
+            layer._current_rate.assign(min(1.0, layer.rate * rate_fraction))
+            layer._current_target_rate.assign(
+                min(1.0, layer.target_rate * target_fraction)
             )
 
 

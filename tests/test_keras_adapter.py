@@ -32,10 +32,10 @@ def test_private_names_the_adapter_reads_exist():
         assert callable(control_flow_util.GraphOrParentsInXlaContext)
 
 
-# The one module allowed to read Keras and TensorFlow internals, and the one
-# known exception the lead is removing (issue 16).
+# The one module allowed to read Keras and TensorFlow internals, and the
+# known exceptions (none left since the lead moved targeting.py's; issue 16).
 ADAPTER = "keras_tdrop/keras_adapter.py"
-KNOWN_EXCEPTIONS = {"keras_tdrop/targeting.py"}
+KNOWN_EXCEPTIONS = set()
 PRIVATE_MODULES = ("keras.src", "tensorflow.python")
 # Underscored attributes of Keras (3 or 2) objects the adapter wraps.
 PRIVATE_ATTRIBUTES = {

@@ -210,6 +210,26 @@ def _build():
                 description=f"targeted {targeting} dropout, alpha {rate}, "
                 f"gamma {target_rate}",
             )
+    # The unit semantics compared by `docs/reproducing.md` (issue 15): the
+    # paper's unit pair with survivors rescaled by 1/(1 - alpha), with one
+    # draw per targeted unit (whole units dropped), and both.
+    for suffix, semantics in (
+        ("rescale", {"rescale": True}),
+        ("column", {"noise": "column"}),
+        ("column_rescale", {"noise": "column", "rescale": True}),
+    ):
+        found[f"targeted_unit_0.9_0.75_{suffix}"] = _experiment(
+            "targeted",
+            {
+                "rate": 0.9,
+                "target_rate": 0.75,
+                "targeting": "unit",
+                **semantics,
+            },
+            paper="Table 2b",
+            description="targeted unit dropout, alpha 0.9, gamma 0.75, "
+            + ", ".join(f"{k}={v}" for k, v in semantics.items()),
+        )
     # Ramped runs train with ~gamma * alpha of each kernel gone at the end,
     # so their BatchNorm statistics belong to the pruned network: they are
     # evaluated, saved and swept with the targeted set pruned, as for-ai/TD

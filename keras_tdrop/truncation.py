@@ -118,7 +118,21 @@ def _widths(layers, width):
     return widths
 
 
-def truncate(model, width=None):
+def recalibration_batches(model, recalibrate):
+    """`read_batches` of `recalibrate` checked against `model`'s inputs,
+    or a ValueError naming `recalibrate`."""
+    from keras_tdrop.pruning.recalibrate import check_batches
+    from keras_tdrop.pruning.recalibrate import read_batches
+
+    try:
+        batches = read_batches(recalibrate)
+        check_batches(model, batches)
+    except ValueError as error:
+        raise ValueError(f"`recalibrate`: {error}") from None
+    return batches
+
+
+def truncate(model, width=None, recalibrate=None):
     """A plain, narrower copy of a model trained with Triangular Dropout.
 
     For every `TriangularDropout` layer with width w, the Dense or Conv
@@ -140,6 +154,12 @@ def truncate(model, width=None):
     channels) raises a `ValueError` naming the layer, instead of returning
     a different function.
 
+    With `recalibrate`, the truncated model's BatchNormalization
+    statistics are then re-estimated on that data (as slimmable networks
+    recalibrate each width; see `recalibrate_batchnorm`), so the outputs
+    are no longer those of `set_width` but those of the narrow network
+    normalized by its own statistics.
+
     Args:
         model: a functional or Sequential Keras model with
             `TriangularDropout` layers (at its top level).
@@ -147,9 +167,14 @@ def truncate(model, width=None):
             `{layer name: int}` for some layers, or None. Layers not given
             a width keep the one set on them (`layer.width`), else all
             their units.
+        recalibrate: optional data, what `recalibrate_batchnorm` takes
+            (arrays, an `(x, y)` tuple, a `tf.data.Dataset` of a few
+            batches, ...); checked before anything is cut.
 
     Returns:
-        A new `keras.Model` without `TriangularDropout` layers.
+        A new `keras.Model` without `TriangularDropout` layers (with a
+        warning when `recalibrate` is given and it has no
+        BatchNormalization layer).
 
     Example:
     >>> keras_tdrop.set_width(model, 8)
@@ -179,6 +204,9 @@ def truncate(model, width=None):
             "truncate at."
         )
     widths = _widths(layers, width)
+    batches = None
+    if recalibrate is not None:
+        batches = recalibration_batches(model, recalibrate)
     graph = ChannelGraph(model)
     graph.cuts = {}
     graph = channel_graph(model, graph=graph)
@@ -186,4 +214,8 @@ def truncate(model, width=None):
     for layer in layers:
         removed |= _plan(graph, layer, widths[layer.name])
     new_model = rebuild(graph, removed, drop={id(layer) for layer in layers})
+    if batches is not None:
+        from keras_tdrop.pruning.recalibrate import recalibrate_batchnorm
+
+        new_model = recalibrate_batchnorm(new_model, batches, inplace=True)
     return new_model

@@ -353,3 +353,65 @@ def test_models_without_triangular_dropout():
     nested = keras.Model(inner.inputs, inner(inner.inputs))
     with pytest.raises(ValueError, match="nested"):
         truncate(nested, 1)
+
+
+def bn_inputs_statistics(model, name, x):
+    """Mean and biased variance of BatchNorm `name`'s inputs over `x`."""
+    probe = keras.Model(model.inputs, model.get_layer(name).input)
+    values = np.asarray(probe.predict(x, verbose=0), "float64")
+    return values.mean(axis=0), values.var(axis=0)
+
+
+@pytest.mark.parametrize("form", ["arrays", "pair", "dataset"])
+def test_recalibrate_sets_the_truncated_models_own_statistics(form):
+    model = dense_chain()
+    x = (RNG.normal(size=(40, 6)) * 2 + 1).astype("float32")
+    data = {
+        "arrays": x,
+        "pair": (x, np.zeros(40)),
+        "dataset": [x[:16], x[16:32], x[32:]],
+    }[form]
+    before = [w.copy() for w in model.get_weights()]
+    plain = truncate(model, {"tri1": 3, "tri2": 5})
+    small = truncate(model, {"tri1": 3, "tri2": 5}, recalibrate=data)
+    bn = small.get_layer("bn2")
+    mean, variance = bn_inputs_statistics(small, "bn2", x)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-5)
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), variance, rtol=1e-5, atol=1e-7
+    )
+    # Narrower fc2 inputs: its own statistics differ from the trained ones.
+    trained = plain.get_layer("bn2").moving_mean.numpy()
+    assert np.abs(trained - mean).max() > 0.1
+    for got, want in zip(small.weights, plain.weights):
+        if "moving" not in got.path:
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_recalibrate_without_batchnorm_warns_and_changes_nothing():
+    model = conv_net()
+    x = RNG.normal(size=(8, 9, 9, 3)).astype("float32")
+    plain = truncate(model, 2)
+    with pytest.warns(UserWarning, match="no BatchNormalization"):
+        small = truncate(model, 2, recalibrate=x)
+    np.testing.assert_array_equal(outputs_of(small, x), outputs_of(plain, x))
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (np.zeros((0, 6), "float32"), "`recalibrate`: `data` is empty"),
+        ([], "`recalibrate`: `data` is empty"),
+        (np.zeros((4, 5), "float32"), "`recalibrate`: `data` does not fit"),
+        (3, "`recalibrate`: `data` must be arrays"),
+    ],
+)
+def test_bad_recalibrate_data(data, match):
+    model = dense_chain()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=match):
+        truncate(model, 2, recalibrate=data)
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)

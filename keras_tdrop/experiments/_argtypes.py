@@ -6,7 +6,14 @@ No heavy imports: `keras-tdrop --help` stays instant.
 import argparse
 import os
 
-__all__ = ["add_data_dir", "add_quiet", "fraction_list", "positive_int"]
+__all__ = [
+    "add_data_dir",
+    "add_quiet",
+    "add_recalibrate",
+    "fraction_list",
+    "nonnegative_int",
+    "positive_int",
+]
 
 
 def positive_int(text):
@@ -14,6 +21,26 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def nonnegative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_recalibrate(parser, default):
+    """`--recalibrate N`: training examples to recalibrate BatchNorm on."""
+    parser.add_argument(
+        "--recalibrate",
+        type=nonnegative_int,
+        default=default,
+        metavar="N",
+        help="for models with BatchNorm: recalibrate its statistics at "
+        f"every prune fraction on N training examples (default {default}; "
+        "0: never)",
+    )
 
 
 def fraction_list(text):

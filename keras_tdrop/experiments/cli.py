@@ -10,6 +10,7 @@ import sys
 
 from keras_tdrop.experiments._argtypes import add_data_dir
 from keras_tdrop.experiments._argtypes import add_quiet
+from keras_tdrop.experiments._argtypes import add_recalibrate
 from keras_tdrop.experiments._argtypes import fraction_list
 from keras_tdrop.experiments._argtypes import positive_int
 
@@ -275,6 +276,7 @@ def _add_train(parser):
         "only; default 0)",
     )
     _add_fractions(parser)
+    add_recalibrate(parser, 2000)
     add_quiet(parser)
     parser.add_argument(
         "--epoch-lines",
@@ -302,6 +304,7 @@ def _run_train(args):
         lr_schedule=args.lr_schedule,
         lr_warmup=args.lr_warmup,
         **({"fractions": args.fractions} if args.fractions else {}),
+        recalibrate=args.recalibrate,
         verbose=0 if args.quiet else (2 if args.epoch_lines else 1),
     )
 
@@ -329,6 +332,13 @@ def _add_compare(parser):
     _add_fractions(
         parser, "comma-separated prune fractions to show (default: all)"
     )
+    parser.add_argument(
+        "--recalibrated",
+        action="store_true",
+        help="the sweeps with BatchNorm recalibrated "
+        "(sweep_{weight,unit}_recalibrated.csv; with --results, the run "
+        "folders that have them)",
+    )
 
 
 def _run_compare(args):
@@ -337,8 +347,13 @@ def _run_compare(args):
 
     runs = list(args.runs)
     if args.results is not None:
-        runs += find_runs(args.results)
-    compare(runs, out=args.out, fractions=args.fractions)
+        runs += find_runs(args.results, recalibrated=args.recalibrated)
+    compare(
+        runs,
+        out=args.out,
+        fractions=args.fractions,
+        recalibrated=args.recalibrated,
+    )
 
 
 def _add_analyze(parser):

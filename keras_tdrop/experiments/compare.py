@@ -8,7 +8,11 @@ compression ratio (parameters / non-zero parameters) and the theoretical
 FLOP speed-up, one table for weight and one for unit pruning. Below each,
 every pair of runs at every fraction is marked `differ` where their
 [mean - sd, mean + sd] accuracy ranges do not overlap, else `overlap`.
-The curves are plotted with ± sd bands.
+The curves are plotted with ± sd bands. With `recalibrated`, the sweeps
+are those with the BatchNorm statistics recalibrated at every fraction
+(`sweep_{weight,unit}_recalibrated.csv`, written by `train` for models
+with BatchNormalization), so one results folder's tables can be shown
+with and without recalibration.
 """
 
 import os
@@ -29,6 +33,7 @@ __all__ = [
     "plot_runs",
     "pruned_as_saved",
     "read_sweep_csv",
+    "sweep_files",
     "write_sweep_csv",
 ]
 
@@ -36,6 +41,7 @@ SWEEP_COLUMNS = ("fraction", "sparsity", "loss", "accuracy")
 # Written too when the sweep rows have them (prune_sweep's rows do).
 SIZE_COLUMNS = ("parameters", "nonzero", "compression", "flops", "speedup")
 TARGETINGS = ("weight", "unit")
+RECALIBRATED_NOTE = "BatchNorm statistics recalibrated at every fraction"
 
 
 def write_sweep_csv(rows, path):
@@ -57,30 +63,44 @@ def read_sweep_csv(path):
         ]
 
 
-def load_run(run_dir):
+def sweep_files(recalibrated=False):
+    """`{targeting: file name}` of a run folder's sweeps."""
+    suffix = "_recalibrated" if recalibrated else ""
+    return {t: f"sweep_{t}{suffix}.csv" for t in TARGETINGS}
+
+
+def load_run(run_dir, recalibrated=False):
     """`(label, {"weight": rows, "unit": rows})` of a finished run folder.
 
     The label is the experiment's name (from config.json), else the
-    folder's name.
+    folder's name. With `recalibrated`, the sweeps with BatchNorm
+    recalibrated (`sweep_{weight,unit}_recalibrated.csv`).
     """
+    files = sweep_files(recalibrated)
     sweeps = {}
-    for targeting in TARGETINGS:
-        path = os.path.join(run_dir, f"sweep_{targeting}.csv")
+    for targeting, name in files.items():
+        path = os.path.join(run_dir, name)
         if os.path.exists(path):
             sweeps[targeting] = read_sweep_csv(path)
     if not sweeps:
+        why = (
+            "a model without BatchNorm, or swept before recalibration: run "
+            "`keras-tdrop train` on it again"
+            if recalibrated
+            else "is the run finished?"
+        )
         raise ValueError(
-            f"`{run_dir}` holds no sweep_weight.csv or sweep_unit.csv (is the "
-            f"run finished?). Received: run_dir={run_dir!r}"
+            f"`{run_dir}` holds no {' or '.join(files.values())} ({why}). "
+            f"Received: run_dir={run_dir!r}"
         )
     label = os.path.basename(os.path.normpath(run_dir))
     config = _config(run_dir)
     return config.get("experiment", label), sweeps
 
 
-def find_runs(folder):
-    """The run folders directly under `folder` (those with a sweep CSV),
-    sorted by name."""
+def find_runs(folder, recalibrated=False):
+    """The run folders directly under `folder` (those with a sweep CSV;
+    with `recalibrated`, a recalibrated one), sorted by name."""
     if not os.path.isdir(folder):
         raise ValueError(
             f"`results` must be a folder of run folders. Received: "
@@ -90,8 +110,8 @@ def find_runs(folder):
         os.path.join(folder, name)
         for name in sorted(os.listdir(folder))
         if any(
-            os.path.exists(os.path.join(folder, name, f"sweep_{t}.csv"))
-            for t in TARGETINGS
+            os.path.exists(os.path.join(folder, name, file))
+            for file in sweep_files(recalibrated).values()
         )
     ]
 
@@ -315,7 +335,7 @@ def plot_runs(runs, path, title=None, metric="accuracy"):
     return plot_sweeps(panels, path, metric=metric, title=title)
 
 
-def compare(run_dirs, out=None, fractions=None, verbose=1):
+def compare(run_dirs, out=None, fractions=None, recalibrated=False, verbose=1):
     """Prints the weight and unit tables of `run_dirs` and plots them.
 
     Runs of one experiment with the same settings and distinct seeds are
@@ -330,6 +350,10 @@ def compare(run_dirs, out=None, fractions=None, verbose=1):
             a column per run), `summary_{weight,unit}.csv` (every mean and
             sd) and `overlap_{weight,unit}.csv` (the verdicts).
         fractions: optional fractions to show (default: all swept).
+        recalibrated: bool, the sweeps with BatchNorm recalibrated at every
+            fraction (`sweep_{weight,unit}_recalibrated.csv`); the tables
+            say so and the files in `out` end in `_recalibrated`
+            (`compare_recalibrated.txt`, ...).
         verbose: 0 prints nothing.
 
     Returns:
@@ -348,7 +372,7 @@ def compare(run_dirs, out=None, fractions=None, verbose=1):
         )
     loaded = []
     for run_dir in run_dirs:
-        label, sweeps = load_run(run_dir)
+        label, sweeps = load_run(run_dir, recalibrated)
         if fractions is not None:
             keep = {round(f, 6) for f in fractions}
             sweeps = {
@@ -384,22 +408,33 @@ def compare(run_dirs, out=None, fractions=None, verbose=1):
     if random_table is not None:
         tables["random_prune"] = random_table
     text = "\n\n".join(tables.values()) + "\n"
+    suffix = ""
+    if recalibrated:
+        suffix = "_recalibrated"
+        text = RECALIBRATED_NOTE + "\n\n" + text
     if verbose:
         print(text)
     if out is not None:
         os.makedirs(out, exist_ok=True)
-        with atomic_write(os.path.join(out, "compare.txt")) as f:
+        with atomic_write(os.path.join(out, f"compare{suffix}.txt")) as f:
             f.write(text)
-        plot_runs(runs, os.path.join(out, "compare.png"))
+        plot_runs(
+            runs,
+            os.path.join(out, f"compare{suffix}.png"),
+            title=RECALIBRATED_NOTE if recalibrated else None,
+        )
         for targeting in TARGETINGS:
             if targeting in tables:
-                _write_csvs(runs, targeting, out)
+                _write_csvs(runs, targeting, out, suffix)
         if verbose:
-            print(f"Wrote {out}/compare.txt, compare.png and the CSV files.")
+            print(
+                f"Wrote {out}/compare{suffix}.txt, compare{suffix}.png and "
+                "the CSV files."
+            )
     return tables
 
 
-def _write_csvs(runs, targeting, out):
+def _write_csvs(runs, targeting, out, suffix=""):
     labels = [label for label, s in runs.items() if targeting in s]
     fractions = sorted(
         {
@@ -417,8 +452,8 @@ def _write_csvs(runs, targeting, out):
             if row is not None:
                 summary.append({"run": label} | row)
         wide.append(line)
-    write_csv(wide, os.path.join(out, f"compare_{targeting}.csv"))
-    write_csv(summary, os.path.join(out, f"summary_{targeting}.csv"))
+    write_csv(wide, os.path.join(out, f"compare_{targeting}{suffix}.csv"))
+    write_csv(summary, os.path.join(out, f"summary_{targeting}{suffix}.csv"))
     pairs = seeds_lib.overlaps(runs, targeting)
     if pairs:
-        write_csv(pairs, os.path.join(out, f"overlap_{targeting}.csv"))
+        write_csv(pairs, os.path.join(out, f"overlap_{targeting}{suffix}.csv"))

@@ -5,6 +5,7 @@ import os
 from keras_tdrop.experiments import _plots
 from keras_tdrop.experiments._argtypes import add_data_dir
 from keras_tdrop.experiments._argtypes import add_quiet
+from keras_tdrop.experiments._argtypes import add_recalibrate
 from keras_tdrop.experiments._argtypes import fraction_list
 from keras_tdrop.experiments._argtypes import positive_int
 from keras_tdrop.pruning.masks import CRITERIA
@@ -77,6 +78,7 @@ def add_arguments(parser):
         help="evaluate on the first N test examples only",
     )
     parser.add_argument("--seed", type=int, default=0)
+    add_recalibrate(parser, 0)
     add_quiet(parser)
 
 
@@ -112,6 +114,7 @@ def run(args):
         batch_size=args.batch_size,
         test_limit=args.test_limit,
         seed=args.seed,
+        recalibrate=args.recalibrate,
         verbose=0 if args.quiet else 1,
     )
 
@@ -126,6 +129,7 @@ def sweep_files(
     data_dir=None,
     batch_size=500,
     test_limit=None,
+    recalibrate=0,
     verbose=1,
     **kwargs,
 ):
@@ -134,8 +138,11 @@ def sweep_files(
 
     Models saved uncompiled are compiled with sparse categorical
     cross-entropy (from logits unless `probabilities`) and accuracy.
-    `kwargs` go to `prune_sweep` (`scope`, `block_size`, `criterion`,
-    `exclude`, `seed`).
+    With `recalibrate` N > 0, the BatchNormalization statistics of each
+    model are recalibrated at every fraction on the first N examples of
+    the `data` training split (see `prune_sweep`; the rows'
+    `recalibrated` says where they were). `kwargs` go to `prune_sweep`
+    (`scope`, `block_size`, `criterion`, `exclude`, `seed`).
 
     Example:
     >>> sweep_files({"plain": "plain.keras"}, "mnist", test_limit=1000)
@@ -144,6 +151,7 @@ def sweep_files(
 
     import keras_tdrop  # noqa: F401  (registers the custom layers)
     from keras_tdrop.experiments import datasets
+    from keras_tdrop.experiments.train import check_recalibrate
     from keras_tdrop.pruning.report import XLABELS
     from keras_tdrop.pruning.report import compare_sweeps
     from keras_tdrop.pruning.report import format_sweep
@@ -153,6 +161,12 @@ def sweep_files(
     from keras_tdrop.pruning.sweep import FRACTIONS
     from keras_tdrop.pruning.sweep import prune_sweep
 
+    check_recalibrate(recalibrate)
+    train = None
+    if recalibrate:
+        train = datasets.load(
+            data, "train", batch_size=256, data_dir=data_dir, limit=recalibrate
+        )
     test = datasets.load(
         data, "test", batch_size=batch_size, data_dir=data_dir, limit=test_limit
     )
@@ -180,6 +194,7 @@ def sweep_files(
             test,
             fractions or FRACTIONS,
             targeting,
+            recalibrate=train,
             progress=print_progress if verbose else None,
             **kwargs,
         )
@@ -190,6 +205,8 @@ def sweep_files(
         what = f"{targeting} pruning"
         if kwargs.get("block_size"):
             what = f"N:M pruning, blocks of {kwargs['block_size']}"
+        if recalibrate:
+            what += f", BatchNorm recalibrated on {recalibrate} examples"
         plot_sweeps(
             sweeps,
             os.path.join(out_dir, "sweep.png"),

@@ -7,13 +7,17 @@ uncompiled),
 layers, at every optimizer step), `logs/` (TensorBoard, when tensorboard
 is installed: the epoch metrics, and `ramp/alpha`, `ramp/gamma` per step),
 `backup/` (BackupAndRestore, while training), `sweep_weight.csv`,
-`sweep_unit.csv`, `sweep.png`, `results.json`, and `dense.json` for runs
+`sweep_unit.csv`, `sweep.png`, for models with BatchNormalization the
+same sweeps with the statistics recalibrated at every fraction
+(`sweep_weight_recalibrated.csv`, `sweep_unit_recalibrated.csv`,
+`sweep_recalibrated.png`), `results.json`, and `dense.json` for runs
 whose TargetedDropout prunes at inference (the ramped runs: they are saved,
 evaluated and swept with the targeted set pruned, as for-ai/TD evaluates
 them; `dense.json` holds the dense weights' accuracy). Running the same command
 again resumes an interrupted run from its last epoch, the ramp where it was
 (it follows the optimizer's step), or reports a finished one; with other
-`fractions` it sweeps the trained model again.
+`fractions`, or a `recalibrate` it was not swept with, it sweeps the
+trained model again.
 """
 
 import json
@@ -30,6 +34,7 @@ from keras_tdrop.atomic_write import atomic_write
 from keras_tdrop.experiments import datasets
 from keras_tdrop.experiments import models
 from keras_tdrop.experiments import registry
+from keras_tdrop.pruning.recalibrate import batchnorm_layers
 from keras_tdrop.pruning.sweep import FRACTIONS
 from keras_tdrop.pruning.sweep import check_fractions
 from keras_tdrop.wrapping import clone_with_weights
@@ -38,7 +43,9 @@ __all__ = [
     "RampLogger",
     "build_model",
     "build_training_model",
+    "check_recalibrate",
     "compile_model",
+    "recalibration_data",
     "resolve_config",
     "sweep",
     "train",
@@ -49,6 +56,11 @@ TEST_SIZES = {"cifar10": 10000, "mnist": 10000}
 INPUT_SHAPES = {"cifar10": (32, 32, 3), "mnist": (28, 28, 1)}
 EXCLUDE = ("stem",)
 RECIPE_KEYS = tuple(registry.RECIPE)
+RECALIBRATED_FILES = (
+    "sweep_weight_recalibrated.csv",
+    "sweep_unit_recalibrated.csv",
+    "sweep_recalibrated.png",
+)
 
 
 def build_model(name, width=None, data="cifar10", num_classes=10):
@@ -331,6 +343,33 @@ def has_tensorboard():
     return importlib.util.find_spec("tensorboard") is not None
 
 
+def check_recalibrate(recalibrate):
+    """`recalibrate` as an int >= 0, or a ValueError naming it."""
+    if (
+        isinstance(recalibrate, bool)
+        or not isinstance(recalibrate, int)
+        or recalibrate < 0
+    ):
+        raise ValueError(
+            "`recalibrate` must be an int >= 0 (training examples; 0 turns "
+            f"recalibration off). Received: recalibrate={recalibrate!r}"
+        )
+    return recalibrate
+
+
+def recalibration_data(config, data_dir, examples):
+    """The first `examples` of the run's training split (at most its
+    `train_limit`), preprocessed as in training but never augmented."""
+    return datasets.load(
+        config["data"],
+        "train",
+        batch_size=256,
+        data_dir=data_dir,
+        limit=min(examples, config["train_examples"]),
+        standardize=config["recipe"]["standardize"],
+    )
+
+
 def _data(config, data_dir):
     recipe = config["recipe"]
     train = datasets.load(
@@ -433,6 +472,7 @@ def train(
     data_dir=None,
     callbacks=None,
     verbose=1,
+    recalibrate=2000,
     **recipe,
 ):
     """Trains experiment `experiment`, saves it, and sweeps its pruning.
@@ -451,16 +491,25 @@ def train(
         data_dir: TFDS data directory.
         callbacks: extra Keras callbacks for `fit`.
         verbose: 0 silent, 1 progress bars, 2 a line per epoch.
+        recalibrate: int, for a model with BatchNormalization, sweep
+            again with the statistics recalibrated at every fraction on
+            this many training examples (unaugmented; see
+            `recalibrate_batchnorm`); 0 turns it off. Not a setting of the
+            run: a finished run can be swept again with it.
         **recipe: overrides of `registry.RECIPE` (e.g. `learning_rate`).
 
     Returns:
         The results dict written to `results.json`: `test_accuracy`,
-        `sweeps` (`{"weight": rows, "unit": rows}`) and the run's timings.
+        `sweeps` (`{"weight": rows, "unit": rows}`), `recalibrate` (the
+        examples asked for), `sweeps_recalibrated` (the same with
+        recalibration, for a model with BatchNormalization) and the run's
+        timings.
 
     Example:
     >>> train("targeted_weight_0.66_0.75", "runs/td", model="resnet8",
     ...       width=0.5, epochs=3)
     """
+    check_recalibrate(recalibrate)
     config = resolve_config(
         experiment,
         model,
@@ -484,8 +533,13 @@ def train(
         with open(results_path) as f:
             previous = json.load(f)
         swept = [r["fraction"] for r in previous["sweeps"]["weight"]]
-        if swept == config["fractions"]:
-            say(f"{run_dir} is finished (other --fractions sweep it again).")
+        if swept != config["fractions"]:
+            previous["sweeps"] = None
+        elif not recalibrate or previous.get("recalibrate") == recalibrate:
+            say(
+                f"{run_dir} is finished (other --fractions or --recalibrate "
+                "sweep it again)."
+            )
             return previous
     write_json(os.path.join(run_dir, "config.json"), config)
     train_ds, test_ds = _data(config, data_dir)
@@ -528,8 +582,20 @@ def train(
         "train_seconds": previous["train_seconds"]
         if previous
         else round(train_seconds, 1),
-        "sweeps": sweep(plain, test_ds, run_dir, config, verbose=verbose),
+        "sweeps": (previous or {}).get("sweeps")
+        or sweep(plain, test_ds, run_dir, config, verbose=verbose),
+        "recalibrate": recalibrate,
     }
+    _remove_recalibrated(run_dir)
+    if recalibrate and batchnorm_layers(plain):
+        results["sweeps_recalibrated"] = sweep(
+            plain,
+            test_ds,
+            run_dir,
+            config,
+            verbose=verbose,
+            recalibrate=recalibration_data(config, data_dir, recalibrate),
+        )
     dense_path = os.path.join(run_dir, "dense.json")
     if os.path.exists(dense_path):
         with open(dense_path) as f:
@@ -556,36 +622,54 @@ def _dense_accuracy(training, test_ds, config):
     return {"dense_test_accuracy": float(accuracy)}
 
 
-def sweep(model, test_ds, run_dir, config, verbose=1):
+def _remove_recalibrated(run_dir):
+    """Recalibrated sweeps of an earlier sweep: stale once swept again."""
+    for name in RECALIBRATED_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def sweep(model, test_ds, run_dir, config, verbose=1, recalibrate=None):
     """The weight and unit prune sweeps of a trained plain model, written
-    as `sweep_weight.csv`, `sweep_unit.csv` and `sweep.png` in `run_dir`."""
+    as `sweep_weight.csv`, `sweep_unit.csv` and `sweep.png` in `run_dir`.
+
+    With `recalibrate` (data, as `prune_sweep` takes it), the
+    BatchNormalization statistics are recalibrated at every fraction and
+    the files are `sweep_weight_recalibrated.csv`,
+    `sweep_unit_recalibrated.csv` and `sweep_recalibrated.png`.
+    """
     from keras_tdrop.experiments import compare
     from keras_tdrop.pruning.report import format_sweep
     from keras_tdrop.pruning.report import print_progress
     from keras_tdrop.pruning.sweep import prune_sweep
 
+    suffix = "" if recalibrate is None else "_recalibrated"
     sweeps = {}
     for targeting in ("weight", "unit"):
         if verbose:
-            print(f"{targeting} pruning sweep:")
+            what = "" if recalibrate is None else " (BatchNorm recalibrated)"
+            print(f"{targeting} pruning sweep{what}:")
         rows = prune_sweep(
             model,
             test_ds,
             config["fractions"],
             targeting=targeting,
             exclude=config["exclude"],
+            recalibrate=recalibrate,
             progress=print_progress if verbose else None,
         )
         if verbose:
             print(format_sweep(rows), flush=True)
         compare.write_sweep_csv(
-            rows, os.path.join(run_dir, f"sweep_{targeting}.csv")
+            rows, os.path.join(run_dir, f"sweep_{targeting}{suffix}.csv")
         )
         sweeps[targeting] = rows
     compare.plot_runs(
         {config["experiment"]: sweeps},
-        os.path.join(run_dir, "sweep.png"),
+        os.path.join(run_dir, f"sweep{suffix}.png"),
         title=f"{config['experiment']} ({config['model']}, "
-        f"{config['recipe']['epochs']} epochs)",
+        f"{config['recipe']['epochs']} epochs)"
+        + ("" if recalibrate is None else ", BatchNorm recalibrated"),
     )
     return sweeps

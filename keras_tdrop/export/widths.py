@@ -9,6 +9,8 @@ import numpy as np
 from keras_tdrop.atomic_write import atomic_write
 from keras_tdrop.export.interpreter import predict_tflite
 from keras_tdrop.export.tflite import to_tflite
+from keras_tdrop.pruning.recalibrate import batchnorm_layers
+from keras_tdrop.truncation import recalibration_batches
 from keras_tdrop.truncation import truncate
 
 __all__ = ["export_widths", "format_width_table", "write_width_csv"]
@@ -88,6 +90,7 @@ def export_widths(
     metric=None,
     name=None,
     batch_size=256,
+    recalibrate=None,
     verbose=1,
     **tflite_options,
 ):
@@ -115,6 +118,10 @@ def export_widths(
             compiled loss.
         name: file name prefix (default the model's name).
         batch_size: int, rows per LiteRT call on `data`.
+        recalibrate: optional data to recalibrate each truncated model's
+            BatchNormalization statistics on after cutting (see
+            `truncate`), as slimmable networks do per width; what
+            `recalibrate_batchnorm` takes.
         verbose: 0 silent, 1 a line per width.
         **tflite_options: passed to `to_tflite` (`sample`, `repeats` to
             time each file, `quantize`, `representative_data`,
@@ -125,7 +132,8 @@ def export_widths(
         Keras model), `bytes`, `latency_ms` (median ms per batch when
         `repeats` is given, see `to_tflite`; else None), `max_abs_diff`
         (LiteRT vs Keras), the metric under its name when `data` is
-        given, and `path`.
+        given, `recalibrated` (whether BatchNormalization statistics were
+        re-estimated for that width) and `path`.
 
     Example:
     >>> rows = export_widths(model, [4, 8, 16, 32], "tflite_out",
@@ -141,8 +149,10 @@ def export_widths(
     if data is not None:
         x, y = _unpack(data)
         metric_name, evaluate = _metric(metric, model)
+    if recalibrate is not None:
+        recalibrate = recalibration_batches(model, recalibrate)
     # Truncate every width before writing anything: bad widths fail first.
-    small = {w: truncate(model, w) for w in widths}
+    small = {w: truncate(model, w, recalibrate=recalibrate) for w in widths}
     name = name or model.name
     os.makedirs(out_dir, exist_ok=True)
     rows = []
@@ -160,6 +170,9 @@ def export_widths(
             row[metric_name] = evaluate(
                 y, predict_tflite(result.path, x, batch_size=batch_size)
             )
+        row["recalibrated"] = recalibrate is not None and bool(
+            batchnorm_layers(small[w])
+        )
         row["path"] = result.path
         rows.append(row)
         if verbose:
@@ -169,7 +182,11 @@ def export_widths(
 
 
 def _extra_columns(rows):
-    return [k for k in rows[0] if k not in BASE_COLUMNS and k != "path"]
+    return [
+        k
+        for k in rows[0]
+        if k not in BASE_COLUMNS and k not in ("path", "recalibrated")
+    ]
 
 
 def _format_row(row):
@@ -178,6 +195,8 @@ def _format_row(row):
     if row["latency_ms"] is not None:
         text += f"{row['latency_ms']:.3f} ms, "
     text += f"max |diff| {row['max_abs_diff']:.2g}"
+    if row.get("recalibrated"):
+        text += ", BatchNorm recalibrated"
     for key in _extra_columns([row]):
         text += f", {key} {row[key]:.4f}"
     return text

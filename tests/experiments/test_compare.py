@@ -391,3 +391,76 @@ def test_readme_shows_the_committed_tables():
     assert len(shown) == 2
     for block in shown:
         assert f"```\n{block}\n```" in readme
+
+
+def add_recalibrated(path, weight, unit=None):
+    for targeting, swept in (("weight", weight), ("unit", unit)):
+        if swept is None:
+            continue
+        rows = [
+            {"fraction": f, "sparsity": f, "loss": 1.0, "accuracy": a}
+            for f, a in swept
+        ]
+        compare.write_sweep_csv(
+            rows, str(Path(path) / f"sweep_{targeting}_recalibrated.csv")
+        )
+
+
+def test_recalibrated_sweeps_are_their_own_tables(tmp_path, capsys):
+    results = tmp_path / "results"
+    bn = make_run(
+        results / "bn",
+        "none",
+        [(0.0, 0.90), (0.5, 0.20)],
+        [(0.0, 0.89), (0.5, 0.11)],
+    )
+    add_recalibrated(bn, [(0.0, 0.91), (0.5, 0.80)], [(0.0, 0.9), (0.5, 0.57)])
+    make_run(results / "mlp", "toy", [(0.0, 0.70), (0.5, 0.60)])
+    assert compare.find_runs(str(results)) == [bn, str(results / "mlp")]
+    assert compare.find_runs(str(results), recalibrated=True) == [bn]
+    out = tmp_path / "out"
+    plain = compare.compare([bn], out=str(out), verbose=0)
+    tables = compare.compare(
+        compare.find_runs(str(results), recalibrated=True),
+        out=str(out),
+        recalibrated=True,
+        verbose=0,
+    )
+    cells = [line.split()[2] for line in tables["weight"].splitlines()[3:]]
+    assert cells == ["91.00", "80.00"]
+    cells = [line.split()[2] for line in tables["unit"].splitlines()[3:]]
+    assert cells == ["90.00", "57.00"]
+    cells = [line.split()[2] for line in plain["weight"].splitlines()[3:]]
+    assert cells == ["90.00", "20.00"]
+    # Both kept side by side in one folder.
+    text = (out / "compare_recalibrated.txt").read_text()
+    assert text.startswith(compare.RECALIBRATED_NOTE + "\n\n")
+    assert "80.00 (1 seed)" in text
+    assert "80.00" not in (out / "compare.txt").read_text()
+    wide = (out / "compare_weight_recalibrated.csv").read_text().splitlines()
+    assert wide == ["fraction,none", "0.000000,0.910000", "0.500000,0.800000"]
+    assert (out / "compare_weight.csv").read_text().splitlines()[2] == (
+        "0.500000,0.200000"
+    )
+    assert (out / "compare_recalibrated.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="holds no sweep_weight_recalibrated"):
+        compare.compare([str(results / "mlp")], recalibrated=True, verbose=0)
+
+
+def test_cli_recalibrated_flag(tmp_path, capsys):
+    from keras_tdrop.experiments import cli
+
+    run = make_run(tmp_path / "r" / "bn", "none", [(0.0, 0.9), (0.5, 0.2)])
+    add_recalibrated(run, [(0.0, 0.9), (0.5, 0.75)])
+    assert cli.main(["compare", "--results", str(tmp_path / "r")]) == 0
+    printed = capsys.readouterr().out
+    assert "20.00 (1 seed)" in printed and "75.00" not in printed
+    assert (
+        cli.main(
+            ["compare", "--results", str(tmp_path / "r"), "--recalibrated"]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert printed.startswith(compare.RECALIBRATED_NOTE)
+    assert "75.00 (1 seed)" in printed and "20.00" not in printed

@@ -188,3 +188,135 @@ def test_errors(saved, tmp_path, monkeypatch, capsys):
     )
     assert status == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def saved_bn(tmp_path_factory):
+    """A small BatchNorm MLP trained briefly on real MNIST, saved."""
+    folder = tmp_path_factory.mktemp("bn")
+    original = datasets.has_network
+    datasets.has_network = lambda *a, **k: False
+    try:
+        x, y = datasets.load_numpy("mnist", "train", DATA_DIR, limit=512)
+        x_test, y_test = datasets.load_numpy("mnist", "test", DATA_DIR, LIMIT)
+    finally:
+        datasets.has_network = original
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Flatten()(inputs)
+    h = keras.layers.Dense(32, name="fc1")(h)
+    h = keras.layers.BatchNormalization(momentum=0.5, name="bn1")(h)
+    h = keras.layers.Activation("relu")(h)
+    outputs = keras.layers.Dense(10, name="logits")(h)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        "adam",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    model.save(folder / "bn.keras")
+    return folder, model, x[:100], x_test, y_test
+
+
+def recalibrated_by_hand(model, x):
+    layer = model.get_layer("bn1")
+    seen = keras.Model(model.inputs, layer.input).predict(x, verbose=0)
+    layer.moving_mean.assign(seen.astype("float64").mean(axis=0))
+    layer.moving_variance.assign(seen.astype("float64").var(axis=0))
+    return model
+
+
+def test_sweep_recalibrates_on_training_examples(
+    saved_bn, tmp_path, monkeypatch
+):
+    folder, model, x_train, x, y = saved_bn
+    args = [
+        "sweep",
+        str(folder / "bn.keras"),
+        "--data",
+        "mnist",
+        "--data-dir",
+        DATA_DIR,
+        "--test-limit",
+        str(LIMIT),
+        "--targeting",
+        "unit",
+        "--fractions",
+        "0,0.5",
+        "--recalibrate",
+        "100",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
+    assert run_cli(args, monkeypatch) == 0
+    with open(tmp_path / "sweep.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    monkeypatch.setattr(datasets, "has_network", lambda *a, **k: False)
+    for row in table:
+        fraction = float(row["prune_fraction"])
+        pruned = prune(model, fraction, "unit")
+        recalibrated_by_hand(pruned, x_train)
+        assert float(row["accuracy_bn"]) == pytest.approx(
+            accuracy(pruned, x, y), abs=1e-6
+        )
+    from keras_tdrop.experiments.sweep import sweep_files
+
+    sweeps = sweep_files(
+        {"bn": str(folder / "bn.keras")},
+        "mnist",
+        out_dir=str(tmp_path / "api"),
+        fractions=(0.5,),
+        data_dir=DATA_DIR,
+        test_limit=LIMIT,
+        recalibrate=100,
+        verbose=0,
+    )
+    (row,) = sweeps["bn"]
+    assert row["recalibrated"] is True
+    pruned = recalibrated_by_hand(prune(model, 0.5), x_train)
+    pruned.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    assert row["loss"] == pytest.approx(
+        pruned.evaluate(x, y, verbose=0, return_dict=True)["loss"], rel=1e-4
+    )
+    plain = sweep_files(
+        {"bn": str(folder / "bn.keras")},
+        "mnist",
+        out_dir=str(tmp_path / "plain"),
+        fractions=(0.5,),
+        data_dir=DATA_DIR,
+        test_limit=LIMIT,
+        verbose=0,
+    )
+    assert plain["bn"][0]["recalibrated"] is False
+    assert plain["bn"][0]["loss"] != pytest.approx(row["loss"], rel=1e-3)
+
+
+def test_bad_recalibrate(saved_bn, tmp_path, monkeypatch, capsys):
+    from keras_tdrop.experiments.sweep import sweep_files
+
+    folder = saved_bn[0]
+    with pytest.raises(SystemExit):
+        run_cli(
+            [
+                "sweep",
+                str(folder / "bn.keras"),
+                "--data",
+                "mnist",
+                "--recalibrate",
+                "-1",
+            ],
+            monkeypatch,
+        )
+    assert "--recalibrate: must be >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="`recalibrate` must be an int >= 0"):
+        sweep_files(
+            {"x": str(tmp_path / "missing.keras")},
+            "mnist",
+            out_dir=str(tmp_path / "out"),
+            recalibrate=-5,
+        )
+    assert not (tmp_path / "out").exists()

@@ -246,3 +246,147 @@ def test_add_weight_decay_is_half_sum_of_squares_plus_l1():
 def test_resolve_config_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         train_lib.resolve_config("none", **kwargs)
+
+
+BN_TINY = dict(
+    model="resnet8",
+    width=0.25,
+    data="cifar10",
+    epochs=1,
+    batch_size=16,
+    train_limit=48,
+    test_limit=64,
+    fractions=(0.0, 0.5),
+    data_dir=DATA_DIR,
+    verbose=0,
+)
+
+
+def standardized(images):
+    """tf.image.per_image_standardization, transcribed in numpy."""
+    images = np.asarray(images, "float64")
+    axes = (1, 2, 3)
+    mean = images.mean(axis=axes, keepdims=True)
+    floor = 1.0 / np.sqrt(np.prod(images.shape[1:]))
+    std = np.maximum(images.std(axis=axes, keepdims=True), floor)
+    return ((images - mean) / std).astype("float32")
+
+
+def set_statistics_from_inputs(model, x):
+    """Each BatchNorm in turn (earlier ones already set) gets the mean and
+    biased variance of its inputs over `x`, computed with numpy."""
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        probe = keras.Model(model.inputs, layer.input)
+        values = np.asarray(probe.predict(x, batch_size=len(x), verbose=0))
+        values = values.astype("float64").reshape(-1, values.shape[-1])
+        layer.moving_mean.assign(values.mean(axis=0))
+        layer.moving_variance.assign(values.var(axis=0))
+
+
+def test_batchnorm_run_sweeps_with_and_without_recalibration(tmp_path):
+    from keras_tdrop.experiments import datasets
+    from keras_tdrop.pruning import prune
+
+    run = tmp_path / "run"
+    results = train_lib.train("none", str(run), recalibrate=40, **BN_TINY)
+    names = sorted(p.name for p in run.glob("sweep*"))
+    assert names == [
+        "sweep.png",
+        "sweep_recalibrated.png",
+        "sweep_unit.csv",
+        "sweep_unit_recalibrated.csv",
+        "sweep_weight.csv",
+        "sweep_weight_recalibrated.csv",
+    ]
+    assert results["recalibrate"] == 40
+    config = json.loads((run / "config.json").read_text())
+    assert "recalibrate" not in json.dumps(config)
+    plain = keras.saving.load_model(run / "model.keras")
+    # The first 40 training images, standardized as in training but not
+    # augmented (the recipe augments CIFAR-10).
+    assert config["recipe"]["augment"] is True
+    x, _ = datasets.load_numpy("cifar10", "train", DATA_DIR, limit=40)
+    x = standardized(x)
+    x_test, y_test = datasets.load_numpy("cifar10", "test", DATA_DIR, 64)
+    x_test = standardized(x_test)
+    for targeting in ("weight", "unit"):
+        rows = results["sweeps_recalibrated"][targeting]
+        written = read_csv(run / f"sweep_{targeting}_recalibrated.csv")
+        assert [float(r["fraction"]) for r in written] == [0.0, 0.5]
+        assert [r["recalibrated"] for r in rows] == [True, True]
+        assert [r["recalibrated"] for r in results["sweeps"][targeting]] == [
+            False,
+            False,
+        ]
+        for row, line in zip(rows, written):
+            pruned = prune(
+                plain, row["fraction"], targeting, exclude=config["exclude"]
+            )
+            set_statistics_from_inputs(pruned, x)
+            train_lib.compile_model(pruned, config)
+            expected = pruned.evaluate(
+                x_test, y_test, verbose=0, return_dict=True
+            )
+            assert row["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+            assert row["accuracy"] == pytest.approx(expected["accuracy"])
+            assert float(line["loss"]) == pytest.approx(row["loss"], rel=1e-5)
+        # Recalibration changed what was measured.
+        assert rows[0]["loss"] != pytest.approx(
+            results["sweeps"][targeting][0]["loss"], rel=1e-3
+        )
+    assert json.loads((run / "results.json").read_text()) == results
+
+    # A finished run with the same recalibration is reported as it is.
+    assert train_lib.train("none", str(run), recalibrate=40, **BN_TINY) == (
+        results
+    )
+    # Turned off on a re-sweep: the stale recalibrated sweeps go.
+    resweep = train_lib.train(
+        "none",
+        str(run),
+        recalibrate=0,
+        **{**BN_TINY, "fractions": (0.0, 0.9)},
+    )
+    assert "sweeps_recalibrated" not in resweep
+    assert not list(run.glob("*_recalibrated*"))
+    # Added to a finished run (the option is not a setting of the run):
+    # the plain sweeps are kept, the recalibrated ones added.
+    again = train_lib.train(
+        "none",
+        str(run),
+        recalibrate=40,
+        **{**BN_TINY, "fractions": (0.0, 0.9)},
+    )
+    assert again["sweeps"] == resweep["sweeps"]
+    assert again["recalibrate"] == 40
+    assert [r["fraction"] for r in again["sweeps_recalibrated"]["unit"]] == [
+        0.0,
+        0.9,
+    ]
+    assert (run / "sweep_unit_recalibrated.csv").exists()
+
+
+def test_recalibrate_zero_or_no_batchnorm_writes_no_recalibrated_sweeps(
+    tmp_path,
+):
+    results = train_lib.train(
+        "none", str(tmp_path / "bn"), recalibrate=0, **BN_TINY
+    )
+    assert "sweeps_recalibrated" not in results
+    assert not list((tmp_path / "bn").glob("*_recalibrated*"))
+    results = train_lib.train("none", str(tmp_path / "mlp"), **TINY)
+    assert results["recalibrate"] == 2000
+    assert "sweeps_recalibrated" not in results
+    assert not list((tmp_path / "mlp").glob("*_recalibrated*"))
+    assert (tmp_path / "mlp" / "sweep_unit.csv").exists()
+
+
+@pytest.mark.parametrize("recalibrate", [-1, 2.5, True, "100"])
+def test_bad_recalibrate_fails_before_any_work(tmp_path, recalibrate):
+    with pytest.raises(ValueError, match="`recalibrate` must be an int >= 0"):
+        train_lib.train(
+            "none", str(tmp_path / "run"), recalibrate=recalibrate, **TINY
+        )
+    assert not (tmp_path / "run").exists()

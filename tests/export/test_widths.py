@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
+from keras_tdrop import TriangularDropout
 from keras_tdrop import set_width
+from keras_tdrop import truncate
 from keras_tdrop.experiments import models
 from keras_tdrop.export.widths import export_widths
 from keras_tdrop.export.widths import format_width_table
@@ -78,6 +80,7 @@ def test_rows_and_files(exported):
         assert os.path.getsize(row["path"]) == row["bytes"]
         assert row["latency_ms"] > 0
         assert row["max_abs_diff"] < 1e-4
+        assert row["recalibrated"] is False
     sizes = [r["bytes"] for r in rows]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
     assert sorted(os.listdir(out)) == sorted(
@@ -125,6 +128,7 @@ def test_csv_and_table(exported):
         "latency_ms",
         "max_abs_diff",
         "accuracy",
+        "recalibrated",
         "path",
     ]
     for written, row in zip(table, rows):
@@ -201,3 +205,60 @@ def test_data_without_metric(tmp_path):
     with pytest.raises(ValueError, match="pair"):
         export_widths(head(), [2], tmp_path, data=data()[0], verbose=0)
     assert not list(tmp_path.iterdir())
+
+
+def bn_head(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((INPUTS,))
+    x = inputs
+    for i in (1, 2):
+        x = keras.layers.Dense(UNITS, name=f"fc{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.Activation("relu")(x)
+        x = TriangularDropout(name=f"tri{i}")(x)
+    outputs = keras.layers.Dense(CLASSES, name="logits")(x)
+    return keras.Model(inputs, outputs, name="bn_head")
+
+
+def test_per_width_recalibration(tmp_path):
+    model = bn_head()
+    calibration, _ = data(48, seed=7)
+    x, _ = data(32, seed=5)
+    rows = export_widths(
+        model, [3, 7], tmp_path, recalibrate=calibration, verbose=0
+    )
+    for row in rows:
+        assert row["recalibrated"] is True
+        width = row["width"]
+        # Each width normalized by its own statistics over the data.
+        small = truncate(model, width)
+        for name in ("bn1", "bn2"):
+            layer = small.get_layer(name)
+            probe = keras.Model(small.inputs, layer.input)
+            seen = probe.predict(calibration, verbose=0).astype("float64")
+            layer.moving_mean.assign(seen.mean(axis=0))
+            layer.moving_variance.assign(seen.var(axis=0))
+        np.testing.assert_allclose(
+            run_file(row["path"], x),
+            small.predict(x, verbose=0),
+            atol=1e-4,
+            rtol=1e-4,
+        )
+        set_width(model, width)
+        masked = model.predict(x, verbose=0)
+        set_width(model, None)
+        assert np.abs(run_file(row["path"], x) - masked).max() > 1e-2
+    with open(tmp_path / "bn_head_widths.csv", newline="") as f:
+        assert [r["recalibrated"] for r in csv.DictReader(f)] == [
+            "True",
+            "True",
+        ]
+
+
+def test_bad_recalibrate_data_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="`recalibrate`: `data` is empty"):
+        export_widths(
+            bn_head(), [2], out, recalibrate=np.zeros((0, INPUTS)), verbose=0
+        )
+    assert not out.exists()

@@ -1,53 +1,39 @@
-"""Post hoc pruning masks, chosen by the targeting functions of training."""
+"""Post hoc pruning masks, chosen by the targeting functions of training.
 
-import keras
+`compute_masks` and `nm_masks` choose the masks, `prune` applies them to a
+copy of the model. This module is also the public home of `apply_masks`,
+`copy_model` (`apply.py`), `prunable_kernels` (`prunable.py`) and the
+option checks (`mask_options.py`).
+"""
+
 import numpy as np
-from keras import ops
 
 from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
-from keras_tdrop.kernels import iter_layers
-from keras_tdrop.kernels import kernel_variables
-from keras_tdrop.kernels import logits_kernels
-from keras_tdrop.kernels import resolve_exclude
-from keras_tdrop.wrapping import clone_with_weights
+from keras_tdrop.pruning.apply import apply_masks
+from keras_tdrop.pruning.apply import copy_model
+from keras_tdrop.pruning.mask_options import CRITERIA
+from keras_tdrop.pruning.mask_options import SCOPES
+from keras_tdrop.pruning.mask_options import _check_finite
+from keras_tdrop.pruning.mask_options import check_options
+from keras_tdrop.pruning.mask_ranking import _block_masks
+from keras_tdrop.pruning.mask_ranking import _importances
+from keras_tdrop.pruning.mask_ranking import _keep
+from keras_tdrop.pruning.mask_ranking import _lowest
+from keras_tdrop.pruning.prunable import _check_model
+from keras_tdrop.pruning.prunable import prunable_kernels
 
-
-def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r}"
-        )
-    if not model.built:
-        raise ValueError(
-            f"`model` must be built before pruning. Received: unbuilt model "
-            f"'{model.name}'"
-        )
-
-
-def prunable_kernels(model, exclude=None, exclude_logits=True):
-    """The kernels pruning acts on: every kernel of every layer not excluded.
-
-    The logits layer is excluded by default, as in the references; biases,
-    normalization parameters and other non-kernel weights never are pruned.
-    """
-    _check_model(model)
-    excluded = resolve_exclude(model, exclude, exclude_logits)
-    kernels = []
-    for layer in iter_layers(model):
-        if excluded(layer):
-            continue
-        kernels.extend(kernel_variables(layer))
-    if exclude_logits:
-        # A subclassed model, or one in a ModelTargetedDropout, has no
-        # logits layer in a graph; its logits kernel is found by running it.
-        logits = {id(k) for k in logits_kernels(model)}
-        kernels = [k for k in kernels if id(k) not in logits]
-    return kernels
-
-
-SCOPES = ("local", "global")
-CRITERIA = ("magnitude", "random")
+__all__ = [
+    "CRITERIA",
+    "SCOPES",
+    "apply_masks",
+    "check_options",
+    "compute_masks",
+    "copy_model",
+    "nm_masks",
+    "prunable_kernels",
+    "prune",
+]
 
 
 def compute_masks(
@@ -255,245 +241,6 @@ def nm_masks(
     if criterion == "magnitude" and scores is None:
         _check_finite({k.path: k.value for k in kernels}, "kernel")
     return _block_masks(kernels, m - n, m, criterion, scores, seed)
-
-
-def check_options(kernels, targeting, scope, block_size, criterion, scores):
-    if scope not in SCOPES:
-        raise ValueError(
-            f"`scope` must be one of {SCOPES}. Received: scope={scope!r}"
-        )
-    if criterion not in CRITERIA:
-        raise ValueError(
-            f"`criterion` must be one of {CRITERIA}. "
-            f"Received: criterion={criterion!r}"
-        )
-    if block_size is not None:
-        if (
-            isinstance(block_size, bool)
-            or not isinstance(block_size, (int, np.integer))
-            or block_size < 2
-        ):
-            raise ValueError(
-                "`block_size` must be None or an int >= 2. "
-                f"Received: block_size={block_size!r}"
-            )
-        if targeting != "weight" or scope != "local":
-            raise ValueError(
-                "`block_size` (N:M structure) needs targeting='weight' and "
-                f"scope='local'. Received: targeting={targeting!r}, "
-                f"scope={scope!r}"
-            )
-    if scores is None:
-        return
-    if criterion != "magnitude":
-        raise ValueError(
-            "`scores` replaces the magnitude criterion; it cannot be "
-            f"combined with criterion={criterion!r}"
-        )
-    if not isinstance(scores, dict):
-        raise TypeError(
-            "`scores` must be a dict of variable path -> array. "
-            f"Received: scores={type(scores).__name__}"
-        )
-    paths = {k.path: tuple(k.shape) for k in kernels}
-    for path in scores:
-        if path not in paths:
-            raise ValueError(
-                f"`scores` names a variable that is not a prunable kernel. "
-                f"Received: path={path!r}"
-            )
-    _check_finite(scores, "scores for")
-    for path, shape in paths.items():
-        if path not in scores:
-            raise ValueError(
-                f"`scores` has no entry for the prunable kernel {path!r}; "
-                "give one for every kernel, or exclude its layer."
-            )
-        got = tuple(np.shape(scores[path]))
-        unit_ok = targeting == "unit" and got == (shape[-1],)
-        if got != shape and not unit_ok:
-            raise ValueError(
-                f"The scores for {path!r} have shape {got}, the kernel has "
-                f"{shape}."
-            )
-
-
-def _check_finite(arrays, what):
-    for path, value in arrays.items():
-        if not np.all(np.isfinite(ops.convert_to_numpy(value))):
-            raise ValueError(
-                f"The {what} {path!r} has non-finite values (NaN or Inf), "
-                "which cannot be ranked. Received: "
-                f"{what} {path!r} with NaN or Inf"
-            )
-
-
-def _importances(kernels, targeting, criterion, scores, seed):
-    """Per kernel, non-negative importances (lowest pruned first): a matrix
-    `[rows, cols]` for weight targeting, `[cols, 1]` for unit targeting."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for kernel in kernels:
-        rows, cols = targeting_lib.matrix_shape(kernel.shape)
-        if criterion == "random":
-            value = rng.random(rows * cols if targeting == "weight" else cols)
-        elif scores is not None:
-            value = np.asarray(scores[kernel.path], "float64")
-            if targeting == "unit" and value.shape != (cols,):
-                value = value.reshape(rows, cols).mean(axis=0)
-        else:
-            value = ops.convert_to_numpy(kernel.value).astype("float64")
-            value = value.reshape(rows, cols)
-            if targeting == "weight":
-                value = np.abs(value)
-            else:
-                value = np.sqrt(np.square(value).sum(axis=0))
-        shape = (rows, cols) if targeting == "weight" else (cols, 1)
-        values.append(np.reshape(value, shape))
-    if scores is not None:
-        # Importances may be negative (e.g. -log alpha); the targeting
-        # functions rank |value|, so shift them all by one offset.
-        low = min(v.min() for v in values)
-        values = [v - low for v in values]
-    return values
-
-
-def _lowest(values, fraction):
-    """Boolean mask of the floor(fraction * rows) lowest entries of each
-    column of a non-negative matrix, by the targeting functions."""
-    pruned = targeting_lib.targeted_mask(
-        ops.convert_to_tensor(values.astype("float32")), fraction, "weight"
-    )
-    return ops.convert_to_numpy(pruned)
-
-
-def _block_masks(kernels, count, block_size, criterion, scores, seed):
-    rng = np.random.default_rng(seed)
-    masks = {}
-    for kernel in kernels:
-        shape = tuple(kernel.shape)
-        if criterion == "random":
-            value = rng.random(shape)
-        elif scores is not None:
-            value = np.asarray(scores[kernel.path], "float64")
-            value = value - value.min()
-        else:
-            value = np.abs(ops.convert_to_numpy(kernel.value))
-        masks[kernel.path] = _keep(
-            _block_lowest(value, count, block_size), kernel.dtype
-        )
-    return masks
-
-
-def _block_lowest(value, count, block_size):
-    """`count` lowest of every `block_size` consecutive entries along the
-    input axis (-2; the only axis of a rank-1 kernel). A short last block is
-    padded in front with zeros that count as removed, as TF-MOT pads."""
-    matrix = (
-        value.reshape(1, -1) if value.ndim == 1 else np.moveaxis(value, -1, 0)
-    )
-    lanes = matrix.reshape(-1, matrix.shape[-1])  # [lanes, inputs]
-    inputs = lanes.shape[1]
-    pad = -inputs % block_size
-    padded = np.concatenate([lanes, np.zeros((lanes.shape[0], pad))], axis=1)
-    blocks = padded.reshape(lanes.shape[0], -1, block_size)
-    if pad:
-        # Pads first in the last block, so that ties at zero take them.
-        blocks[:, -1] = np.roll(blocks[:, -1], pad, axis=-1)
-    columns = blocks.reshape(-1, block_size).T  # [block_size, blocks]
-    pruned = targeting_lib.targeted_mask(
-        ops.convert_to_tensor(columns.astype("float32")),
-        None,
-        "weight",
-        count=count,
-    )
-    pruned = ops.convert_to_numpy(pruned).T.reshape(blocks.shape)
-    if pad:
-        pruned[:, -1] = np.roll(pruned[:, -1], -pad, axis=-1)
-    pruned = pruned.reshape(lanes.shape[0], -1)[:, :inputs]
-    if value.ndim == 1:
-        return pruned.reshape(value.shape)
-    pruned = pruned.reshape(matrix.shape)
-    return np.moveaxis(pruned, 0, -1)
-
-
-def _keep(pruned, dtype):
-    return 1 - np.asarray(ops.convert_to_numpy(pruned)).astype(dtype)
-
-
-def apply_masks(model, masks, inplace=False):
-    """Multiplies each kernel named in `masks` by its mask.
-
-    Returns a pruned copy of `model` (the caller's model is unchanged) unless
-    `inplace=True`. Every path in `masks` must name a variable of the model
-    with the mask's shape; nothing is changed otherwise.
-    """
-    _check_model(model)
-    if not isinstance(masks, dict):
-        raise TypeError(
-            f"`masks` must be a dict of variable path -> array. "
-            f"Received: masks={type(masks).__name__}"
-        )
-    variables = {v.path: v for v in model.variables}
-    for path, mask in masks.items():
-        if path not in variables:
-            raise ValueError(
-                f"`masks` names a variable the model does not have. "
-                f"Received: path={path!r}"
-            )
-        if tuple(np.shape(mask)) != tuple(variables[path].shape):
-            raise ValueError(
-                f"The mask for {path!r} has shape {np.shape(mask)}, the "
-                f"variable has {tuple(variables[path].shape)}."
-            )
-    target = model if inplace else _copy(model)
-    if not inplace:
-        paths = [v.path for v in model.variables]
-        variables = dict(zip(paths, target.variables))
-    for path, mask in masks.items():
-        variable = variables[path]
-        value = ops.convert_to_numpy(variable.value)
-        variable.assign(value * np.asarray(mask, dtype=value.dtype))
-    return target
-
-
-def copy_model(model):
-    """A copy of `model` with its weights, graph or subclassed.
-
-    A Sequential or functional model is cloned layer by layer; any other
-    model is rebuilt from its config (its `get_config`) and given the
-    weights by position.
-    """
-    if isinstance(model, keras.Sequential) or keras_adapter.is_graph_model(
-        model
-    ):
-        return clone_with_weights(model)
-    try:
-        copy = keras.saving.deserialize_keras_object(
-            keras.saving.serialize_keras_object(model)
-        )
-    except (NotImplementedError, TypeError, ValueError) as error:
-        raise ValueError(
-            f"Cannot copy model '{model.name}' ({type(model).__name__}): "
-            "it does not rebuild from its config. Work on it in place "
-            f"(inplace=True). Received error: {error}"
-        ) from error
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def _copy(model):
-    # Variables correspond by position; seed generators of the copy get new
-    # paths (seed_generator_1/...), so the paths themselves may differ.
-    copy = copy_model(model)
-    original = [tuple(v.shape) for v in model.variables]
-    copied = [tuple(v.shape) for v in copy.variables]
-    if original != copied:
-        raise RuntimeError(
-            "The copy of the model does not name its variables as the "
-            "original does; prune it in place with inplace=True."
-        )
-    return copy
 
 
 def prune(

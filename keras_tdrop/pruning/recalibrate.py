@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_tdrop import keras_adapter
-from keras_tdrop.pruning.masks import copy_model
+from keras_tdrop.pruning.apply import copy_model
 
 # Examples per forward pass: batches are joined up to this size, since the
 # passes run eagerly and their cost is mostly per operation, not per example.

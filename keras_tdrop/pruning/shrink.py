@@ -9,8 +9,8 @@ from keras import ops
 from keras_tdrop import keras_adapter
 from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels import rebuild
+from keras_tdrop.pruning.apply import apply_masks
 from keras_tdrop.pruning.constants import fold_constants
-from keras_tdrop.pruning.masks import apply_masks
 
 
 class ShrinkReport(list):

@@ -6,14 +6,14 @@ import keras
 import numpy as np
 
 from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.pruning.apply import apply_masks
+from keras_tdrop.pruning.apply import copy_model
 from keras_tdrop.pruning.legacy_reporting import legacy_arguments
 from keras_tdrop.pruning.legacy_reporting import report_models
 from keras_tdrop.pruning.legacy_reporting import report_sweep
-from keras_tdrop.pruning.masks import apply_masks
-from keras_tdrop.pruning.masks import check_options
+from keras_tdrop.pruning.mask_options import check_options
 from keras_tdrop.pruning.masks import compute_masks
-from keras_tdrop.pruning.masks import copy_model
-from keras_tdrop.pruning.masks import prunable_kernels
+from keras_tdrop.pruning.prunable import prunable_kernels
 from keras_tdrop.pruning.recalibrate import batchnorm_layers
 from keras_tdrop.pruning.recalibrate import check_batches
 from keras_tdrop.pruning.recalibrate import read_batches

@@ -77,11 +77,17 @@ bench: $(VENV)/.installed
 
 # The multi-seed tables and plots of docs/reproducing.md, rebuilt from the run files
 # committed under docs/results/<scale>/ (config, results, sweep CSVs): each
-# scale's compare/ folder (compare.txt, compare.png, CSVs) is rewritten.
+# scale's compare/ folder (compare.txt, compare.png, CSVs) is rewritten,
+# with the BatchNorm-recalibrated sweeps' *_recalibrated files where runs
+# have them.
 results: $(VENV)/.installed
 	for d in docs/results/*/; do \
 		$(VENV)/bin/keras-tdrop compare --results $$d --out $${d}compare \
 			|| exit 1; \
+		if ls $${d}*/sweep_unit_recalibrated.csv >/dev/null 2>&1; then \
+			$(VENV)/bin/keras-tdrop compare --results $$d --recalibrated \
+				--out $${d}compare || exit 1; \
+		fi; \
 	done
 
 # The guides (docs/*.md) and the API reference generated from the

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_tdrop import schedules
+from keras_tdrop.experiments import models
 from keras_tdrop.experiments import train as train_lib
 from keras_tdrop.experiments.analyze import analyze
 from keras_tdrop.kernels import iter_layers
@@ -182,7 +183,7 @@ def test_compile_model_recipe():
     config = train_lib.resolve_config(
         "none", model="resnet8", epochs=10, batch_size=100, train_limit=1000
     )
-    model = train_lib.compile_model(train_lib.models.toy_mlp(), config)
+    model = train_lib.compile_model(models.toy_mlp(), config)
     optimizer = model.optimizer
     assert optimizer.momentum == 0.9
     assert optimizer.global_clipnorm == 1.0
@@ -215,7 +216,7 @@ def test_cosine_schedule_with_warmup():
 
 
 def test_add_weight_decay_is_half_sum_of_squares_plus_l1():
-    model = train_lib.models.toy_mlp()
+    model = models.toy_mlp()
     model.get_layer("hidden").kernel.regularizer = keras.regularizers.L1(0.1)
     train_lib.add_weight_decay(model, 2e-4)
     hidden = model.get_layer("hidden").kernel.numpy().astype("float64")

@@ -19,11 +19,29 @@ import os
 
 from keras_tdrop.atomic_write import atomic_write
 from keras_tdrop.experiments import seeds as seeds_lib
-from keras_tdrop.pruning.report import format_rows
+from keras_tdrop.experiments.compare_tables import _row_at
+from keras_tdrop.experiments.compare_tables import _swept
+from keras_tdrop.experiments.compare_tables import format_overlap
+from keras_tdrop.experiments.compare_tables import format_random_prune_table
+from keras_tdrop.experiments.compare_tables import format_runs
+from keras_tdrop.experiments.compare_tables import pruned_as_saved
+from keras_tdrop.experiments.run_folders import SIZE_COLUMNS
+from keras_tdrop.experiments.run_folders import SWEEP_COLUMNS
+from keras_tdrop.experiments.run_folders import TARGETINGS
+from keras_tdrop.experiments.run_folders import _config
+from keras_tdrop.experiments.run_folders import find_runs
+from keras_tdrop.experiments.run_folders import load_run
+from keras_tdrop.experiments.run_folders import read_sweep_csv
+from keras_tdrop.experiments.run_folders import sweep_files
+from keras_tdrop.experiments.run_folders import write_sweep_csv
 from keras_tdrop.pruning.report import plot_sweeps
 from keras_tdrop.pruning.report import write_csv
 
 __all__ = [
+    "RECALIBRATED_NOTE",
+    "SIZE_COLUMNS",
+    "SWEEP_COLUMNS",
+    "TARGETINGS",
     "compare",
     "find_runs",
     "format_overlap",
@@ -37,193 +55,7 @@ __all__ = [
     "write_sweep_csv",
 ]
 
-SWEEP_COLUMNS = ("fraction", "sparsity", "loss", "accuracy")
-# Written too when the sweep rows have them (prune_sweep's rows do).
-SIZE_COLUMNS = ("parameters", "nonzero", "compression", "flops", "speedup")
-TARGETINGS = ("weight", "unit")
 RECALIBRATED_NOTE = "BatchNorm statistics recalibrated at every fraction"
-
-
-def write_sweep_csv(rows, path):
-    """Writes the rows of `prune_sweep` as a run folder keeps them: the
-    columns `read_sweep_csv` reads (see `write_csv`)."""
-    rows = list(rows)
-    extra = [c for c in SIZE_COLUMNS if rows and c in rows[0]]
-    write_csv(rows, path, columns=SWEEP_COLUMNS + tuple(extra))
-
-
-def read_sweep_csv(path):
-    """The rows written by `write_sweep_csv`, as floats (None if empty)."""
-    import csv
-
-    with open(path, newline="") as f:
-        return [
-            {k: float(v) if v != "" else None for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
-
-
-def sweep_files(recalibrated=False):
-    """`{targeting: file name}` of a run folder's sweeps."""
-    suffix = "_recalibrated" if recalibrated else ""
-    return {t: f"sweep_{t}{suffix}.csv" for t in TARGETINGS}
-
-
-def load_run(run_dir, recalibrated=False):
-    """`(label, {"weight": rows, "unit": rows})` of a finished run folder.
-
-    The label is the experiment's name (from config.json), else the
-    folder's name. With `recalibrated`, the sweeps with BatchNorm
-    recalibrated (`sweep_{weight,unit}_recalibrated.csv`).
-    """
-    files = sweep_files(recalibrated)
-    sweeps = {}
-    for targeting, name in files.items():
-        path = os.path.join(run_dir, name)
-        if os.path.exists(path):
-            sweeps[targeting] = read_sweep_csv(path)
-    if not sweeps:
-        why = (
-            "a model without BatchNorm, or swept before recalibration: run "
-            "`keras-tdrop train` on it again"
-            if recalibrated
-            else "is the run finished?"
-        )
-        raise ValueError(
-            f"`{run_dir}` holds no {' or '.join(files.values())} ({why}). "
-            f"Received: run_dir={run_dir!r}"
-        )
-    label = os.path.basename(os.path.normpath(run_dir))
-    config = _config(run_dir)
-    return config.get("experiment", label), sweeps
-
-
-def find_runs(folder, recalibrated=False):
-    """The run folders directly under `folder` (those with a sweep CSV;
-    with `recalibrated`, a recalibrated one), sorted by name."""
-    if not os.path.isdir(folder):
-        raise ValueError(
-            f"`results` must be a folder of run folders. Received: "
-            f"results={folder!r}"
-        )
-    return [
-        os.path.join(folder, name)
-        for name in sorted(os.listdir(folder))
-        if any(
-            os.path.exists(os.path.join(folder, name, file))
-            for file in sweep_files(recalibrated).values()
-        )
-    ]
-
-
-def _config(run_dir, name="config.json"):
-    """The JSON file `name` of a run folder as a dict, {} if it is absent."""
-    import json
-
-    path = os.path.join(run_dir, name)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
-def _ramped_to(config):
-    """`(targeting, gamma)` of a ramped targeted-dropout run, else None."""
-    params = config.get("params", {})
-    if (
-        config.get("method") != "targeted"
-        or not config.get("ramp")
-        or "target_rate" not in params
-        or params.get("keep_per_column") is not None
-    ):
-        return None
-    return params.get("targeting", "weight"), round(params["target_rate"], 6)
-
-
-def _row_at(rows, fraction):
-    found = [r for r in rows if round(r["fraction"], 6) == fraction]
-    return found[0] if found else None
-
-
-def format_random_prune_table(runs, configs, metric="accuracy"):
-    """Table 7: random pruning before training vs post hoc pruning.
-
-    Columns are the `(targeting, fraction p)` of the random-prune runs
-    (method `random_prune`); None if there is none. Rows:
-
-    - `random-prune`: each random-prune run's accuracy as trained (already
-      pruned at its p), in its own column.
-    - `ramping TD (gamma = p)`: where ramped targeted-dropout runs were
-      given whose final gamma is a column's p (same targeting), each one's
-      accuracy pruned at p, in that column: the paper's comparison, one
-      ramped run per prune fraction.
-    - every other run: its accuracy pruned at p post hoc (same targeting).
-
-    Cells are `mean ± sd (seeds)`, as in `format_runs`.
-    """
-    random = {
-        label: configs[label]["params"]
-        for label in runs
-        if configs.get(label, {}).get("method") == "random_prune"
-    }
-    if not random:
-        return None
-    columns = sorted(
-        {(p["targeting"], round(p["fraction"], 6)) for p in random.values()}
-    )
-    ramped = {
-        label: _ramped_to(configs.get(label, {}))
-        for label in runs
-        if label not in random
-    }
-    matched = {
-        label: key for label, key in ramped.items() if key in set(columns)
-    }
-
-    def row(label, targeting, fraction):
-        rows = runs[label].get(targeting, [])
-        if label in random:
-            params = random[label]
-            if (params["targeting"], round(params["fraction"], 6)) != (
-                targeting,
-                fraction,
-            ):
-                return None
-            fraction = 0.0
-        elif label in matched and matched[label] != (targeting, fraction):
-            return None
-        return _row_at(rows, fraction)
-
-    groups = [("random-prune", list(random))]
-    if matched:
-        groups.append(("ramping TD (gamma = p)", list(matched)))
-    groups += [
-        (label, [label])
-        for label in runs
-        if label not in random and label not in matched
-    ]
-    heads = [f"{t} {f * 100:.0f}%" for t, f in columns]
-    table = []
-    for name, labels in groups:
-        line = {"run": name}
-        for head, (targeting, fraction) in zip(heads, columns):
-            found = [row(label, targeting, fraction) for label in labels]
-            found = [r for r in found if r is not None]
-            line[head] = seeds_lib.cell(found[0] if found else None, metric)
-        table.append(line)
-    title = f"random pruning vs post hoc pruning, test {metric} (%)"
-    return title + "\n" + format_rows(table)
-
-
-def pruned_as_saved(runs, targeting="weight"):
-    """`{label: sparsity}` of the runs whose 0% row is already sparse: runs
-    saved with their targeted set pruned (`prune_at_inference`)."""
-    found = {}
-    for label, sweeps in runs.items():
-        zero = _row_at(sweeps.get(targeting, []), 0.0)
-        if zero and zero["sparsity"] > 0.0:
-            found[label] = zero["sparsity"]
-    return found
 
 
 def _unique_labels(labels, dirs):
@@ -233,92 +65,6 @@ def _unique_labels(labels, dirs):
         else os.path.basename(os.path.normpath(d))
         for label, d in zip(labels, dirs)
     ]
-
-
-def format_runs(runs, targeting="weight", metric="accuracy", dense=None):
-    """A fixed-width table: a row per prune fraction and run.
-
-    `runs` maps a label to `{"weight": rows, "unit": rows}` (rows of
-    `seeds.aggregate`). Columns: `prune %`, `run`, `metric` in % as
-    `mean ± sd (seeds)` (`mean (1 seed)` for one), `compression`
-    (parameters / non-zero parameters) and `speedup` (theoretical, FLOPs;
-    1.00 for masked weights), as `mean ± sd`. Runs saved already sparse
-    (ramped runs, saved with their targeted set pruned) get a note under
-    the table, with their dense weights' accuracy when `dense`
-    (`{label: accuracy}`) has it.
-    """
-    labels = [label for label, s in runs.items() if targeting in s]
-    fractions = sorted(
-        {
-            round(r["fraction"], 6)
-            for label in labels
-            for r in runs[label][targeting]
-        }
-    )
-    table = []
-    for fraction in fractions:
-        for label in labels:
-            row = _row_at(runs[label][targeting], fraction)
-            if row is None:
-                continue
-            table.append(
-                {
-                    "prune %": f"{fraction * 100:.0f}%",
-                    "run": label,
-                    f"{metric} (%)": seeds_lib.cell(row, metric),
-                    "compression": _size_cell(row, "compression"),
-                    "speedup": _size_cell(row, "speedup"),
-                }
-            )
-    lines = [
-        f"{targeting} pruning, test {metric} (%), mean ± sd (seeds)",
-        format_rows(table),
-    ]
-    for label, sparsity in pruned_as_saved(runs, targeting).items():
-        note = (
-            f"; {dense[label] * 100:.2f} with the dense weights"
-            if dense and label in dense
-            else ""
-        )
-        lines.append(
-            f"({label}: saved already pruned, as it is evaluated: "
-            f"{sparsity:.2%} sparse at 0%{note})"
-        )
-    return "\n".join(lines)
-
-
-def _size_cell(row, metric):
-    if row.get(metric) is None:
-        return "-"
-    sd = row.get(f"{metric}_sd")
-    return f"{row[metric]:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
-
-
-def format_overlap(runs, targeting="weight", metric="accuracy"):
-    """Every pair of runs at every fraction: `differ` where their
-    [mean - sd, mean + sd] ranges of `metric` do not overlap, `overlap`
-    where they do, `1 seed` (not judged) where one has a single seed."""
-    rows = seeds_lib.overlaps(runs, targeting, metric)
-    if not rows:
-        return None
-
-    def span(mean, sd):
-        if sd is None:
-            return f"{mean * 100:.2f} (1 seed)"
-        return f"{(mean - sd) * 100:.2f}-{(mean + sd) * 100:.2f}"
-
-    table = [
-        {
-            "prune %": f"{r['fraction'] * 100:.0f}%",
-            "pair": f"{r['a']} vs {r['b']}",
-            "ranges (%)": f"{span(r['a_mean'], r['a_sd'])} vs "
-            f"{span(r['b_mean'], r['b_sd'])}",
-            "verdict": r["verdict"],
-        }
-        for r in rows
-    ]
-    title = f"{targeting} pruning, {metric} ranges [mean - sd, mean + sd]"
-    return title + "\n" + format_rows(table)
 
 
 def plot_runs(runs, path, title=None, metric="accuracy"):
@@ -435,14 +181,7 @@ def compare(run_dirs, out=None, fractions=None, recalibrated=False, verbose=1):
 
 
 def _write_csvs(runs, targeting, out, suffix=""):
-    labels = [label for label, s in runs.items() if targeting in s]
-    fractions = sorted(
-        {
-            round(r["fraction"], 6)
-            for label in labels
-            for r in runs[label][targeting]
-        }
-    )
+    labels, fractions = _swept(runs, targeting)
     wide, summary = [], []
     for fraction in fractions:
         line = {"fraction": fraction}

@@ -1,4 +1,4 @@
-"""Argument types and arguments shared by the command-line parsers.
+"""Argument types, arguments and runner keywords shared by the parsers.
 
 No heavy imports: `keras-tdrop --help` stays instant.
 """
@@ -7,12 +7,21 @@ import argparse
 import os
 
 __all__ = [
+    "add_data_args",
     "add_data_dir",
+    "add_fractions",
+    "add_limit",
     "add_quiet",
     "add_recalibrate",
     "fraction_list",
+    "fractions_kwargs",
+    "int_list",
+    "limit_or_all",
     "nonnegative_int",
     "positive_int",
+    "run_kwargs",
+    "unit_float",
+    "verbosity",
 ]
 
 
@@ -69,3 +78,70 @@ def add_quiet(parser):
     parser.add_argument(
         "--quiet", action="store_true", help="print nothing but errors"
     )
+
+
+def unit_float(text):
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def add_fractions(
+    parser, help_text="comma-separated prune fractions (default 0,0.1,...,0.9)"
+):
+    parser.add_argument(
+        "--fractions", type=fraction_list, default=None, help=help_text
+    )
+
+
+def run_kwargs(args):
+    """The arguments `add_data_args` (and --out, --epochs) give a runner."""
+    return dict(
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        seed=args.seed,
+    )
+
+
+def add_data_args(parser):
+    add_data_dir(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    add_limit(parser, "train", "train on the first N examples only")
+    add_limit(parser, "test", "evaluate on the first N examples only")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_limit(parser, split, help_text):
+    """`--{split}-limit N`: the first N examples of the split only."""
+    parser.add_argument(
+        f"--{split}-limit", type=positive_int, default=None, help=help_text
+    )
+
+
+def limit_or_all(text):
+    return None if text == "all" else positive_int(text)
+
+
+def int_list(text):
+    try:
+        return tuple(positive_int(part) for part in text.split(","))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints >= 1, got {text!r}"
+        ) from None
+
+
+def fractions_kwargs(args):
+    """`{"fractions": ...}` where `--fractions` was given, else `{}`: the
+    runner's own default applies."""
+    return {"fractions": args.fractions} if args.fractions else {}
+
+
+def verbosity(args):
+    """The `verbose` of a runner: 0 with `--quiet`, else 1."""
+    return 0 if args.quiet else 1

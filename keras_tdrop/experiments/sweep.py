@@ -4,10 +4,12 @@ import os
 
 from keras_tdrop.experiments import _plots
 from keras_tdrop.experiments._argtypes import add_data_dir
+from keras_tdrop.experiments._argtypes import add_fractions
+from keras_tdrop.experiments._argtypes import add_limit
 from keras_tdrop.experiments._argtypes import add_quiet
 from keras_tdrop.experiments._argtypes import add_recalibrate
-from keras_tdrop.experiments._argtypes import fraction_list
 from keras_tdrop.experiments._argtypes import positive_int
+from keras_tdrop.experiments._argtypes import verbosity
 from keras_tdrop.pruning.masks import CRITERIA
 from keras_tdrop.pruning.masks import SCOPES
 
@@ -50,12 +52,7 @@ def add_arguments(parser):
         "--block-size 4 at fraction 0.5)",
     )
     parser.add_argument("--criterion", choices=CRITERIA, default="magnitude")
-    parser.add_argument(
-        "--fractions",
-        type=fraction_list,
-        default=None,
-        help="comma-separated prune fractions (default 0,0.1,...,0.9)",
-    )
+    add_fractions(parser)
     parser.add_argument(
         "--exclude",
         action="append",
@@ -71,12 +68,7 @@ def add_arguments(parser):
     )
     add_data_dir(parser, "TFDS data directory (default: $TFDS_DATA_DIR)")
     parser.add_argument("--batch-size", type=positive_int, default=500)
-    parser.add_argument(
-        "--test-limit",
-        type=positive_int,
-        default=None,
-        help="evaluate on the first N test examples only",
-    )
+    add_limit(parser, "test", "evaluate on the first N test examples only")
     parser.add_argument("--seed", type=int, default=0)
     add_recalibrate(parser, 0)
     add_quiet(parser)
@@ -115,7 +107,7 @@ def run(args):
         test_limit=args.test_limit,
         seed=args.seed,
         recalibrate=args.recalibrate,
-        verbose=0 if args.quiet else 1,
+        verbose=verbosity(args),
     )
 
 

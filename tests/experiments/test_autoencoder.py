@@ -12,6 +12,7 @@ from keras_tdrop import TriangularDropout
 from keras_tdrop import set_width
 from keras_tdrop.experiments import autoencoder
 from keras_tdrop.experiments import cli
+from keras_tdrop.experiments import cli_demos
 from keras_tdrop.experiments import datasets
 from keras_tdrop.experiments import models
 
@@ -231,7 +232,7 @@ def test_cli_arguments():
     assert args.train_limit is None
     assert args.test_limit == 300 and args.epochs == 3
     assert args.filters == 16 and args.batch_size == 64
-    assert args.run is cli._run_autoencoder
+    assert args.run is cli_demos._run_autoencoder
     with pytest.raises(SystemExit):
         with contextlib.redirect_stderr(io.StringIO()):
             cli.build_parser().parse_args(

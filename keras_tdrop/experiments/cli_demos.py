@@ -1,0 +1,190 @@
+"""The demonstration subcommands of `keras-tdrop`: `demo`, `autoencoder`,
+`mobile`.
+
+Each is a small run that trains and compares in minutes: `COMMANDS` maps its
+name to its help, the function adding its arguments and its runner.
+"""
+
+from keras_tdrop.experiments._argtypes import add_data_args
+from keras_tdrop.experiments._argtypes import add_data_dir
+from keras_tdrop.experiments._argtypes import add_fractions
+from keras_tdrop.experiments._argtypes import add_quiet
+from keras_tdrop.experiments._argtypes import fractions_kwargs
+from keras_tdrop.experiments._argtypes import int_list
+from keras_tdrop.experiments._argtypes import limit_or_all
+from keras_tdrop.experiments._argtypes import positive_int
+from keras_tdrop.experiments._argtypes import run_kwargs
+from keras_tdrop.experiments._argtypes import unit_float
+from keras_tdrop.experiments._argtypes import verbosity
+
+__all__ = ["COMMANDS"]
+
+
+def _add_demo(parser):
+    parser.add_argument(
+        "--out", default="demo_out", help="folder for demo.csv and demo.png"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    add_data_args(parser)
+    parser.add_argument(
+        "--rate",
+        type=unit_float,
+        default=0.75,
+        help="alpha, drop probability of targeted weights (default 0.75)",
+    )
+    parser.add_argument(
+        "--target-rate",
+        type=unit_float,
+        default=0.9,
+        help="gamma, proportion of weights targeted (default 0.9)",
+    )
+    parser.add_argument(
+        "--ramp-fraction",
+        type=unit_float,
+        default=0.5,
+        help="share of training over which alpha and gamma ramp up; "
+        "0 for constant values (default 0.5)",
+    )
+    add_fractions(parser)
+    add_quiet(parser)
+
+
+def _run_demo(args):
+    from keras_tdrop.experiments.demo import run_demo
+
+    run_demo(
+        **run_kwargs(args),
+        rate=args.rate,
+        target_rate=args.target_rate,
+        ramp_fraction=args.ramp_fraction or None,
+        **fractions_kwargs(args),
+        verbose=verbosity(args),
+    )
+
+
+def _add_autoencoder(parser):
+    parser.add_argument(
+        "--out",
+        default="autoencoder_out",
+        help="folder for autoencoder.csv, autoencoder.png, reconstructions.png",
+    )
+    add_data_dir(parser)
+    parser.add_argument("--latent-dim", type=positive_int, default=32)
+    parser.add_argument(
+        "--fixed-widths",
+        type=int_list,
+        default=(2, 4, 8, 16, 32),
+        help="widths of the standard autoencoders trained for comparison "
+        "(default 2,4,8,16,32)",
+    )
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument(
+        "--train-limit",
+        type=limit_or_all,
+        default=2048,
+        help="training images used, or 'all' (default 2048)",
+    )
+    parser.add_argument(
+        "--test-limit",
+        type=limit_or_all,
+        default=300,
+        help="test images evaluated, or 'all' (default 300)",
+    )
+    parser.add_argument(
+        "--filters",
+        type=positive_int,
+        default=16,
+        help="conv channels (default 16; the paper's is 32)",
+    )
+    parser.add_argument(
+        "--mode", choices=("triangular", "random"), default="triangular"
+    )
+    parser.add_argument(
+        "--plateau-patience",
+        type=positive_int,
+        default=None,
+        help="the paper's schedule: learning rate / 10 after this many "
+        "epochs without a 2%% fall of the loss, stop at the fifth (paper: 15)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    add_quiet(parser)
+
+
+def _run_autoencoder(args):
+    from keras_tdrop.experiments.autoencoder import run_autoencoder
+
+    run_autoencoder(
+        **run_kwargs(args),
+        latent_dim=args.latent_dim,
+        fixed_widths=args.fixed_widths,
+        learning_rate=args.learning_rate,
+        filters=args.filters,
+        mode=args.mode,
+        plateau_patience=args.plateau_patience,
+        verbose=verbosity(args),
+    )
+
+
+def _add_mobile(parser):
+    parser.add_argument(
+        "--out",
+        default="mobile_out",
+        help="folder for mobile.csv, mobile.png and the .tflite files",
+    )
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    add_data_args(parser)
+    parser.set_defaults(batch_size=64, train_limit=10000, test_limit=2000)
+    add_fractions(
+        parser, "comma-separated prune fractions (default 0,0.1,...,0.7)"
+    )
+    parser.add_argument(
+        "--latency-repeats",
+        type=positive_int,
+        default=500,
+        help="timed LiteRT invocations per model (default 500)",
+    )
+    parser.add_argument(
+        "--recalibrate",
+        type=int,
+        default=256,
+        help="training images to recalibrate BatchNorm statistics on after "
+        "pruning (default 256; 0: never)",
+    )
+    add_quiet(parser)
+
+
+def _run_mobile(args):
+    from keras_tdrop.experiments.mobile import run_mobile
+
+    run_mobile(
+        **run_kwargs(args),
+        **fractions_kwargs(args),
+        latency_repeats=args.latency_repeats,
+        recalibrate=args.recalibrate,
+        verbose=verbosity(args),
+    )
+
+
+COMMANDS = {
+    "demo": (
+        "train a small MNIST CNN plainly and with targeted dropout, then "
+        "compare their accuracy under weight pruning",
+        _add_demo,
+        _run_demo,
+    ),
+    "autoencoder": (
+        "train the Triangular Dropout paper's MNIST autoencoder and compare "
+        "its loss at every code width with truncated and fixed-width ones",
+        _add_autoencoder,
+        _run_autoencoder,
+    ),
+    "mobile": (
+        "train a small MobileNetV2-style CIFAR-10 network, prune it by "
+        "channel groups, shrink and export it: accuracy, parameters, MACs, "
+        "file size and LiteRT latency per prune fraction",
+        _add_mobile,
+        _run_mobile,
+    ),
+}

@@ -20,8 +20,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SKIP = "<!-- skip-test -->"
 FENCE = re.compile(r"^```(\S*)\s*$")
 
+# Every page starts from the same seeds (numpy's global generator, Keras'
+# and TensorFlow's), so an example on random data is the same run each time.
 RUNNER = """
 import json, sys
+import keras
+keras.utils.set_random_seed(0)
 path, blocks = sys.argv[1], json.load(open(sys.argv[2]))
 namespace = {"__name__": "__main__"}
 for line, code in blocks:

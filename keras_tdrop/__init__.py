@@ -14,3 +14,20 @@ from keras_tdrop.version import __version__
 from keras_tdrop.wrapping import apply_targeted_dropout
 from keras_tdrop.wrapping import strip_targeted_dropout
 from keras_tdrop.wrapping import targeted_dropout_layers
+
+__all__ = [
+    "ModelTargetedDropout",
+    "RampingCallback",
+    "TargetedDropout",
+    "TriangularDropout",
+    "__version__",
+    "apply_targeted_dropout",
+    "baselines",
+    "pruning",
+    "schedules",
+    "set_width",
+    "strip_targeted_dropout",
+    "targeted_dropout_layers",
+    "targeting",
+    "truncate",
+]

@@ -8,6 +8,15 @@ import numpy as np
 
 from keras_tdrop import keras_adapter as adapter
 
+__all__ = [
+    "call_with_values",
+    "iter_layers",
+    "kernel_variables",
+    "logits_kernels",
+    "logits_layers",
+    "resolve_exclude",
+]
+
 _KERNEL_SUFFIXES = ("kernel",)
 
 

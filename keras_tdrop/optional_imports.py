@@ -2,6 +2,10 @@
 
 import importlib
 
+__all__ = [
+    "require",
+]
+
 
 def require(module, extra, what=None):
     """Imports `module`, or raises an ImportError naming the extra to install.

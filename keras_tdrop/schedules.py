@@ -6,6 +6,12 @@ the final alpha and gamma in use at `step`.
 
 import math
 
+__all__ = [
+    "constant",
+    "linear",
+    "piecewise",
+]
+
 
 def _check_steps(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -33,6 +33,21 @@ from keras import random
 
 from keras_tdrop import keras_adapter
 
+__all__ = [
+    "NOISES",
+    "REFERENCES",
+    "TARGETINGS",
+    "check_noise",
+    "check_rate",
+    "check_reference",
+    "check_targeting",
+    "inference_count",
+    "matrix_shape",
+    "target_count",
+    "targeted_dropout",
+    "targeted_mask",
+]
+
 TARGETINGS = ("weight", "unit")
 REFERENCES = (None, "t2t", "for_ai")
 NOISES = ("element", "column")

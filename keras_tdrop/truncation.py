@@ -12,6 +12,11 @@ from keras_tdrop.channels.rules import block_call
 from keras_tdrop.layers.triangular_dropout import TriangularDropout
 from keras_tdrop.layers.triangular_dropout import triangular_dropout_layers
 
+__all__ = [
+    "recalibration_batches",
+    "truncate",
+]
+
 
 class _WidthCut(ChannelRule):
     """TriangularDropout in the channel graph: per-channel. In truncation

@@ -10,6 +10,17 @@ from keras_tdrop.layers.kernel_wrapper import KernelWrapper
 from keras_tdrop.layers.kernel_wrapper import kernel_wrappers
 from keras_tdrop.layers.targeted_dropout import TargetedDropout
 
+__all__ = [
+    "apply_targeted_dropout",
+    "apply_wrapper",
+    "check_graph_model",
+    "clone_with_weights",
+    "strip_targeted_dropout",
+    "strip_wrappers",
+    "targeted_dropout_layers",
+    "unwrap_clone",
+]
+
 
 def check_graph_model(model, name="model"):
     if not isinstance(model, keras.Model):

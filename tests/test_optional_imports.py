@@ -236,12 +236,13 @@ def test_application_uses_only_public_library_names():
 
 
 @pytest.mark.parametrize(
-    "name", [name for name, _, _ in _modules() if _is_application(name)]
+    "name,path",
+    [(name, path) for name, path, _ in _modules()],
+    ids=[name for name, _, _ in _modules()],
 )
-def test_every_application_module_has_all(name):
-    path = PACKAGE.parent / (name.replace(".", "/") + ".py")
-    if not path.exists():
-        path = path.with_suffix("") / "__init__.py"
+def test_every_module_has_all(name, path):
+    """Every module, library and application, lists its public names in an
+    `__all__` assigned at its top level, and each of them exists."""
     assigned = {
         target.id
         for node in ast.parse(path.read_text()).body
@@ -252,6 +253,7 @@ def test_every_application_module_has_all(name):
     assert "__all__" in assigned
     module = importlib.import_module(name)
     assert [n for n in module.__all__ if not hasattr(module, n)] == []
+    assert len(set(module.__all__)) == len(module.__all__)
 
 
 def test_optional_imports_are_lazy_and_go_through_require():

@@ -13,3 +13,18 @@ from keras_tdrop.baselines.smallify import Smallify
 from keras_tdrop.baselines.smallify import apply_smallify
 from keras_tdrop.baselines.variational import VariationalDropout
 from keras_tdrop.baselines.variational import apply_variational_dropout
+
+__all__ = [
+    "L0Gate",
+    "Smallify",
+    "VariationalDropout",
+    "apply_l0",
+    "apply_l1",
+    "apply_smallify",
+    "apply_variational_dropout",
+    "baseline_layers",
+    "importances",
+    "masks",
+    "strip_baselines",
+    "strip_l1",
+]

@@ -16,6 +16,17 @@ from keras_tdrop.layers.kernel_wrapper import kernel_wrappers
 from keras_tdrop.wrapping import strip_wrappers
 from keras_tdrop.wrapping import unwrap_clone
 
+__all__ = [
+    "AFFINE_TYPES",
+    "BaselineWrapper",
+    "affine_output",
+    "baseline_layers",
+    "check_positive",
+    "importances",
+    "masks",
+    "strip_baselines",
+]
+
 AFFINE_TYPES = (
     keras.layers.Dense,
     keras.layers.Conv1D,

@@ -11,6 +11,14 @@ from keras_tdrop.baselines._base import BaselineWrapper
 from keras_tdrop.baselines._base import check_positive
 from keras_tdrop.wrapping import apply_wrapper
 
+__all__ = [
+    "L0Gate",
+    "apply_l0",
+    "hard_concrete_mean",
+    "hard_concrete_sample",
+    "keep_probability",
+]
+
 # The uniform noise stays inside (eps, 1 - eps), as in Louizos' code.
 _EPSILON = 1e-6
 

@@ -8,6 +8,11 @@ from keras_tdrop.kernels import resolve_exclude
 from keras_tdrop.wrapping import check_graph_model
 from keras_tdrop.wrapping import clone_with_weights
 
+__all__ = [
+    "apply_l1",
+    "strip_l1",
+]
+
 # The config keys of the regularizers of kernels (Dense, Conv*, EinsumDense,
 # MultiHeadAttention; the two kernels of separable convolutions).
 _KERNEL_REGULARIZER_KEYS = (

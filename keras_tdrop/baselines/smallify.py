@@ -9,6 +9,12 @@ from keras_tdrop.baselines._base import BaselineWrapper
 from keras_tdrop.baselines._base import check_positive
 from keras_tdrop.wrapping import apply_wrapper
 
+__all__ = [
+    "Smallify",
+    "apply_smallify",
+    "sign_statistics",
+]
+
 
 def sign_statistics(sign, mean, variance, decay):
     """One step of the exponential moving mean and variance of a sign.

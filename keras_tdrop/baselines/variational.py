@@ -8,6 +8,14 @@ from keras_tdrop.baselines._base import BaselineWrapper
 from keras_tdrop.baselines._base import affine_output
 from keras_tdrop.wrapping import apply_wrapper
 
+__all__ = [
+    "LOG_ALPHA_RANGE",
+    "VariationalDropout",
+    "apply_variational_dropout",
+    "kl_approximation",
+    "log_alpha",
+]
+
 # The constants of the paper's approximation of -KL (Eq. 14).
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 # log alpha is clipped to this range, as in the authors' code.

@@ -1,1 +1,5 @@
 from keras_tdrop.callbacks.ramping import RampingCallback
+
+__all__ = [
+    "RampingCallback",
+]

@@ -9,6 +9,10 @@ from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.layers.model_targeted_dropout import model_targeted_dropouts
 from keras_tdrop.wrapping import targeted_dropout_layers
 
+__all__ = [
+    "RampingCallback",
+]
+
 _SCHEDULES = ("piecewise", "linear", "constant")
 
 

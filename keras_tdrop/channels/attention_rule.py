@@ -7,6 +7,11 @@ from keras_tdrop import keras_adapter
 from keras_tdrop.channels.rules import ChannelRule
 from keras_tdrop.channels.rules import block_call
 
+__all__ = [
+    "MultiHeadAttention",
+    "attention_weights",
+]
+
 _PARTS = ("query", "key", "value", "attention_output")
 
 

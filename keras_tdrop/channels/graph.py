@@ -20,6 +20,13 @@ import numpy as np
 
 from keras_tdrop import keras_adapter
 
+__all__ = [
+    "ChannelGraph",
+    "ROLES",
+    "Slice",
+    "channel_graph",
+]
+
 ROLES = ("out", "in", "member", "param")
 
 

@@ -4,6 +4,11 @@ from keras_tdrop import keras_adapter
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
 
+__all__ = [
+    "is_kernel_slice",
+    "prunable_groups",
+]
+
 
 def is_kernel_slice(piece):
     """Whether a graph slice lies on a kernel (or an embedding table)."""

@@ -15,6 +15,21 @@ from keras_tdrop.channels.rules import block_call
 from keras_tdrop.channels.rules import channels_first
 from keras_tdrop.channels.rules import trace_model
 
+__all__ = [
+    "ChannelwiseParams",
+    "Conv",
+    "ConvTranspose",
+    "Depthwise",
+    "EinsumDense",
+    "Embedding",
+    "GroupNormalization",
+    "LayerNormalization",
+    "NestedModel",
+    "Producer",
+    "Separable",
+    "mixing_activation",
+]
+
 _MIXING = ("softmax", "log_softmax")
 
 

@@ -7,6 +7,11 @@ from keras import ops
 from keras_tdrop import keras_adapter
 from keras_tdrop.channels.rules import rule_for
 
+__all__ = [
+    "rebuild",
+    "sliced_weights",
+]
+
 
 def _relative(variable):
     return "/".join(variable.path.split("/")[1:])

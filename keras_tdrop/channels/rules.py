@@ -10,6 +10,20 @@ layer. Anything without a rule keeps its channels, with the reason.
 
 from keras_tdrop import keras_adapter
 
+__all__ = [
+    "Blocking",
+    "ChannelRule",
+    "PassThrough",
+    "block_call",
+    "channels_first",
+    "describe",
+    "register_channel_rule",
+    "rule_for",
+    "same_shape_ids",
+    "trace_model",
+    "tracked",
+]
+
 _RULES = {}
 
 

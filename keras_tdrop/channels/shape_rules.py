@@ -10,6 +10,16 @@ from keras_tdrop.channels.rules import block_call
 from keras_tdrop.channels.rules import channels_first
 from keras_tdrop.channels.rules import same_shape_ids
 
+__all__ = [
+    "Concatenate",
+    "Flatten",
+    "GetItem",
+    "KeepsLastAxis",
+    "Merge",
+    "Reduce",
+    "Reshape",
+]
+
 
 class Merge(ChannelRule):
     """Add, Subtract, Multiply, Average, Maximum, Minimum, Divide (layers

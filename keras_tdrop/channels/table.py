@@ -10,6 +10,11 @@ from keras_tdrop.channels.rules import Blocking
 from keras_tdrop.channels.rules import PassThrough
 from keras_tdrop.channels.rules import register_channel_rule
 
+__all__ = [
+    "CHANNEL_PASS_LAYERS",
+    "register_defaults",
+]
+
 L = keras.layers
 
 

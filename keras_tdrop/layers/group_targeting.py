@@ -11,6 +11,10 @@ from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels.groups import is_kernel_slice
 from keras_tdrop.channels.groups import prunable_groups
 
+__all__ = [
+    "GroupTargeting",
+]
+
 
 class _Member:
     """One kernel slice of a group: `variable`'s `axis`, and for each of its

@@ -11,6 +11,13 @@ from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.layers.kernel_wrapper import KernelWrapper
 from keras_tdrop.layers.kernel_wrapper import kernel_wrappers
 
+__all__ = [
+    "FixedMask",
+    "KernelDropout",
+    "kernel_mask_layers",
+    "random_mask",
+]
+
 
 def random_mask(shape, fraction, targeting="weight", rng=None):
     """A 0/1 float32 mask of `shape` removing a random `fraction`.

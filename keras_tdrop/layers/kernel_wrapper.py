@@ -7,6 +7,12 @@ from keras_tdrop import keras_adapter
 from keras_tdrop.kernels import call_with_values
 from keras_tdrop.kernels import kernel_variables
 
+__all__ = [
+    "KernelWrapper",
+    "fold",
+    "kernel_wrappers",
+]
+
 
 class KernelWrapper(keras.layers.Wrapper):
     """Runs the wrapped layer on values substituted for its kernels.

@@ -12,6 +12,11 @@ from keras_tdrop.layers.targeted_dropout import TargetedDropout
 from keras_tdrop.layers.targeted_rates import TargetedRates
 from keras_tdrop.layers.targeted_rates import with_saved_semantics
 
+__all__ = [
+    "ModelTargetedDropout",
+    "model_targeted_dropouts",
+]
+
 
 @keras.saving.register_keras_serializable(package="keras_tdrop")
 class ModelTargetedDropout(TargetedRates, keras.Model):

@@ -7,6 +7,10 @@ from keras_tdrop.layers.kernel_wrapper import fold
 from keras_tdrop.layers.targeted_rates import TargetedRates
 from keras_tdrop.layers.targeted_rates import with_saved_semantics
 
+__all__ = [
+    "TargetedDropout",
+]
+
 
 @keras.saving.register_keras_serializable(package="keras_tdrop")
 class TargetedDropout(TargetedRates, KernelWrapper):

@@ -8,6 +8,13 @@ from keras import ops
 from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
 
+__all__ = [
+    "CONV_TYPES",
+    "SAVED_BEFORE_NOISE",
+    "TargetedRates",
+    "with_saved_semantics",
+]
+
 CONV_TYPES = (
     keras.layers.Conv1D,
     keras.layers.Conv2D,

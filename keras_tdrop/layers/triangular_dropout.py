@@ -1,6 +1,14 @@
 import keras
 from keras import ops
 
+__all__ = [
+    "MODES",
+    "TriangularDropout",
+    "set_width",
+    "triangular_dropout_layers",
+    "triangular_widths",
+]
+
 MODES = ("triangular", "random")
 
 

@@ -19,3 +19,27 @@ from keras_tdrop.pruning.sweep import sweep_models
 from keras_tdrop.pruning.tfmot_bridge import from_tfmot
 from keras_tdrop.pruning.tfmot_bridge import to_tfmot
 from keras_tdrop.pruning.unit_removal import remove_units
+
+__all__ = [
+    "apply_masks",
+    "compare_sweeps",
+    "compute_masks",
+    "flops",
+    "format_sweep",
+    "from_tfmot",
+    "group_masks",
+    "nm_masks",
+    "plot_sweeps",
+    "print_progress",
+    "prunable_kernels",
+    "prune",
+    "prune_sweep",
+    "recalibrate_batchnorm",
+    "register_flops_rule",
+    "remove_units",
+    "shrink",
+    "sparsity_report",
+    "sweep_models",
+    "to_tfmot",
+    "write_csv",
+]

@@ -6,6 +6,10 @@ from keras import ops
 
 from keras_tdrop import keras_adapter
 
+__all__ = [
+    "fold_constants",
+]
+
 L = keras.layers
 _FOLDABLE = (
     L.Dense,

@@ -16,6 +16,12 @@ import keras
 
 from keras_tdrop import keras_adapter
 
+__all__ = [
+    "flops",
+    "macs_by_call",
+    "register_flops_rule",
+]
+
 _RULES = {}
 
 

@@ -7,6 +7,13 @@ from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels.groups import is_kernel_slice as _is_kernel
 from keras_tdrop.channels.groups import prunable_groups
 
+__all__ = [
+    "channel_importance",
+    "choose_channels",
+    "group_masks",
+    "masks_for",
+]
+
 _EPS = 1.0 + 2.0**-20
 
 

@@ -8,6 +8,16 @@ import numpy as np
 from keras_tdrop import keras_adapter
 from keras_tdrop.pruning.apply import copy_model
 
+__all__ = [
+    "batchnorm_layers",
+    "check_batches",
+    "read_batches",
+    "recalibrate",
+    "recalibrate_batchnorm",
+    "restore_statistics",
+    "statistics",
+]
+
 # Examples per forward pass: batches are joined up to this size, since the
 # passes run eagerly and their cost is mostly per operation, not per example.
 _CHUNK = 256

@@ -12,6 +12,11 @@ from keras_tdrop.channels import rebuild
 from keras_tdrop.pruning.apply import apply_masks
 from keras_tdrop.pruning.constants import fold_constants
 
+__all__ = [
+    "ShrinkReport",
+    "shrink",
+]
+
 
 class ShrinkReport(list):
     """Rows, one per channel group with zeroed channels: `group` (its

@@ -12,7 +12,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 	test-backends docs wheel-smoke
 
 # The backend-agnostic core suite, run again under JAX and PyTorch.
-CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_schedules.py \
+CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_targeting_noise.py \
+	tests/test_schedules.py \
 	tests/layers/test_targeted_dropout.py \
 	tests/layers/test_triangular_dropout.py \
 	tests/layers/test_model_targeted_dropout.py tests/callbacks/test_ramping.py \

@@ -6,7 +6,7 @@
 # every sweep with and without BatchNorm recalibration (2,000 training
 # images). Run folders go to runs/cifar10_resnet8_units/; their small files
 # are copied here (make results rebuilds the tables from them).
-# Usage: bash docs/results/cifar10_resnet8_units/run.sh [CORE] [SEEDS...]
+# Usage: [EXPERIMENTS="..."] bash docs/results/cifar10_resnet8_units/run.sh [CORE] [SEEDS...]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 core=${1:-1}
@@ -15,8 +15,9 @@ seeds=${*:-0 1}
 export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
 here=docs/results/cifar10_resnet8_units
 for seed in $seeds; do
-  for exp in none targeted_unit_0.9_0.75 targeted_unit_0.9_0.75_rescale \
-      targeted_unit_0.9_0.75_column targeted_unit_0.9_0.75_column_rescale; do
+  for exp in ${EXPERIMENTS:-none targeted_unit_0.9_0.75 \
+      targeted_unit_0.9_0.75_column targeted_unit_0.9_0.75_rescale \
+      targeted_unit_0.9_0.75_column_rescale}; do
     run=runs/cifar10_resnet8_units/$exp-s$seed
     if [ -f "$here/$exp-s$seed/results.json" ]; then continue; fi
     taskset -c "$core" .venv/bin/keras-tdrop train "$exp" --model resnet8 \

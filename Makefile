@@ -80,7 +80,8 @@ bench: $(VENV)/.installed
 # committed under docs/results/<scale>/ (config, results, sweep CSVs): each
 # scale's compare/ folder (compare.txt, compare.png, CSVs) is rewritten,
 # with the BatchNorm-recalibrated sweeps' *_recalibrated files where runs
-# have them.
+# have them. paper_claims.py writes the paper's claims at the converged
+# scale, with verdicts by the seeds' bands, to claims.txt.
 results: $(VENV)/.installed
 	for d in docs/results/*/; do \
 		$(VENV)/bin/keras-tdrop compare --results $$d --out $${d}compare \
@@ -90,6 +91,9 @@ results: $(VENV)/.installed
 				--out $${d}compare || exit 1; \
 		fi; \
 	done
+	$(VENV)/bin/python docs/results/paper_claims.py \
+		docs/results/cifar10_resnet8_cos20 \
+		> docs/results/cifar10_resnet8_cos20/claims.txt
 
 # The guides (docs/*.md) and the API reference generated from the
 # docstrings, built into site/; any warning fails the build.

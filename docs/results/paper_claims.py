@@ -1,0 +1,147 @@
+"""The Targeted Dropout paper's claims, checked on committed runs.
+
+Reads the run folders of one scale (`docs/results/<scale>/<name>-s<seed>/`,
+their sweep CSVs, with and without BatchNorm recalibration) and prints each
+claim of issue 15 with the per-seed values behind it and a verdict worded
+by the bands (mean ± sd over the seeds):
+
+- weight: at 80% weight pruning, targeted weight dropout (0.66/0.75) loses
+  at most 3 points of its own unpruned accuracy, while no regularisation
+  loses at least 20;
+- unit: unit targeted dropout (0.9/0.75) unpruned is within 5 points of no
+  regularisation, and at 50% unit pruning it loses at most 3 points of its
+  own unpruned accuracy, while no regularisation loses at least 20.
+
+A verdict is MET when the whole band (mean ± sd) is on the claim's side of
+the bound, NOT MET when the whole band is on the other side, UNDECIDED when
+the band straddles it; "(1 seed)" marks a single-seed value, whose band is
+the value alone.
+
+Usage: python docs/results/paper_claims.py docs/results/cifar10_resnet8_cos20
+    [--unit-experiment targeted_unit_0.9_0.75_column]
+"""
+
+import argparse
+import collections
+import os
+import sys
+
+import numpy as np
+
+from keras_tdrop.experiments.run_folders import find_runs
+from keras_tdrop.experiments.run_folders import load_run
+
+NONE = "none"
+WEIGHT = "targeted_weight_0.66_0.75"
+
+
+def accuracies(folder, recalibrated):
+    """`{experiment: {targeting: [{fraction: accuracy}, one per seed]}}`."""
+    found = collections.defaultdict(lambda: collections.defaultdict(list))
+    for run_dir in find_runs(folder, recalibrated):
+        name, sweeps = load_run(run_dir, recalibrated)
+        for targeting, rows in sweeps.items():
+            found[name][targeting].append(
+                {round(r["fraction"], 6): 100 * r["accuracy"] for r in rows}
+            )
+    return found
+
+
+def band(values):
+    values = np.asarray(values, dtype=float)
+    sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), sd, len(values)
+
+
+def verdict(values, bound, at_least):
+    """MET / NOT MET / UNDECIDED for `mean ± sd >= bound` (`at_least`) or
+    `<= bound`."""
+    mean, sd, n = band(values)
+    low, high = mean - sd, mean + sd
+    if at_least:
+        word = "MET" if low >= bound else "NOT MET" if high < bound else None
+    else:
+        word = "MET" if high <= bound else "NOT MET" if low > bound else None
+    word = word or "UNDECIDED"
+    seeds = " (1 seed)" if n == 1 else f" ({n} seeds)"
+    return f"{mean:6.2f} ± {sd:4.2f}{seeds}", word
+
+
+def loss_at(sweeps, fraction):
+    """Per seed: unpruned accuracy minus accuracy at `fraction`."""
+    return [s[0.0] - s[fraction] for s in sweeps if fraction in s]
+
+
+def claims(found, unit_experiment):
+    rows = []
+
+    def add(claim, values, bound, at_least):
+        if not values:
+            rows.append((claim, "no runs", "-"))
+            return
+        rows.append((claim, *verdict(values, bound, at_least)))
+
+    none = found.get(NONE, {})
+    weight = found.get(WEIGHT, {}).get("weight", [])
+    unit = found.get(unit_experiment, {}).get("unit", [])
+    add(
+        f"{WEIGHT}: loss at 80% weight pruning <= 3",
+        loss_at(weight, 0.8),
+        3.0,
+        False,
+    )
+    add(
+        "none: loss at 80% weight pruning >= 20",
+        loss_at(none.get("weight", []), 0.8),
+        20.0,
+        True,
+    )
+    none_dense = [s[0.0] for s in none.get("unit", [])]
+    if none_dense and unit:
+        mean = band(none_dense)[0]
+        add(
+            f"{unit_experiment}: unpruned, none's mean ({mean:.2f}) minus it"
+            " <= 5",
+            [mean - s[0.0] for s in unit],
+            5.0,
+            False,
+        )
+    else:
+        add(f"{unit_experiment}: unpruned within 5 of none", [], 5.0, False)
+    add(
+        f"{unit_experiment}: loss at 50% unit pruning <= 3",
+        loss_at(unit, 0.5),
+        3.0,
+        False,
+    )
+    add(
+        "none: loss at 50% unit pruning >= 20",
+        loss_at(none.get("unit", []), 0.5),
+        20.0,
+        True,
+    )
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", help="a folder of run folders")
+    parser.add_argument(
+        "--unit-experiment", default="targeted_unit_0.9_0.75_column"
+    )
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.results):
+        sys.exit(f"results must be a folder. Received: {args.results!r}")
+    for recalibrated in (False, True):
+        found = accuracies(args.results, recalibrated)
+        title = "BatchNorm recalibrated" if recalibrated else "as trained"
+        print(f"Paper claims, {args.results} ({title}; points of accuracy)")
+        rows = claims(found, args.unit_experiment)
+        width = max(len(r[0]) for r in rows)
+        for claim, value, word in rows:
+            print(f"  {claim:<{width}}  {value:<22}  {word}")
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""`docs/results/paper_claims.py`: the verdicts of the paper's claims."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    "paper_claims", ROOT / "docs" / "results" / "paper_claims.py"
+)
+paper_claims = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(paper_claims)
+
+HEADER = "fraction,sparsity,loss,accuracy\n"
+
+
+def write_run(folder, name, seed, weight, unit):
+    """A run folder whose sweeps hold `{fraction: accuracy}`."""
+    run = folder / f"{name}-s{seed}"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"experiment": name}))
+    for targeting, accuracies in (("weight", weight), ("unit", unit)):
+        lines = [f"{f},{f},1.0,{a}" for f, a in sorted(accuracies.items())]
+        (run / f"sweep_{targeting}.csv").write_text(
+            HEADER + "\n".join(lines) + "\n"
+        )
+
+
+@pytest.mark.parametrize(
+    "values, bound, at_least, word",
+    [
+        ([2.0, 2.5, 2.2], 3.0, False, "MET"),
+        ([3.5, 4.0, 3.8], 3.0, False, "NOT MET"),
+        ([2.0, 4.0], 3.0, False, "UNDECIDED"),
+        ([25.0, 30.0, 28.0], 20.0, True, "MET"),
+        ([10.0, 12.0], 20.0, True, "NOT MET"),
+        ([2.9], 3.0, False, "MET"),
+    ],
+)
+def test_verdict_by_the_band(values, bound, at_least, word):
+    text, got = paper_claims.verdict(values, bound, at_least)
+    assert got == word
+    assert ("(1 seed)" in text) == (len(values) == 1)
+
+
+def test_claims_from_run_folders(tmp_path, capsys):
+    # none: 80 dense, 50 at 80% weight and 30 at 50% unit pruning;
+    # targeted weight loses 1 point at 80%; unit targeted dropout is
+    # 8 points below none dense and loses 2 at 50%.
+    for seed, shift in ((0, 0.0), (1, 0.4)):
+        write_run(
+            tmp_path,
+            "none",
+            seed,
+            {0.0: 0.80 + shift / 100, 0.8: 0.50},
+            {0.0: 0.80 + shift / 100, 0.5: 0.30},
+        )
+        write_run(
+            tmp_path,
+            "targeted_weight_0.66_0.75",
+            seed,
+            {0.0: 0.79, 0.8: 0.78 - shift / 100},
+            {0.0: 0.79, 0.5: 0.40},
+        )
+        write_run(
+            tmp_path,
+            "targeted_unit_0.9_0.75_column",
+            seed,
+            {0.0: 0.72, 0.8: 0.10},
+            {0.0: 0.72, 0.5: 0.70},
+        )
+    found = paper_claims.accuracies(str(tmp_path), False)
+    rows = paper_claims.claims(found, "targeted_unit_0.9_0.75_column")
+    words = [word for _, _, word in rows]
+    assert words == ["MET", "MET", "NOT MET", "MET", "MET"]
+    assert rows[0][1].startswith("  1.20 ± 0.28 (2 seeds)")
+    assert rows[2][1].startswith("  8.20 ± 0.00 (2 seeds)")
+    paper_claims.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "no runs" in out  # no recalibrated sweeps in these folders

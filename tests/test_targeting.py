@@ -479,6 +479,7 @@ def test_drop_fraction_statistics(alpha, targeting, reference):
                 reference,
                 training=True,
                 seed=gen,
+                noise="element",
             )
         )
         np.testing.assert_array_equal(out[~mask], w[~mask])
@@ -503,7 +504,14 @@ def test_unit_mode_drops_single_elements(reference):
     w = make_kernel((32, 8), "normal", seed=9)
     out = to_np(
         T.targeted_dropout(
-            w, 0.5, 0.5, "unit", reference, training=True, seed=3
+            w,
+            0.5,
+            0.5,
+            "unit",
+            reference,
+            training=True,
+            seed=3,
+            noise="element",
         )
     )
     mask = np_mask(w, 0.5, "unit", reference)
@@ -512,6 +520,35 @@ def test_unit_mode_drops_single_elements(reference):
     for c in targeted_cols:
         zeros = (out[:, c] == 0).sum()
         assert 0 < zeros < 32  # partly dropped, not whole columns
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.9])
+def test_default_unit_noise_drops_whole_columns_at_rate_alpha(alpha):
+    # The default unit semantics (noise=None -> "column"): one draw per
+    # targeted column, so each targeted column's drop count over the steps
+    # is Binomial(steps, alpha) and every element of it shares it.
+    w = make_kernel((32, 64), "normal", seed=8)
+    mask = np_mask(w, 0.5, "unit", None)
+    targeted = mask[0]
+    assert targeted.sum() == 32
+    steps = 100
+    gen = keras.random.SeedGenerator(12)
+    drops = np.zeros(w.shape)
+    for _ in range(steps):
+        out = to_np(
+            T.targeted_dropout(w, alpha, 0.5, "unit", training=True, seed=gen)
+        )
+        zero = out == 0
+        assert np.all(zero.all(0) | ~zero.any(0))
+        np.testing.assert_array_equal(out[~mask], w[~mask])
+        drops += zero
+    per_column = drops[0, targeted]
+    trials = steps * targeted.sum()
+    tolerance = 4 * math.sqrt(alpha * (1 - alpha) / trials)
+    assert abs(per_column.sum() / trials - alpha) < tolerance
+    assert abs(per_column.std() - math.sqrt(steps * alpha * (1 - alpha))) < (
+        0.45 * math.sqrt(steps * alpha * (1 - alpha))
+    )
 
 
 def test_noise_fresh_with_generator_reproducible_with_int_seed():

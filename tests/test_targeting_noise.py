@@ -132,3 +132,25 @@ def test_bad_semantics(kwargs, match):
     args = {"targeting": "unit", **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):
         T.targeted_dropout(_kernel(), 0.5, 0.5, training=True, **args)
+
+
+def test_the_default_unit_noise_is_whole_columns():
+    kernel = _kernel()
+    draws = _draw(kernel, None, False)
+    targeted = _np_targeted_columns(kernel, 0.5)
+    cols = draws.reshape(len(draws), -1, 8)
+    zero = cols == 0
+    assert np.all(zero.all(1) | (~zero).all(1))
+    assert not zero[..., ~targeted].any()
+    # Exactly floor(0.5 * 8) = 4 columns targeted; each dropped with
+    # probability alpha (DRAWS draws per column, 5 standard errors).
+    dropped = zero.all(1)[:, targeted].mean()
+    assert abs(dropped - 0.5) < 5 * 0.5 / np.sqrt(DRAWS)
+    # Expected effective kernel: dense minus alpha times the targeted part.
+    expected = kernel.copy()
+    expected[..., targeted] *= 0.5
+    se = np.abs(kernel) * 0.5 / np.sqrt(DRAWS)
+    assert np.all(np.abs(draws.mean(0) - expected) <= 5 * se + 1e-6)
+    # Weight targeting keeps one draw per element.
+    assert T.resolve_noise(None, "weight", None) == "element"
+    assert T.resolve_noise(None, "unit", "t2t") == "element"

@@ -109,8 +109,14 @@ class GroupTargeting:
     def kernel_masks(self, values, target_rate):
         """`{id(variable): boolean mask of its shape}`: the targeted
         elements of every writing kernel of a group."""
+        chosen = self.targeted(values, target_rate)
+        return self._spread([(members, mask) for _, members, mask in chosen])
+
+    def _spread(self, per_group):
+        """`{id(variable): boolean mask}` from `[(members, (n,) bool)]`:
+        each group's channel vector laid over its writing kernels."""
         masks = {}
-        for n, members, mask in self.targeted(values, target_rate):
+        for members, mask in per_group:
             padded = ops.concatenate([mask, ops.zeros((1,), "bool")])
             for m in members:
                 if not m.writes:
@@ -127,18 +133,48 @@ class GroupTargeting:
                 )
         return masks
 
-    def dropped(self, values, rate, target_rate, seed):
-        """`[(variable, dropped value)]` for the grouped kernels: each
-        targeted element zeroed with probability `rate` (one draw per
-        element, no rescale: the package's default unit semantics)."""
+    def dropped(
+        self, values, rate, target_rate, seed, noise="element", rescale=False
+    ):
+        """`[(variable, dropped value)]` for the grouped kernels.
+
+        Each targeted element is zeroed with probability `rate`: one draw
+        per element (`noise="element"`), or one per targeted channel of a
+        group (`noise="column"`), the channel then dropped in every writing
+        kernel of the group at once. With `rescale`, the surviving targeted
+        elements are scaled by `1 / (1 - rate)`.
+        """
+        chosen = self.targeted(values, target_rate)
+        masks = self._spread([(members, mask) for _, members, mask in chosen])
+        rate = ops.cast(rate, "float32")
+        drops = None
+        if noise == "column":
+            drops = self._spread(
+                [
+                    (
+                        members,
+                        ops.logical_and(
+                            mask,
+                            ops.less(random.uniform((n,), seed=seed), rate),
+                        ),
+                    )
+                    for n, members, mask in chosen
+                ]
+            )
         out = []
-        masks = self.kernel_masks(values, target_rate)
         for kernel in self.grouped:
             mask = masks[id(kernel)]
             value = values[id(kernel)]
-            keep = random.uniform(tuple(kernel.shape), seed=seed) >= ops.cast(
-                rate, "float32"
-            )
-            drop = ops.logical_and(mask, ops.logical_not(keep))
+            if drops is None:
+                draws = random.uniform(tuple(kernel.shape), seed=seed)
+                drop = ops.logical_and(mask, ops.less(draws, rate))
+            else:
+                drop = drops[id(kernel)]
+            if rescale:
+                keep_prob = ops.maximum(1.0 - rate, 1e-12)
+                scale = ops.where(mask, 1.0 / keep_prob, 1.0)
+                value = ops.cast(
+                    ops.cast(value, "float32") * scale, value.dtype
+                )
             out.append((kernel, ops.where(drop, ops.zeros_like(value), value)))
         return out

@@ -102,7 +102,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         exclude=None,
         exclude_logits=True,
         prune_at_inference=None,
-        noise="element",
+        noise=None,
         rescale=False,
         seed=None,
         groups=False,
@@ -138,12 +138,6 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 "`groups=True` targets whole channels of the channel graph: "
                 'it needs targeting="unit" and reference=None. Received: '
                 f"targeting={targeting!r}, reference={reference!r}"
-            )
-        if groups and (noise != "element" or rescale):
-            raise ValueError(
-                "`groups=True` draws one Bernoulli per targeted element and "
-                "does not rescale yet; use noise='element', rescale=False "
-                f"with it. Received: noise={noise!r}, rescale={rescale!r}"
             )
         if groups:
             try:
@@ -264,6 +258,8 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 self._current_rate,
                 self._current_target_rate,
                 self.seed_generator,
+                noise=self.noise,
+                rescale=self.rescale,
             )
         return [
             (kernel, self._dropped_value(kernel, training))

@@ -45,14 +45,18 @@ class TargetedDropout(TargetedRates, KernelWrapper):
         prune_at_inference: optional bool; by default the reference's own
             choice: `"t2t"` prunes at inference, `"for_ai"` prunes convolution
             kernels only, the default semantics never do.
-        noise: `"element"` (one Bernoulli draw per targeted weight) or
+        noise: `"element"` (one Bernoulli draw per targeted weight),
             `"column"` (one per targeted unit, so whole units are dropped;
-            unit targeting only). Reference `None` only.
+            unit targeting only), or `None` (the default): `"column"` for
+            unit targeting with `reference=None` (the best unit semantics
+            measured in `docs/reproducing.md`), `"element"` otherwise.
+            The config holds the resolved value.
         rescale: bool, whether the surviving targeted weights are scaled by
             `1 / (1 - rate)` in training, so that the expected kernel is the
             dense one (reference `None` only; `"t2t"` always rescales).
             A file saved before these two arguments existed loads with
-            `"element"` and `False`, the semantics it was trained with.
+            `"element"` and `False`, the semantics it was trained with
+            (unit targeting's default was `"element"` then).
         seed: optional int for the dropout noise.
 
     Call arguments:
@@ -76,7 +80,7 @@ class TargetedDropout(TargetedRates, KernelWrapper):
         reference=None,
         keep_per_column=None,
         prune_at_inference=None,
-        noise="element",
+        noise=None,
         rescale=False,
         seed=None,
         **kwargs,

@@ -55,7 +55,7 @@ class TargetedRates:
         targeting,
         reference,
         prune_at_inference,
-        noise="element",
+        noise=None,
         rescale=False,
     ):
         targeting_lib.check_rate("rate", rate)
@@ -75,7 +75,8 @@ class TargetedRates:
         self.targeting = targeting
         self.reference = reference
         self.prune_at_inference = prune_at_inference
-        self.noise = noise
+        # Kept resolved, so the config names the semantics trained with.
+        self.noise = targeting_lib.resolve_noise(noise, targeting, reference)
         self.rescale = rescale
 
     @property

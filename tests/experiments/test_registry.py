@@ -31,10 +31,21 @@ def test_named_experiments_hold_the_papers_settings():
             "target_rate": target_rate,
             "targeting": targeting,
         }
+        if targeting == "unit":
+            # Pinned to the semantics they were run with before the unit
+            # default became whole units (`noise=None` -> "column").
+            expected["noise"] = "element"
         if name.startswith("ramping"):
             # Evaluated as for-ai/TD evaluates ramped runs: pruned.
             expected["prune_at_inference"] = True
         assert params == expected
+    # The package's unit default is its own experiment.
+    assert registry.get("targeted_unit_0.9_0.75_column")["params"] == {
+        "rate": 0.9,
+        "target_rate": 0.75,
+        "targeting": "unit",
+        "noise": "column",
+    }
     # Table 7's ramped runs: one per random-prune fraction, alpha 0.99.
     for targeting, gammas in (
         ("weight", (0.5, 0.75, 0.9)),
@@ -46,6 +57,7 @@ def test_named_experiments_hold_the_papers_settings():
                 "rate": 0.99,
                 "target_rate": gamma,
                 "targeting": targeting,
+                **({"noise": "element"} if targeting == "unit" else {}),
                 "prune_at_inference": True,
             }
             assert spec["ramp"] == registry.REFERENCE_RAMP

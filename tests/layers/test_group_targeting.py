@@ -123,6 +123,81 @@ def test_after_training_group_masks_and_shrink_equal_the_targeted_pruning(
     assert channel_sets(loaded) == channel_sets(td)
 
 
+def _channel_view(value, m):
+    """`value` as (channels along the member's axis, rest)."""
+    value = np.moveaxis(ops.convert_to_numpy(value), m.axis, 0)
+    return value.reshape(value.shape[0], -1)
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_column_noise_drops_a_group_channel_in_every_writer_at_once(rescale):
+    alpha = 0.5
+    td = ModelTargetedDropout(
+        residual_net(),
+        alpha,
+        0.5,
+        targeting="unit",
+        groups=True,
+        noise="column",
+        rescale=rescale,
+        seed=3,
+    )
+    grouping = td.group_targeting
+    values = {id(v): ops.convert_to_tensor(v) for v in td.model.weights}
+    masks = grouping.kernel_masks(values, 0.5)
+    stored = {id(k): ops.convert_to_numpy(k) for k in grouping.grouped}
+    drawn, total, steps = 0, 0, 200
+    sums = {id(k): np.zeros_like(stored[id(k)]) for k in grouping.grouped}
+    for _ in range(steps):
+        out = {
+            id(k): ops.convert_to_numpy(v)
+            for k, v in grouping.dropped(
+                values,
+                alpha,
+                0.5,
+                td.seed_generator,
+                noise="column",
+                rescale=rescale,
+            )
+        }
+        for n, members in grouping.groups:
+            writers = [m for m in members if m.writes]
+            dropped_sets = []
+            for m in writers:
+                zero = np.all(_channel_view(out[id(m.variable)], m) == 0, 1)
+                targeted = np.any(_channel_view(masks[id(m.variable)], m), 1)
+                # Whole channels: a targeted channel is all zero or intact.
+                kept = _channel_view(out[id(m.variable)], m)[~zero]
+                scale = 1.0 / (1 - alpha) if rescale else 1.0
+                want = _channel_view(stored[id(m.variable)], m)[~zero]
+                want = want * np.where(targeted[~zero], scale, 1.0)[:, None]
+                np.testing.assert_allclose(kept, want, rtol=1e-6)
+                assert not np.any(zero & ~targeted)
+                dropped_sets.append(
+                    frozenset(m.segments[zero & targeted].tolist())
+                )
+            # Every writer of the group drops the same channels.
+            assert len(set(dropped_sets)) == 1, dropped_sets
+            drawn += len(dropped_sets[0])
+            total += int(np.floor(0.5 * n))
+        for key in sums:
+            sums[key] += out[key]
+    # One draw per targeted channel: about alpha of them dropped
+    # (binomial over 200 x 9 channels: sd 0.012, tolerance 4 sd).
+    assert abs(drawn / total - alpha) < 0.05
+    for kernel in grouping.grouped:
+        mean = sums[id(kernel)] / steps
+        dense = stored[id(kernel)]
+        mask = ops.convert_to_numpy(masks[id(kernel)])
+        # Expected effective kernel: the dense one with rescale, the dense
+        # one minus alpha times its targeted part without.
+        want = dense if rescale else dense - alpha * dense * mask
+        # Each channel's mean over 200 Bernoulli draws: sd of the keep
+        # fraction 0.035, times 2 with rescale; tolerance ~5 sd.
+        tol = (0.35 if rescale else 0.18) * np.abs(dense) + 1e-6
+        assert np.all(np.abs(mean - want) <= tol), kernel.path
+
+
 def test_the_ramp_drives_the_group_target_rate():
     td = ModelTargetedDropout(
         residual_net(), 0.5, 0.75, targeting="unit", groups=True
@@ -149,11 +224,6 @@ def test_the_ramp_drives_the_group_target_rate():
             dict(targeting="unit", reference="t2t", groups=True),
             ValueError,
             r"reference=None.*reference='t2t'",
-        ),
-        (
-            dict(targeting="unit", rescale=True, groups=True),
-            ValueError,
-            r"groups=True.*Received: noise='element', rescale=True",
         ),
         (
             dict(targeting="unit", groups="yes"),

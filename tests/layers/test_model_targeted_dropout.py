@@ -177,13 +177,30 @@ def test_dropped_fraction_of_targets_is_rate(kind, targeting):
             kept = value == ops.convert_to_numpy(kernel.value)
             assert np.all(kept | (value == 0))
             dropped[i] += value == 0
-    n = draws * sum(int(t.sum()) for t in targets)
-    fraction = sum(d[t].sum() for d, t in zip(dropped, targets)) / n
-    # Binomial(n, rate): within 5 standard deviations (n = 10880 for
-    # weight targeting, 11040 for unit: 0.022).
-    assert n in (10880, 11040)
-    assert abs(fraction - rate) < 5 * math.sqrt(rate * (1 - rate) / n)
     assert all(d[~t].sum() == 0 for d, t in zip(dropped, targets))
+    if targeting == "unit":
+        # The default unit noise drops whole units: one draw per targeted
+        # column, so the trials are columns (every element of a column
+        # is dropped the same number of times).
+        columns = [t.reshape(-1, t.shape[-1]).all(0) for t in targets]
+        for d, c in zip(dropped, columns):
+            counts = d.reshape(-1, d.shape[-1])[:, c]
+            assert np.all(counts == counts[:1])
+        n = draws * sum(int(c.sum()) for c in columns)
+        fraction = (
+            sum(
+                d.reshape(-1, d.shape[-1])[0, c].sum()
+                for d, c in zip(dropped, columns)
+            )
+            / n
+        )
+        assert n == 540  # 10 draws x 54 targeted columns
+    else:
+        n = draws * sum(int(t.sum()) for t in targets)
+        fraction = sum(d[t].sum() for d, t in zip(dropped, targets)) / n
+        assert n == 10880
+    # Binomial(n, rate): within 5 standard deviations.
+    assert abs(fraction - rate) < 5 * math.sqrt(rate * (1 - rate) / n)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -469,6 +469,52 @@ def test_semantics_in_config_and_old_files_keep_theirs(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "kwargs, noise",
+    [
+        ({"targeting": "unit"}, "column"),
+        ({"targeting": "weight"}, "element"),
+        ({"targeting": "unit", "reference": "for_ai"}, "element"),
+        ({"targeting": "unit", "reference": "t2t"}, "element"),
+        ({"targeting": "unit", "noise": "element"}, "element"),
+    ],
+)
+def test_default_noise_is_whole_units_for_unit_targeting(kwargs, noise):
+    layer = TargetedDropout(keras.layers.Dense(4), **kwargs)
+    assert layer.noise == noise
+    # The config holds the resolved value, not None.
+    assert layer.get_config()["noise"] == noise
+
+
+def test_a_file_of_the_old_default_keeps_element_noise(tmp_path):
+    # Saved before the unit default changed: the config says "element"
+    # (or, older still, has no `noise`): it loads and trains with it.
+    x = np.eye(6, dtype="float32")
+    for drop_key in (False, True):
+        inputs = keras.Input((6,))
+        layer = _unit_layer(noise="element")
+        model = keras.Model(inputs, layer(inputs))
+        path = tmp_path / f"old{drop_key}.keras"
+        model.save(path)
+        if drop_key:
+            config = layer.get_config()
+            del config["noise"], config["rescale"]
+            loaded = TargetedDropout.from_config(config)
+        else:
+            loaded = keras.saving.load_model(path).layers[-1]
+        assert (loaded.noise, loaded.rescale) == ("element", False)
+        if not loaded.built:
+            loaded.build((None, 6))
+        loaded.layer.kernel.assign(layer.layer.kernel)
+        partial = False
+        for _ in range(10):
+            used = ops.convert_to_numpy(loaded(x, training=True))
+            zero = used == 0
+            partial |= bool((zero.any(0) & ~zero.all(0)).any())
+        # Element noise drops parts of columns (whole-unit noise never).
+        assert partial
+
+
+@pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"noise": "column", "targeting": "weight"}, "targeting='weight'"),

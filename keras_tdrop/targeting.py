@@ -39,13 +39,14 @@ __all__ = [
     "NOISES",
     "REFERENCES",
     "TARGETINGS",
+    "apply_drop",
     "check_noise",
-    "resolve_noise",
     "check_rate",
     "check_reference",
     "check_targeting",
     "inference_count",
     "matrix_shape",
+    "resolve_noise",
     "target_count",
     "targeted_dropout",
     "targeted_mask",
@@ -357,10 +358,18 @@ def targeted_dropout(
     shape = tuple(kernel.shape) if noise == "element" else tuple(mask.shape)
     draws = random.uniform(shape, dtype="float32", seed=seed)
     drop = ops.logical_and(mask, ops.less(draws, rate))
-    if reference != "t2t" and not rescale:
+    return apply_drop(kernel, mask, drop, rate, reference == "t2t" or rescale)
+
+
+def apply_drop(kernel, mask, drop, rate, rescale):
+    """`kernel` with the `drop` elements zeroed and, with `rescale`, the
+    other `mask` (targeted) elements scaled by `1 / (1 - rate)`; `mask` and
+    `drop` broadcast to the kernel's shape."""
+    if not rescale:
         return ops.where(drop, ops.zeros_like(kernel), kernel)
     # Scaled in float32 and zeroed after, so that a float16 kernel at rate
     # ~1 gets neither 0 * inf = NaN nor an overflowing survivor scale.
+    rate = ops.cast(rate, "float32")
     keep_prob = ops.maximum(1.0 - rate, 1e-12)
     scaled = ops.cast(kernel, "float32") * ops.where(mask, 1.0 / keep_prob, 1.0)
     scaled = ops.where(drop, ops.zeros_like(scaled), scaled)

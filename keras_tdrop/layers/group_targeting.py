@@ -170,11 +170,10 @@ class GroupTargeting:
                 drop = ops.logical_and(mask, ops.less(draws, rate))
             else:
                 drop = drops[id(kernel)]
-            if rescale:
-                keep_prob = ops.maximum(1.0 - rate, 1e-12)
-                scale = ops.where(mask, 1.0 / keep_prob, 1.0)
-                value = ops.cast(
-                    ops.cast(value, "float32") * scale, value.dtype
+            out.append(
+                (
+                    kernel,
+                    targeting_lib.apply_drop(value, mask, drop, rate, rescale),
                 )
-            out.append((kernel, ops.where(drop, ops.zeros_like(value), value)))
+            )
         return out

@@ -26,10 +26,9 @@ import collections
 import os
 import sys
 
-import numpy as np
-
 from keras_tdrop.experiments.run_folders import find_runs
 from keras_tdrop.experiments.run_folders import load_run
+from keras_tdrop.experiments.seeds import mean_sd
 
 NONE = "none"
 WEIGHT = "targeted_weight_0.66_0.75"
@@ -47,16 +46,11 @@ def accuracies(folder, recalibrated):
     return found
 
 
-def band(values):
-    values = np.asarray(values, dtype=float)
-    sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return float(values.mean()), sd, len(values)
-
-
 def verdict(values, bound, at_least):
     """MET / NOT MET / UNDECIDED for `mean ± sd >= bound` (`at_least`) or
     `<= bound`."""
-    mean, sd, n = band(values)
+    mean, sd, n = mean_sd(values)
+    sd = sd or 0.0  # one seed: the band is the value alone
     low, high = mean - sd, mean + sd
     if at_least:
         word = "MET" if low >= bound else "NOT MET" if high < bound else None
@@ -98,7 +92,7 @@ def claims(found, unit_experiment):
     )
     none_dense = [s[0.0] for s in none.get("unit", [])]
     if none_dense and unit:
-        mean = band(none_dense)[0]
+        mean = mean_sd(none_dense)[0]
         add(
             f"{unit_experiment}: unpruned, none's mean ({mean:.2f}) minus it"
             " <= 5",

@@ -222,7 +222,7 @@ def _build():
     # paper's unit pair with survivors rescaled by 1/(1 - alpha), with one
     # draw per targeted unit (whole units dropped), and both.
     for suffix, semantics in (
-        ("rescale", {"rescale": True}),
+        ("rescale", {"noise": "element", "rescale": True}),
         ("column", {"noise": "column"}),
         ("column_rescale", {"noise": "column", "rescale": True}),
     ):

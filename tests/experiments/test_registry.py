@@ -39,6 +39,19 @@ def test_named_experiments_hold_the_papers_settings():
             # Evaluated as for-ai/TD evaluates ramped runs: pruned.
             expected["prune_at_inference"] = True
         assert params == expected
+    # Every unit experiment names its noise, so no run changes meaning
+    # with the package default.
+    for name, spec in registry.EXPERIMENTS.items():
+        params = spec["params"]
+        if spec["method"] == "targeted" and params.get("targeting") == "unit":
+            assert params["noise"] in ("element", "column"), name
+    assert registry.get("targeted_unit_0.9_0.75_rescale")["params"] == {
+        "rate": 0.9,
+        "target_rate": 0.75,
+        "targeting": "unit",
+        "noise": "element",
+        "rescale": True,
+    }
     # The package's unit default is its own experiment.
     assert registry.get("targeted_unit_0.9_0.75_column")["params"] == {
         "rate": 0.9,

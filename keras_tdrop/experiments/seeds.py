@@ -12,6 +12,8 @@ import re
 
 import numpy as np
 
+from keras_tdrop.layers.targeted_rates import with_saved_semantics
+
 __all__ = [
     "METRICS",
     "aggregate",
@@ -56,6 +58,11 @@ def group_runs(runs):
         run_dir, experiment, _, config = run
         seed = run_seed(run_dir, config)
         settings = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
+        if settings.get("method") == "targeted":
+            # A run saved before `noise`/`rescale` were settings ran with
+            # the values a config without them loads with: the same run as
+            # one that names them.
+            settings["params"] = with_saved_semantics(settings["params"])
         key = (experiment, json.dumps(settings, sort_keys=True, default=str))
         group = keyed.get(key)
         seeds = [run_seed(m[0], m[3]) for m in group[1]] if group else []

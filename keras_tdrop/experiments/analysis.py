@@ -144,11 +144,15 @@ def loss_change(model, data, deltas, loss=None):
     base = total / count
     gradient_term = -grad_dot / count
     hessian_term = 0.5 * hess_dot / count
+    # The clone's variable paths may differ from the model's (a cloned
+    # Sequential gets a new name), so theta - d is set by position.
     pruned = clone_with_weights(model)
-    by_path = {v.path: v for v in pruned.trainable_variables}
-    for path in paths:
-        value = keras.ops.convert_to_numpy(by_path[path].value)
-        by_path[path].assign(value - deltas[path])
+    pruned.set_weights(
+        [
+            keras.ops.convert_to_numpy(v.value) - deltas.get(v.path, 0)
+            for v in model.weights
+        ]
+    )
     return {
         "loss": base,
         "gradient_term": gradient_term,

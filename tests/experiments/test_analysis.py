@@ -109,6 +109,32 @@ def test_measured_change_and_second_order_accuracy():
     np.testing.assert_allclose(analysis.mean_loss(model, data), value, 1e-5)
 
 
+def test_sequential_model_gives_the_functional_models_figures():
+    # A cloned Sequential gets a new name, and with it new variable paths:
+    # theta - d must still reach the clone's weights.
+    functional = tiny_model(5)
+    sequential = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, activation="tanh", name="hidden"),
+            keras.layers.Dense(3, name="logits"),
+        ]
+    )
+    sequential.set_weights(functional.get_weights())
+    data = tiny_data()
+    direction = np.random.default_rng(6).normal(size=(3, 4)) * 0.1
+    kernel = [v.path for v in sequential.weights if "hidden/kernel" in v.path]
+    got = analysis.loss_change(
+        sequential, data, {kernel[0]: direction.astype("float32")}
+    )
+    want = analysis.loss_change(
+        functional, data, {"hidden/kernel": direction.astype("float32")}
+    )
+    assert got["measured"] > 1e-4
+    for key in ("loss", "gradient_term", "hessian_term", "measured"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5)
+
+
 def test_hessian_block_and_theta_h_theta():
     model = tiny_model()
     data = tiny_data()

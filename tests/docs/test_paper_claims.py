@@ -80,3 +80,15 @@ def test_claims_from_run_folders(tmp_path, capsys):
     paper_claims.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "no runs" in out  # no recalibrated sweeps in these folders
+
+
+def test_committed_claims_are_what_the_script_prints(capsys, monkeypatch):
+    """`make results` rewrites nothing: the committed claims.txt (quoted by
+    docs/reproducing.md) is what paper_claims.py prints from the committed
+    run folders."""
+    scale = ROOT / "docs" / "results" / "cifar10_resnet8_cos20"
+    monkeypatch.chdir(ROOT)  # the header names the folder as make gives it
+    paper_claims.main([str(scale.relative_to(ROOT))])
+    printed = capsys.readouterr().out
+    assert printed == (scale / "claims.txt").read_text()
+    assert printed.strip() in (ROOT / "docs" / "reproducing.md").read_text()

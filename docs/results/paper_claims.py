@@ -17,6 +17,10 @@ the bound, NOT MET when the whole band is on the other side, UNDECIDED when
 the band straddles it; "(1 seed)" marks a single-seed value, whose band is
 the value alone.
 
+After the claims it prints the accuracies behind them (unpruned, 50% and
+80% pruned, as trained and recalibrated, mean ± sd over the seeds), the
+table docs/reproducing.md quotes.
+
 Usage: python docs/results/paper_claims.py docs/results/cifar10_resnet8_cos20
     [--unit-experiment targeted_unit_0.9_0.75_column]
 """
@@ -28,10 +32,15 @@ import sys
 
 from keras_tdrop.experiments.run_folders import find_runs
 from keras_tdrop.experiments.run_folders import load_run
+from keras_tdrop.experiments.seeds import aggregate
+from keras_tdrop.experiments.seeds import cell
 from keras_tdrop.experiments.seeds import mean_sd
+from keras_tdrop.pruning.tables import format_rows
 
 NONE = "none"
 WEIGHT = "targeted_weight_0.66_0.75"
+RAMPING = "ramping_weight"
+FRACTIONS = (0.0, 0.5, 0.8)
 
 
 def accuracies(folder, recalibrated):
@@ -117,6 +126,49 @@ def claims(found, unit_experiment):
     return rows
 
 
+def _sweeps(folder, recalibrated):
+    """`{(experiment, targeting): [sweep rows, one list per seed]}`."""
+    found = collections.defaultdict(list)
+    for run_dir in find_runs(folder, recalibrated):
+        name, sweeps = load_run(run_dir, recalibrated)
+        for targeting, rows in sweeps.items():
+            found[name, targeting].append(rows)
+    return found
+
+
+def figures(folder, unit_experiment):
+    """The accuracies behind the claims as a text table: each compared
+    run at `FRACTIONS` of its own kind of pruning, as trained and with
+    BatchNorm recalibrated (`mean ± sd (seeds)`, `-` where not run)."""
+    trained, recalibrated = _sweeps(folder, False), _sweeps(folder, True)
+    pairs = [(NONE, "weight"), (WEIGHT, "weight"), (RAMPING, "weight")]
+    pairs += [(NONE, "unit"), (unit_experiment, "unit")]
+    rows = []
+    for name, targeting in pairs:
+        if not trained.get((name, targeting)):
+            continue
+        means = [
+            {
+                round(r["fraction"], 6): r
+                for r in aggregate(found[name, targeting])
+            }
+            for found in (trained, recalibrated)
+        ]
+        for fraction in FRACTIONS:
+            rows.append(
+                {
+                    "run": name,
+                    "pruning": targeting,
+                    "prune %": f"{fraction:.0%}",
+                    "as trained": cell(means[0].get(fraction)),
+                    "recalibrated": cell(means[1].get(fraction)),
+                }
+            )
+    if not rows:
+        return "no runs"
+    return format_rows(rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="a folder of run folders")
@@ -135,6 +187,11 @@ def main(argv=None):
         for claim, value, word in rows:
             print(f"  {claim:<{width}}  {value:<22}  {word}")
         print()
+    print(
+        f"Test accuracy (%) behind the claims, {args.results}: mean ± sd "
+        "(seeds)"
+    )
+    print(figures(args.results, args.unit_experiment))
 
 
 if __name__ == "__main__":

@@ -92,3 +92,50 @@ def test_committed_claims_are_what_the_script_prints(capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert printed == (scale / "claims.txt").read_text()
     assert printed.strip() in (ROOT / "docs" / "reproducing.md").read_text()
+
+
+def test_figures_behind_the_claims(tmp_path):
+    """The table of accuracies: one row per run and fraction of its own
+    kind of pruning, mean ± sd over the seeds, `-` where no recalibrated
+    sweep was run, runs absent from the folder left out."""
+    for seed, dense in ((0, 0.80), (1, 0.82)):
+        write_run(tmp_path, "none", seed, {0.0: dense, 0.8: 0.5}, {0.0: dense})
+    write_run(
+        tmp_path,
+        "targeted_weight_0.66_0.75",
+        0,
+        {0.0: 0.79, 0.5: 0.785, 0.8: 0.78},
+        {0.0: 0.79},
+    )
+    table = paper_claims.figures(str(tmp_path), "targeted_unit_x")
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "run",
+        "pruning",
+        "prune",
+        "%",
+        "as",
+        "trained",
+        "recalibrated",
+    ]
+    body = [line.split() for line in lines[2:]]
+    # none weight 0/50/80, targeted weight 0/50/80, none unit 0/50/80;
+    # no ramping_weight and no unit experiment runs.
+    assert [row[:3] for row in body] == [
+        ["none", "weight", "0%"],
+        ["none", "weight", "50%"],
+        ["none", "weight", "80%"],
+        ["targeted_weight_0.66_0.75", "weight", "0%"],
+        ["targeted_weight_0.66_0.75", "weight", "50%"],
+        ["targeted_weight_0.66_0.75", "weight", "80%"],
+        ["none", "unit", "0%"],
+        ["none", "unit", "50%"],
+        ["none", "unit", "80%"],
+    ]
+    assert body[0][3:] == ["81.00", "±", "1.41", "(2)", "-"]
+    assert body[1][3:] == ["-", "-"]  # no seed swept 50%
+    assert body[2][3:] == ["50.00", "±", "0.00", "(2)", "-"]
+    assert body[4][3:] == ["78.50", "(1", "seed)", "-"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert paper_claims.figures(str(empty), "x") == "no runs"

@@ -110,7 +110,7 @@ wheel-smoke: $(VENV)/.installed
 	$(PY) .ci/wheel_smoke.py
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check keras_tdrop tests examples
+	$(VENV)/bin/ruff check keras_tdrop tests examples benchmarks docs/results
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache site

@@ -43,12 +43,21 @@ RAMPING = "ramping_weight"
 FRACTIONS = (0.0, 0.5, 0.8)
 
 
-def accuracies(folder, recalibrated):
-    """`{experiment: {targeting: [{fraction: accuracy}, one per seed]}}`."""
-    found = collections.defaultdict(lambda: collections.defaultdict(list))
+def _sweeps(folder, recalibrated):
+    """`{(experiment, targeting): [sweep rows, one list per seed]}`."""
+    found = collections.defaultdict(list)
     for run_dir in find_runs(folder, recalibrated):
         name, sweeps = load_run(run_dir, recalibrated)
         for targeting, rows in sweeps.items():
+            found[name, targeting].append(rows)
+    return found
+
+
+def accuracies(folder, recalibrated):
+    """`{experiment: {targeting: [{fraction: accuracy}, one per seed]}}`."""
+    found = collections.defaultdict(lambda: collections.defaultdict(list))
+    for (name, targeting), seeds in _sweeps(folder, recalibrated).items():
+        for rows in seeds:
             found[name][targeting].append(
                 {round(r["fraction"], 6): 100 * r["accuracy"] for r in rows}
             )
@@ -124,16 +133,6 @@ def claims(found, unit_experiment):
         True,
     )
     return rows
-
-
-def _sweeps(folder, recalibrated):
-    """`{(experiment, targeting): [sweep rows, one list per seed]}`."""
-    found = collections.defaultdict(list)
-    for run_dir in find_runs(folder, recalibrated):
-        name, sweeps = load_run(run_dir, recalibrated)
-        for targeting, rows in sweeps.items():
-            found[name, targeting].append(rows)
-    return found
 
 
 def figures(folder, unit_experiment):

@@ -13,6 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # The backend-agnostic core suite, run again under JAX and PyTorch.
 CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_targeting_noise.py \
+	tests/test_batched_targeting.py \
 	tests/test_schedules.py \
 	tests/layers/test_targeted_dropout.py \
 	tests/layers/test_triangular_dropout.py \

@@ -50,6 +50,7 @@ __all__ = [
     "target_count",
     "targeted_dropout",
     "targeted_mask",
+    "targeted_rows",
 ]
 
 TARGETINGS = ("weight", "unit")
@@ -241,6 +242,22 @@ def _lowest(scores, k, reference):
     else:
         chosen = ops.less(scores, kth)
     return ops.logical_or(chosen, ops.greater_equal(k, n))
+
+
+def targeted_rows(scores, k, reference=None):
+    """Boolean mask of the k targeted entries of each row of `scores`.
+
+    The selection under one reference's semantics (see the module
+    docstring), row by row: `scores` is `[c, n]` non-negative importances
+    (for example the column norms of c kernels, one kernel per row) and
+    `k` an int or scalar int tensor in [0, n].
+    """
+    check_reference(reference)
+    k = ops.cast(k, "int32")
+    if reference is None and _partial_selection():
+        # The key selection runs along the first axis.
+        return ops.transpose(_lowest_by_key(ops.transpose(scores), k))
+    return _lowest(scores, k, reference)
 
 
 def targeted_mask(

@@ -3,6 +3,7 @@ import re
 
 import keras
 
+from keras_tdrop import batched_targeting
 from keras_tdrop import keras_adapter as adapter
 from keras_tdrop.kernels import call_with_values
 from keras_tdrop.kernels import kernel_variables
@@ -261,10 +262,24 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 noise=self.noise,
                 rescale=self.rescale,
             )
-        return [
-            (kernel, self._dropped_value(kernel, training))
-            for kernel in kernels
-        ]
+        if not training:
+            return [
+                (kernel, self._dropped_value(kernel, False))
+                for kernel in kernels
+            ]
+        # One selection per kernel size, not per kernel: what a network of
+        # many small layers needs to build and run its step quickly.
+        values = batched_targeting.targeted_dropout_many(
+            [adapter.stored_value(kernel) for kernel in kernels],
+            self._current_rate,
+            self._current_target_rate,
+            targeting=self.targeting,
+            reference=self.reference,
+            seed=self.seed_generator,
+            noise=self.noise,
+            rescale=self.rescale,
+        )
+        return list(zip(kernels, values))
 
     def call(self, inputs, training=None, **kwargs):
         mapping = self.dropped_kernels(bool(training))

@@ -75,9 +75,7 @@ def test_rate_one_drops_exactly_each_kernels_targeted_set(
 @pytest.mark.parametrize(
     "targeting, noise", [("weight", "element"), ("unit", "column")]
 )
-def test_dropped_fraction_is_rate_with_fresh_noise_per_kernel(
-    targeting, noise
-):
+def test_dropped_fraction_is_rate_with_fresh_noise_per_kernel(targeting, noise):
     # Identical kernels in one batch: only the noise tells them apart.
     same = kernels()[1]
     ks = [same, same, same]

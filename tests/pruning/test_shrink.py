@@ -170,8 +170,9 @@ def test_same_padding_keeps_nonzero_constants():
     # 3x3 convolution sees unevenly at the borders: refused.
     small, rows = shrink(model, masks)
     assert rows[0]["removed"] == 0 and rows[0]["kept"] == 3
-    assert "'c2' (Conv2D) sees the removed channel's constant" in (
-        rows[0]["reason"]
+    assert (
+        "'c2' (Conv2D) sees the removed channel's constant"
+        in (rows[0]["reason"])
     )
     assert rows.removed_fraction == 0.0
     x = np.random.default_rng(6).normal(size=(2, 10, 10, 3)).astype("float32")
@@ -248,11 +249,10 @@ def test_residual_block_refuses_different_channels():
     small, rows = shrink(model, masks)
     # Only channel 3 is zero in both branches of the sum; 0 and 1 are
     # zeroed in one branch only, and kept.
-    assert [(r["zeroed"], r["removed"], r["kept"]) for r in rows] == [
-        (3, 1, 2)
-    ]
-    assert "not zeroed in every layer that writes it (branch keeps it)" in (
-        rows[0]["reason"]
+    assert [(r["zeroed"], r["removed"], r["kept"]) for r in rows] == [(3, 1, 2)]
+    assert (
+        "not zeroed in every layer that writes it (branch keeps it)"
+        in (rows[0]["reason"])
     )
     assert "(stem keeps it)" in rows[0]["reason"]
     x = np.random.default_rng(9).normal(size=(3, 6, 6, 2)).astype("float32")
@@ -277,8 +277,9 @@ def test_refuses_outputs_and_unsliceable_layers():
         ("fc", 2, 0),
         ("logits", 1, 0),
     ]
-    assert "'norm' (LayerNormalization): it normalizes over the channels" in (
-        rows[0]["reason"]
+    assert (
+        "'norm' (LayerNormalization): it normalizes over the channels"
+        in (rows[0]["reason"])
     )
     assert "a model output" in rows[1]["reason"]
     x = np.random.default_rng(10).normal(size=(4, 5)).astype("float32")

@@ -1,9 +1,12 @@
 """Issue 14: targeted dropout's cost on networks of many small layers.
 
 Step time (`train_on_batch`, SGD with momentum, random data) of a model with
-TargetedDropout on every eligible kernel (`apply_targeted_dropout`: all but
-the logits), divided by the same model without it, weight and unit
-targeting, alpha 0.5, gamma 0.5:
+targeted dropout on every eligible kernel (all but the logits), divided by
+the same model without it, weight and unit targeting, alpha 0.5, gamma 0.5,
+in its two forms: `td_*`, a `TargetedDropout` wrapper per layer
+(`apply_targeted_dropout`, one selection per kernel), and `model_*`, one
+`ModelTargetedDropout` around the model (one selection per kernel size,
+`keras_tdrop.batched_targeting`):
 
 - `--model mobilenetv2` (default): MobileNetV2, alpha 0.35, 96x96 inputs,
   10 classes (52 wrapped layers), at each `--batches` (32 and 128);
@@ -13,7 +16,8 @@ targeting, alpha 0.5, gamma 0.5:
 `--nasnet` adds the first-`fit` time of NASNetMobile (64x64, 196 wrapped
 layers): per round, a fresh plain and a fresh wrapped model are built and
 compiled and their first `fit` (one epoch of `--nasnet-steps` batches of
-32, mostly building the training graph) is timed, in rotated order.
+32, mostly building the training graph) is timed, in rotated order, for
+the plain model and both forms of weight targeting.
 
     python benchmarks/td_mobile_overhead.py --model mobilenetv2
     python benchmarks/td_mobile_overhead.py --model resnet
@@ -27,6 +31,7 @@ import _bench
 import keras
 import numpy as np
 
+from keras_tdrop import ModelTargetedDropout
 from keras_tdrop import apply_targeted_dropout
 from keras_tdrop import targeted_dropout_layers
 from keras_tdrop.experiments import models
@@ -60,6 +65,19 @@ def wrapped(base, targeting, args, exclude=None):
     )
 
 
+def model_level(base, targeting, args, exclude=None):
+    """`ModelTargetedDropout` around a copy of `base` (same weights)."""
+    copy = keras.models.clone_model(base)
+    copy.set_weights(base.get_weights())
+    return ModelTargetedDropout(
+        copy,
+        args.rate,
+        args.target_rate,
+        targeting,
+        exclude=[f"{name}/*" for name in exclude or []] or None,
+    )
+
+
 def step_ratios(args):
     keras.utils.set_random_seed(0)
     if args.model == "resnet":
@@ -75,7 +93,12 @@ def step_ratios(args):
         variants[f"td_{targeting}"] = compiled(
             wrapped(base, targeting, args, exclude)
         )
+        variants[f"model_{targeting}"] = compiled(
+            model_level(base, targeting, args, exclude)
+        )
     n = len(targeted_dropout_layers(variants["td_weight"]))
+    kernels = len(variants["model_weight"].targeted_kernels)
+    assert kernels == n, (kernels, n)
     rng = np.random.default_rng(0)
     results = []
     for batch in batches:
@@ -93,7 +116,7 @@ def step_ratios(args):
         }
         times = _bench.interleave(fns, args.reps, warmup=args.warmup)
         _bench.timing_table(times, "plain")
-        for name in ("td_weight", "td_unit"):
+        for name in ("td_weight", "td_unit", "model_weight", "model_unit"):
             cpu, wall = _bench.both(times, name, "plain")
             results.append(
                 (
@@ -106,12 +129,20 @@ def step_ratios(args):
     return results
 
 
+def nasnet_variant(name, base, args):
+    if name == "td_weight":
+        return wrapped(base, "weight", args)
+    if name == "model_weight":
+        return model_level(base, "weight", args)
+    return base
+
+
 def nasnet_first_fit(args):
     rng = np.random.default_rng(0)
     steps = args.nasnet_steps
     x = rng.random((32 * steps, 64, 64, 3), dtype=np.float32)
     y = rng.integers(0, 10, 32 * steps)
-    names = ["plain", "td_weight"]
+    names = ["plain", "td_weight", "model_weight"]
     wall = {name: [] for name in names}
     cpu = {name: [] for name in names}
     print(
@@ -120,21 +151,29 @@ def nasnet_first_fit(args):
         flush=True,
     )
     for r in range(args.nasnet_rounds):
-        for name in names[r % 2 :] + names[: r % 2]:
+        for name in names[r % 3 :] + names[: r % 3]:
             keras.backend.clear_session(free_memory=True)
             gc.collect()
             base = keras.applications.NASNetMobile(
                 input_shape=(64, 64, 3), weights=None, classes=10
             )
-            model = base if name == "plain" else wrapped(base, "weight", args)
-            model = compiled(model)
+            model = compiled(nasnet_variant(name, base, args))
             start, start_cpu = time.perf_counter(), time.process_time()
             model.fit(x, y, batch_size=32, epochs=1, verbose=0)
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-            layers = len(targeted_dropout_layers(model))
+            layers = len(
+                model.targeted_kernels
+                if name == "model_weight"
+                else targeted_dropout_layers(model)
+            )
+            unit = (
+                "targeted kernels"
+                if name == "model_weight"
+                else "wrapped layers"
+            )
             print(
-                f"  round {r + 1}: {name} ({layers} wrapped layers) first "
+                f"  round {r + 1}: {name} ({layers} {unit}) first "
                 f"fit {wall[name][-1]:.1f} s (cpu {cpu[name][-1]:.1f})",
                 flush=True,
             )
@@ -142,15 +181,18 @@ def nasnet_first_fit(args):
     times = _bench.Times(wall)
     times.cpu = cpu
     _bench.timing_table(times, "plain", unit="s")
-    c, w = _bench.both(times, "td_weight", "plain")
-    return [
-        (
-            f"td_weight CPU-time first-fit ratio (wall {w:.3f}), NASNetMobile "
-            "64x64",
-            c,
-            FIRST_FIT_TARGET,
+    results = []
+    for name in names[1:]:
+        c, w = _bench.both(times, name, "plain")
+        results.append(
+            (
+                f"{name} CPU-time first-fit ratio (wall {w:.3f}), "
+                "NASNetMobile 64x64",
+                c,
+                FIRST_FIT_TARGET,
+            )
         )
-    ]
+    return results
 
 
 def main():

@@ -107,14 +107,17 @@ def step_ratios(args):
         print(
             f"{label} ({base.count_params():,} parameters, {n} wrapped "
             f"layers), batch {batch}, alpha {args.rate}, gamma "
-            f"{args.target_rate}; {args.reps} rounds; {_bench.load()}",
+            f"{args.target_rate}; {args.reps} rounds of {args.inner} "
+            f"step(s); {_bench.load()}",
             flush=True,
         )
         fns = {
             name: (lambda m=m: m.train_on_batch(x, y))
             for name, m in variants.items()
         }
-        times = _bench.interleave(fns, args.reps, warmup=args.warmup)
+        times = _bench.interleave(
+            fns, args.reps, warmup=args.warmup, inner=args.inner
+        )
         _bench.timing_table(times, "plain")
         for name in ("td_weight", "td_unit", "model_weight", "model_unit"):
             cpu, wall = _bench.both(times, name, "plain")
@@ -205,6 +208,12 @@ def main():
     p.add_argument("--batches", type=int, nargs="+", default=[32, 128])
     p.add_argument("--rate", type=float, default=0.5)
     p.add_argument("--target-rate", type=float, default=0.5)
+    p.add_argument(
+        "--inner",
+        type=int,
+        default=1,
+        help="training steps per timed round and variant (their mean)",
+    )
     p.add_argument("--nasnet", action="store_true")
     p.add_argument("--nasnet-rounds", type=int, default=3)
     p.add_argument("--nasnet-steps", type=int, default=2)

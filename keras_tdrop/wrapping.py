@@ -232,6 +232,11 @@ def apply_targeted_dropout(
     modified. A nested model of a subclass built functionally (a KerasHub
     backbone) comes back as a plain functional model computing the same.
 
+    Each wrapper selects its own kernels, so the training graph grows with
+    the number of layers; on networks of hundreds of small layers
+    (NASNetMobile) `ModelTargetedDropout`, which selects all kernels of one
+    size together, builds it faster (see BENCHMARKS.md, issue 14).
+
     Args:
         model: a built Sequential or functional `keras.Model`.
         rate, target_rate, targeting, reference, keep_per_column: passed to

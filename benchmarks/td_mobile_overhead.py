@@ -13,6 +13,11 @@ in its two forms: `td_*`, a `TargetedDropout` wrapper per layer
 - `--model resnet`: the reference ResNet of `td_overhead.py` (ResNet-20
   width 0.5, the stem left alone too), batch 128.
 
+`--floor` adds `mask_only`: every one of those kernels multiplied by a
+fixed all-ones mask (`FixedMask`, fraction 0) through the same kernel
+substitution, no selection and no noise: what substituting the kernels
+costs by itself, the floor under both forms.
+
 `--nasnet` adds the first-`fit` time of NASNetMobile (64x64, 196 wrapped
 layers): per round, a fresh plain and a fresh wrapped model are built and
 compiled and their first `fit` (one epoch of `--nasnet-steps` batches of
@@ -35,6 +40,8 @@ from keras_tdrop import ModelTargetedDropout
 from keras_tdrop import apply_targeted_dropout
 from keras_tdrop import targeted_dropout_layers
 from keras_tdrop.experiments import models
+from keras_tdrop.layers.kernel_mask import FixedMask
+from keras_tdrop.wrapping import apply_wrapper
 
 STEP_TARGET = 1.05
 RESNET_TARGET = 1.03
@@ -96,6 +103,16 @@ def step_ratios(args):
         variants[f"model_{targeting}"] = compiled(
             model_level(base, targeting, args, exclude)
         )
+    if args.floor:
+        variants["mask_only"] = compiled(
+            apply_wrapper(
+                base,
+                FixedMask,
+                {"fraction": 0.0},
+                exclude=exclude,
+                prefix="floor",
+            )
+        )
     n = len(targeted_dropout_layers(variants["td_weight"]))
     kernels = len(variants["model_weight"].targeted_kernels)
     assert kernels == n, (kernels, n)
@@ -119,6 +136,13 @@ def step_ratios(args):
             fns, args.reps, warmup=args.warmup, inner=args.inner
         )
         _bench.timing_table(times, "plain")
+        if args.floor:
+            cpu, wall = _bench.both(times, "mask_only", "plain")
+            print(
+                f"floor: kernel substitution alone (mask_only) / plain, CPU "
+                f"time {cpu:.3f} (wall {wall:.3f}), {label} b{batch}",
+                flush=True,
+            )
         for name in ("td_weight", "td_unit", "model_weight", "model_unit"):
             cpu, wall = _bench.both(times, name, "plain")
             results.append(
@@ -214,6 +238,7 @@ def main():
         default=1,
         help="training steps per timed round and variant (their mean)",
     )
+    p.add_argument("--floor", action="store_true")
     p.add_argument("--nasnet", action="store_true")
     p.add_argument("--nasnet-rounds", type=int, default=3)
     p.add_argument("--nasnet-steps", type=int, default=2)

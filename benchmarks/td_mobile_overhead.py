@@ -189,18 +189,12 @@ def nasnet_first_fit(args):
             model.fit(x, y, batch_size=32, epochs=1, verbose=0)
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-            layers = len(
-                model.targeted_kernels
-                if name == "model_weight"
-                else targeted_dropout_layers(model)
-            )
-            unit = (
-                "targeted kernels"
-                if name == "model_weight"
-                else "wrapped layers"
-            )
+            if name == "model_weight":
+                size = f"{len(model.targeted_kernels)} targeted kernels"
+            else:
+                size = f"{len(targeted_dropout_layers(model))} wrapped layers"
             print(
-                f"  round {r + 1}: {name} ({layers} {unit}) first "
+                f"  round {r + 1}: {name} ({size}) first "
                 f"fit {wall[name][-1]:.1f} s (cpu {cpu[name][-1]:.1f})",
                 flush=True,
             )

@@ -21,7 +21,6 @@ each kernel; its distribution does not.
 
 import numpy as np
 from keras import ops
-from keras import random
 
 from keras_tdrop import targeting as targeting_lib
 
@@ -151,18 +150,14 @@ def _unit_batch(kernels, rate, target_rate, reference, seed, noise, rescale):
     )
     count = targeting_lib.target_count(target_rate, cols)
     masks = targeting_lib.targeted_rows(norms, count, reference)
-    rate = ops.cast(rate, "float32")
     if noise == "column":
-        column_drops = ops.logical_and(
-            masks, ops.less(random.uniform(masks.shape, seed=seed), rate)
-        )
+        column_drops = targeting_lib.draw_drop(masks, rate, seed)
     dropped = []
     for i, (kernel, matrix) in enumerate(zip(kernels, matrices)):
         if noise == "column":
             drop = column_drops[i]
         else:
-            draws = random.uniform(matrix.shape, seed=seed)
-            drop = ops.logical_and(masks[i], ops.less(draws, rate))
+            drop = targeting_lib.draw_drop(masks[i], rate, seed, matrix.shape)
         value = targeting_lib.apply_drop(
             matrix, masks[i], drop, rate, reference == "t2t" or rescale
         )

@@ -44,6 +44,7 @@ __all__ = [
     "check_rate",
     "check_reference",
     "check_targeting",
+    "draw_drop",
     "inference_count",
     "matrix_shape",
     "resolve_noise",
@@ -371,11 +372,18 @@ def targeted_dropout(
         return ops.where(mask, ops.zeros_like(kernel), kernel)
 
     mask = _targeted(kernel, target_rate, targeting, reference)
-    rate = ops.cast(rate, "float32")
-    shape = tuple(kernel.shape) if noise == "element" else tuple(mask.shape)
-    draws = random.uniform(shape, dtype="float32", seed=seed)
-    drop = ops.logical_and(mask, ops.less(draws, rate))
+    shape = kernel.shape if noise == "element" else None
+    drop = draw_drop(mask, rate, seed, shape)
     return apply_drop(kernel, mask, drop, rate, reference == "t2t" or rescale)
+
+
+def draw_drop(mask, rate, seed, shape=None):
+    """The targeted elements dropped this step: `mask` and a fresh
+    Bernoulli(`rate`) draw of `shape` (default: `mask`'s; a larger shape
+    that `mask` broadcasts to draws one value per element)."""
+    shape = tuple(mask.shape if shape is None else shape)
+    draws = random.uniform(shape, dtype="float32", seed=seed)
+    return ops.logical_and(mask, ops.less(draws, ops.cast(rate, "float32")))
 
 
 def apply_drop(kernel, mask, drop, rate, rescale):

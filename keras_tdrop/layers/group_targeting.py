@@ -3,7 +3,6 @@ same channels, chosen each step from the group's summed norms."""
 
 import numpy as np
 from keras import ops
-from keras import random
 
 from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
@@ -146,18 +145,11 @@ class GroupTargeting:
         """
         chosen = self.targeted(values, target_rate)
         masks = self._spread([(members, mask) for _, members, mask in chosen])
-        rate = ops.cast(rate, "float32")
         drops = None
         if noise == "column":
             drops = self._spread(
                 [
-                    (
-                        members,
-                        ops.logical_and(
-                            mask,
-                            ops.less(random.uniform((n,), seed=seed), rate),
-                        ),
-                    )
+                    (members, targeting_lib.draw_drop(mask, rate, seed, (n,)))
                     for n, members, mask in chosen
                 ]
             )
@@ -166,8 +158,7 @@ class GroupTargeting:
             mask = masks[id(kernel)]
             value = values[id(kernel)]
             if drops is None:
-                draws = random.uniform(tuple(kernel.shape), seed=seed)
-                drop = ops.logical_and(mask, ops.less(draws, rate))
+                drop = targeting_lib.draw_drop(mask, rate, seed, kernel.shape)
             else:
                 drop = drops[id(kernel)]
             out.append(

@@ -216,8 +216,7 @@ def test_transformer_encoder_raw_op_residuals(tmp_path):
     assert np.abs(train - infer).max() > 1e-3
 
 
-def test_keras_hub_bert_backbone_dict_inputs(tmp_path):
-    keras_hub = pytest.importorskip("keras_hub")
+def _bert_classifier(keras_hub):
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=50,
         num_layers=2,
@@ -232,7 +231,12 @@ def test_keras_hub_bert_backbone_dict_inputs(tmp_path):
     }
     pooled = backbone(inputs)["pooled_output"]
     outputs = keras.layers.Dense(3, name="classifier")(pooled)
-    model = keras.Model(inputs, outputs)
+    return keras.Model(inputs, outputs)
+
+
+def test_keras_hub_bert_backbone_dict_inputs(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    model = _bert_classifier(keras_hub)
     # The encoders hold their kernels in sublayers: each is wrapped whole.
     expected = typed_layers(
         model, (keras_hub.layers.TransformerEncoder, keras.layers.Dense)
@@ -251,7 +255,7 @@ def test_keras_hub_bert_backbone_dict_inputs(tmp_path):
         "padding_mask": np.ones((4, 12), "int32"),
     }
     td, plain = round_trip(model, x, np.arange(4) % 3, expected, tmp_path)
-    assert set(plain.input) == set(inputs)
+    assert set(plain.input) == set(model.input)
 
 
 def test_nested_and_shared(tmp_path):
@@ -397,3 +401,49 @@ def test_logits_followed_into_and_out_of_nested_models():
     td = apply_targeted_dropout(model)
     wrapped = [w.layer.name for w in targeted_dropout_layers(td)]
     assert sorted(wrapped) == ["a", "hidden"]
+
+
+@pytest.mark.parametrize("kind", ["efficientnetb0", "bert"])
+def test_batched_model_targeted_dropout_on_real_models(kind):
+    """ModelTargetedDropout's batched selection on models written
+    elsewhere: exactly each kernel's own targeted set dropped (rate 1),
+    fewer selections than kernels, and for BERT a fit that never writes
+    the stored kernels."""
+    from keras_tdrop import ModelTargetedDropout
+    from keras_tdrop.batched_targeting import batches
+    from keras_tdrop.targeting import targeted_mask
+
+    keras.utils.set_random_seed(0)
+    if kind == "bert":
+        model = _bert_classifier(pytest.importorskip("keras_hub"))
+    else:
+        model = keras.applications.EfficientNetB0(
+            input_shape=(32, 32, 3),
+            weights=None,
+            classes=3,
+            classifier_activation=None,
+        )
+    td = ModelTargetedDropout(model, rate=1.0, target_rate=0.5, seed=0)
+    kernels = td.targeted_kernels
+    assert len(batches(kernels, "weight")) < len(kernels)
+    for kernel, value in td.dropped_kernels():
+        stored = ops.convert_to_numpy(kernel.value)
+        targeted = ops.convert_to_numpy(targeted_mask(stored, 0.5))
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(value), np.where(targeted, 0.0, stored)
+        )
+    if kind != "bert":
+        return
+    rng = np.random.default_rng(0)
+    x = {
+        "token_ids": rng.integers(0, 50, (8, 6)).astype("int32"),
+        "segment_ids": np.zeros((8, 6), "int32"),
+        "padding_mask": np.ones((8, 6), "int32"),
+    }
+    y = rng.normal(size=(8, 3)).astype("float32")
+    before = [ops.convert_to_numpy(k.value) for k in kernels]
+    td.compile(keras.optimizers.SGD(learning_rate=0.0), "mse")
+    history = td.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    for kernel, old in zip(kernels, before):
+        np.testing.assert_array_equal(ops.convert_to_numpy(kernel.value), old)

@@ -22,6 +22,12 @@ time) >= 0.8 x the FLOP ratio (`keras_tdrop.pruning.flops`, MACs).
     python benchmarks/group_shrink_speed.py --models EfficientNetB0-batch1
     python benchmarks/group_shrink_speed.py --round-to 8   # XNNPACK widths
     python benchmarks/group_shrink_speed.py --prune-stem   # stem's group too
+    python benchmarks/group_shrink_speed.py --size 64      # smaller inputs
+
+`--size` builds the models on smaller (or larger) square inputs: the MACs
+fall with the number of positions, the number of ops and their fixed cost
+per invocation do not, so the latencies at a small size show what a model
+costs whatever its channels.
 """
 
 import atexit
@@ -41,15 +47,15 @@ from keras_tdrop.pruning import group_masks
 from keras_tdrop.pruning import shrink
 
 MODELS = {
-    "MobileNetV2": lambda: keras.applications.MobileNetV2(
-        input_shape=(224, 224, 3),
+    "MobileNetV2": lambda size: keras.applications.MobileNetV2(
+        input_shape=(size, size, 3),
         alpha=1.0,
         weights=None,
         classes=1000,
         classifier_activation=None,
     ),
-    "EfficientNetB0": lambda: keras.applications.EfficientNetB0(
-        input_shape=(224, 224, 3),
+    "EfficientNetB0": lambda size: keras.applications.EfficientNetB0(
+        input_shape=(size, size, 3),
         weights=None,
         classes=1000,
         classifier_activation=None,
@@ -63,20 +69,20 @@ MODELS = {
 # SHAPE/STRIDED_SLICE/PACK ops there, which XNNPACK does not take: the
 # graph runs as 17 delegate partitions with built-in ops between them).
 EXTRA = {
-    "EfficientNetB0-batch1": lambda: keras.applications.EfficientNetB0(
-        input_tensor=keras.Input((224, 224, 3), batch_size=1),
+    "EfficientNetB0-batch1": lambda size: keras.applications.EfficientNetB0(
+        input_tensor=keras.Input((size, size, 3), batch_size=1),
         weights=None,
         classes=1000,
         classifier_activation=None,
     ),
-    "EfficientNetB0-relu": lambda: efficientnet.EfficientNet(
+    "EfficientNetB0-relu": lambda size: efficientnet.EfficientNet(
         1.0,
         1.0,
-        224,
+        size,
         0.2,
         activation="relu",
         name="efficientnetb0_relu",
-        input_shape=(224, 224, 3),
+        input_shape=(size, size, 3),
         weights=None,
         classes=1000,
         classifier_activation=None,
@@ -190,15 +196,23 @@ def main():
         default=None,
         help="keep a multiple of this many channels per group",
     )
+    p.add_argument(
+        "--size", type=int, default=224, help="input height and width"
+    )
     args = p.parse_args()
+    if args.size < 32:
+        p.error(f"--size must be at least 32. Received: {args.size}")
     reps = args.reps or (30 if args.full else 15)
     inner = args.inner or (10 if args.full else 5)
     keras.utils.set_random_seed(0)
-    x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
+    x = np.random.default_rng(0).random(
+        (1, args.size, args.size, 3), dtype=np.float32
+    )
     folder = tempfile.mkdtemp(prefix="tdrop_bench_")
     atexit.register(shutil.rmtree, folder, True)
     print(
-        f"LiteRT float32, batch 1, {args.threads} thread(s), "
+        f"LiteRT float32, batch 1, {args.size}x{args.size}, "
+        f"{args.threads} thread(s), "
         f"{args.fraction:.0%} group unit pruning"
         f"{f' (round_to={args.round_to})' if args.round_to else ''}"
         f"{' (stem pruned too)' if args.prune_stem else ''}; "
@@ -208,7 +222,7 @@ def main():
     )
     rows, results = [], []
     for name in args.models.split(","):
-        dense = {**MODELS, **EXTRA}[name]()
+        dense = {**MODELS, **EXTRA}[name](args.size)
         masks = group_masks(
             dense,
             args.fraction,

@@ -18,6 +18,16 @@ fixed all-ones mask (`FixedMask`, fraction 0) through the same kernel
 substitution, no selection and no noise: what substituting the kernels
 costs by itself, the floor under both forms.
 
+`--parts` adds, in the same interleaved rounds, the pieces of weight
+targeting's per-step work on the same kernels, each alone in a
+`tf.function`: `part_transform` (the whole training transform,
+`targeted_dropout` on every kernel), `part_mask` (the targeted sets
+alone, `targeted_mask`), `part_select` (the selection op alone:
+`NthElement` over each kernel's columns of |w|, no keys, no comparison)
+and `part_noise` (the Bernoulli draw alone, `random.uniform` of every
+kernel's shape), with their share of the plain step: what a step with
+weight targeting cannot cost less than, however the rest is written.
+
 `--nasnet` adds the first-`fit` time of NASNetMobile (64x64, 196 wrapped
 layers): per round, a fresh plain and a fresh wrapped model are built and
 compiled and their first `fit` (one epoch of `--nasnet-steps` batches of
@@ -35,12 +45,15 @@ import time
 import _bench
 import keras
 import numpy as np
+from keras import random
 
 from keras_tdrop import ModelTargetedDropout
 from keras_tdrop import apply_targeted_dropout
 from keras_tdrop import targeted_dropout_layers
 from keras_tdrop.experiments import models
 from keras_tdrop.layers.kernel_mask import FixedMask
+from keras_tdrop.targeting import targeted_dropout
+from keras_tdrop.targeting import targeted_mask
 from keras_tdrop.wrapping import apply_wrapper
 
 STEP_TARGET = 1.05
@@ -83,6 +96,58 @@ def model_level(base, targeting, args, exclude=None):
         targeting,
         exclude=[f"{name}/*" for name in exclude or []] or None,
     )
+
+
+def parts(kernels, args):
+    """The pieces of weight targeting's per-step work on `kernels`, each
+    one `tf.function` over all of them (see the module docstring)."""
+    import tensorflow as tf
+
+    seed = random.SeedGenerator(0)
+
+    def transform():
+        return [
+            targeted_dropout(
+                k, args.rate, args.target_rate, training=True, seed=seed
+            )
+            for k in kernels
+        ]
+
+    def mask():
+        return [targeted_mask(k, args.target_rate) for k in kernels]
+
+    def select():
+        out = []
+        for k in kernels:
+            columns = tf.transpose(tf.reshape(tf.abs(k), (-1, k.shape[-1])))
+            n = int(args.target_rate * columns.shape[-1])
+            out.append(tf.raw_ops.NthElement(input=columns, n=n))
+        return out
+
+    def noise():
+        return [random.uniform(k.shape, seed=seed) for k in kernels]
+
+    return {
+        f"part_{name}": tf.function(fn)
+        for name, fn in (
+            ("transform", transform),
+            ("mask", mask),
+            ("select", select),
+            ("noise", noise),
+        )
+    }
+
+
+def parts_table(times, label, batch):
+    """Each part's CPU time and its share of the plain step."""
+    plain = _bench.quartiles(times.cpu["plain"])[1]
+    rows = []
+    for name in times.cpu:
+        if name.startswith("part_"):
+            ms = _bench.quartiles(times.cpu[name])[1]
+            rows.append([name, f"{ms * 1e3:.2f}", f"{ms / plain:.1%}"])
+    print(f"weight targeting's parts against the plain step, {label} b{batch}")
+    _bench.table(["part", "CPU ms", "share of plain step"], rows)
 
 
 def step_ratios(args):
@@ -132,10 +197,14 @@ def step_ratios(args):
             name: (lambda m=m: m.train_on_batch(x, y))
             for name, m in variants.items()
         }
+        if args.parts:
+            fns.update(parts(variants["model_weight"].targeted_kernels, args))
         times = _bench.interleave(
             fns, args.reps, warmup=args.warmup, inner=args.inner
         )
         _bench.timing_table(times, "plain")
+        if args.parts:
+            parts_table(times, label, batch)
         if args.floor:
             cpu, wall = _bench.both(times, "mask_only", "plain")
             print(
@@ -233,6 +302,7 @@ def main():
         help="training steps per timed round and variant (their mean)",
     )
     p.add_argument("--floor", action="store_true")
+    p.add_argument("--parts", action="store_true")
     p.add_argument("--nasnet", action="store_true")
     p.add_argument("--nasnet-rounds", type=int, default=3)
     p.add_argument("--nasnet-steps", type=int, default=2)

@@ -1,11 +1,14 @@
 """Multiply-accumulates (MACs) per example of a Keras graph model.
 
 Only matrix products are counted (Dense, convolutions, EinsumDense,
-attention, SimpleRNN/GRU/LSTM), as Torch-Pruning and most papers count:
-normalization, activations, pooling, merges and raw `keras.ops` calls
-count 0. Zero weights are counted too (dense MACs); a pruned but not
-shrunk model costs what the dense one costs, and the compression ratio of
-the reports says how sparse it is.
+attention, SimpleRNN/GRU/LSTM), as papers count (MobileNetV2's published
+300 M): normalization, activations, pooling, merges and raw `keras.ops`
+calls count 0. (Torch-Pruning's counter, adapted from ptflops, also adds
+2 per normalized element, 1 per ReLU-family output and pooled input, and
+the biases; it leaves swish, sigmoid and merges out too.) Zero weights
+are counted too (dense MACs); a pruned but not shrunk model costs what
+the dense one costs, and the compression ratio of the reports says how
+sparse it is.
 """
 
 import math

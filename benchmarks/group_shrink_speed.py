@@ -14,6 +14,9 @@ thread, in turns (dense, shrunk, order rotated every round, `--inner`
 invocations per round); each model's pair is timed on its own. The target:
 latency ratio dense / shrunk (median of per-round ratios, process CPU
 time) >= 0.8 x the FLOP ratio (`keras_tdrop.pruning.flops`, MACs).
+The table's "other values" are what the file's other ops (activations,
+merges, squeeze-excite means and gates) read or write per invocation, the
+work MACs do not count, and "other ratio" is its dense / shrunk ratio.
 
     python benchmarks/group_shrink_speed.py
     python benchmarks/group_shrink_speed.py --full       # more rounds
@@ -99,6 +102,62 @@ def interpreter(model, x, path, threads):
     runner.set_tensor(runner.get_input_details()[0]["index"], x)
     runner.invoke()
     return runner, export
+
+
+# Ops whose work MACs count; the shape ops move no values.
+MATRIX_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE", "SQUEEZE"}
+
+
+def elementwise_values(path):
+    """Values that the file's other ops (activations, merges, means,
+    gates) read or write per invocation: for each op, its largest
+    activation tensor. The work MACs do not count."""
+    from ai_edge_litert import interpreter as litert
+
+    # Without the XNNPACK delegate, so that every op is listed.
+    runner = litert.Interpreter(
+        model_path=path,
+        experimental_op_resolver_type=(
+            litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        ),
+    )
+    runner.allocate_tensors()
+    sizes = {
+        t["index"]: int(np.prod(t["shape"]))
+        for t in runner.get_tensor_details()
+    }
+    total = 0
+    for op in runner._get_ops_details():
+        if op["op_name"] in MATRIX_OPS | SHAPE_OPS:
+            continue
+        tensors = [i for i in (*op["inputs"], *op["outputs"]) if i >= 0]
+        total += max(sizes.get(i, 0) for i in tensors)
+    return total
+
+
+def cost_model(points):
+    """Fits CPU time = a x MACs + b x other values over every timed model
+    (least squares, no intercept) and prints each model's fitted time:
+    how much of the latency the two kinds of work explain."""
+    design = np.array([[m, o] for _, m, o, _ in points], dtype=float)
+    seconds = np.array([t for *_, t in points])
+    (a, b), *_ = np.linalg.lstsq(design, seconds, rcond=None)
+    print(
+        f"cost model over {len(points)} models: {a * 1e12:.1f} ps per MAC, "
+        f"{b * 1e9:.2f} ns per other value"
+    )
+    rows = []
+    for (label, m, o, t), fit in zip(points, design @ [a, b]):
+        rows.append(
+            [
+                label,
+                f"{t * 1e3:.2f}",
+                f"{fit * 1e3:.2f}",
+                f"{a * m / fit:.0%}",
+            ]
+        )
+    _bench.table(["model", "CPU ms", "fitted ms", "MAC share of fit"], rows)
 
 
 def timed(runners, reps, inner):
@@ -220,7 +279,7 @@ def main():
         f"{_bench.load()}",
         flush=True,
     )
-    rows, results = [], []
+    rows, results, cost_points = [], [], []
     for name in args.models.split(","):
         dense = {**MODELS, **EXTRA}[name](args.size)
         masks = group_masks(
@@ -246,6 +305,12 @@ def main():
         times = timed(runners, reps, inner)
         macs = {"dense": flops(dense), "shrunk": flops(small)}
         flop_ratio = macs["dense"] / macs["shrunk"]
+        other = {
+            label: elementwise_values(
+                os.path.join(folder, f"{name}_{label}.tflite")
+            )
+            for label in ("dense", "shrunk")
+        }
         params = {"dense": dense.count_params(), "shrunk": small.count_params()}
         cpu = speedup(times.cpu, "dense", "shrunk")
         wall = speedup(times, "dense", "shrunk")
@@ -255,10 +320,14 @@ def main():
                     f"{name} {label}",
                     f"{params[label]:,}",
                     f"{macs[label]:,}",
+                    f"{other[label]:,}",
                     f"{exports[label].bytes:,}",
                     f"{_bench.quartiles(times.cpu[label])[1] * 1e3:.2f}",
                     f"{_bench.quartiles(times[label])[1] * 1e3:.2f}",
                     "" if label == "dense" else f"{flop_ratio:.2f}",
+                    ""
+                    if label == "dense"
+                    else f"{other['dense'] / other['shrunk']:.2f}",
                     ""
                     if label == "dense"
                     else f"{cpu[1]:.2f} ({cpu[0]:.2f}-{cpu[2]:.2f})",
@@ -267,6 +336,15 @@ def main():
                 ]
             )
         results.append((name, cpu[1], wall[1], flop_ratio))
+        for label in ("dense", "shrunk"):
+            cost_points.append(
+                (
+                    f"{name} {label}",
+                    macs[label],
+                    other[label],
+                    _bench.quartiles(times.cpu[label])[1],
+                )
+            )
         if args.blocks:
             block_times(
                 name, dense, small, x, folder, reps, inner, args.threads
@@ -276,16 +354,20 @@ def main():
             "model",
             "params",
             "MACs",
+            "other values",
             "bytes",
             "CPU ms",
             "wall ms",
             "FLOP ratio",
+            "other ratio",
             "latency ratio CPU (IQR)",
             "wall",
             "ratio/FLOP",
         ],
         rows,
     )
+    if len(cost_points) >= 4:
+        cost_model(cost_points)
     for name, cpu, wall, flop_ratio in results:
         _bench.result(
             f"issue 13 {name} {args.fraction:.0%} groups: latency ratio "

@@ -289,12 +289,13 @@ def main():
             keep_stem=not args.prune_stem,
         )
         small, report = shrink(dense, masks)
-        runners, exports = {}, {}
+        runners, exports, other = {}, {}, {}
         for label, model in (("dense", dense), ("shrunk", small)):
             path = os.path.join(folder, f"{name}_{label}.tflite")
             runners[label], exports[label] = interpreter(
                 model, x, path, args.threads
             )
+            other[label] = elementwise_values(path)
         print(
             f"{name}: shrink removed {report.removed:,} of {report.zeroed:,} "
             f"zeroed channels ({report.removed_fraction:.0%}), max |shrunk - "
@@ -305,16 +306,14 @@ def main():
         times = timed(runners, reps, inner)
         macs = {"dense": flops(dense), "shrunk": flops(small)}
         flop_ratio = macs["dense"] / macs["shrunk"]
-        other = {
-            label: elementwise_values(
-                os.path.join(folder, f"{name}_{label}.tflite")
-            )
-            for label in ("dense", "shrunk")
-        }
         params = {"dense": dense.count_params(), "shrunk": small.count_params()}
         cpu = speedup(times.cpu, "dense", "shrunk")
         wall = speedup(times, "dense", "shrunk")
         for label in ("dense", "shrunk"):
+            cpu_s = _bench.quartiles(times.cpu[label])[1]
+            cost_points.append(
+                (f"{name} {label}", macs[label], other[label], cpu_s)
+            )
             rows.append(
                 [
                     f"{name} {label}",
@@ -322,7 +321,7 @@ def main():
                     f"{macs[label]:,}",
                     f"{other[label]:,}",
                     f"{exports[label].bytes:,}",
-                    f"{_bench.quartiles(times.cpu[label])[1] * 1e3:.2f}",
+                    f"{cpu_s * 1e3:.2f}",
                     f"{_bench.quartiles(times[label])[1] * 1e3:.2f}",
                     "" if label == "dense" else f"{flop_ratio:.2f}",
                     ""
@@ -336,15 +335,6 @@ def main():
                 ]
             )
         results.append((name, cpu[1], wall[1], flop_ratio))
-        for label in ("dense", "shrunk"):
-            cost_points.append(
-                (
-                    f"{name} {label}",
-                    macs[label],
-                    other[label],
-                    _bench.quartiles(times.cpu[label])[1],
-                )
-            )
         if args.blocks:
             block_times(
                 name, dense, small, x, folder, reps, inner, args.threads

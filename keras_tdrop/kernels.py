@@ -43,14 +43,19 @@ def _kernels(variables):
     ]
 
 
-def call_with_values(layer, replacements, inputs, args, kwargs, add_loss):
+def call_with_values(
+    layer, replacements, inputs, args, kwargs, add_loss, held=()
+):
     """Calls `layer` with some of its variables replaced by tensors.
 
     `replacements` is a list of `(variable, value)`. Updates the layer makes
     to its other variables inside the scope (statistics, seed generators) are
-    applied afterwards, and the losses it adds (activity regularizers) are
-    handed to `add_loss` (the calling layer's).
+    applied afterwards, except where `held`, a list of `(variable, boolean
+    mask of its shape)`, marks elements to keep as they were; the losses it
+    adds (activity regularizers) are handed to `add_loss` (the calling
+    layer's).
     """
+    held = {id(variable): mask for variable, mask in held}
     replaced = {id(variable) for variable, _ in replacements}
     others = [v for v in layer.variables if id(v) not in replaced]
     # A nested scope does not see an enclosing one (JAX's stateless training
@@ -63,6 +68,8 @@ def call_with_values(layer, replacements, inputs, args, kwargs, add_loss):
     for variable, (_, before) in zip(others, mapping[len(replacements) :]):
         value = scope.get_current_value(variable)
         if value is not None and value is not before:
+            if id(variable) in held:
+                value = keras.ops.where(held[id(variable)], before, value)
             variable.assign(value)
     if scope.losses:
         add_loss(scope.losses)

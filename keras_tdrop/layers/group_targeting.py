@@ -36,6 +36,14 @@ class GroupTargeting:
     `compute_masks(..., groups=True)` ranks them, and the
     `floor(target_rate * channels)` lowest are targeted in every writing
     kernel (ties go to the lower index).
+
+    The group's moving statistics (the non-trainable per-channel
+    variables of its normalization layers: a BatchNormalization's
+    `moving_mean` and `moving_variance`) are listed too, so that a step
+    which drops a channel can leave that channel's statistics as they were
+    (`dropped_and_held`): pruning removes the channel together with its
+    statistics, and the step rehearses that without teaching the moving
+    statistics a variance of zero.
     """
 
     def __init__(self, model, kernels, exclude_logits=True):
@@ -49,14 +57,18 @@ class GroupTargeting:
         graph = channel_graph(model)
         chosen = {id(k) for k in kernels}
         self.groups = []
+        self.held = []
         covered = set()
         for roots in prunable_groups(
             graph, model, None, exclude_logits
         ).values():
             index = {r: i for i, r in enumerate(roots)}
-            members = []
+            members, held = [], []
             for piece in graph.slices.values():
-                if piece.role == "param" or not is_kernel_slice(piece):
+                statistic = piece.role == "param" and _is_statistic(piece)
+                if not statistic and (
+                    piece.role == "param" or not is_kernel_slice(piece)
+                ):
                     continue
                 found = graph.roots(piece.ids)
                 segments = np.array(
@@ -64,6 +76,9 @@ class GroupTargeting:
                     dtype="int32",
                 )
                 if np.all(segments == len(roots)):
+                    continue
+                if statistic:
+                    held.append(_Member(piece.variable, piece.axis, segments, True))
                     continue
                 members.append(
                     _Member(
@@ -77,6 +92,7 @@ class GroupTargeting:
             if not all(id(m.variable) in chosen for m in writers):
                 continue
             self.groups.append((len(roots), members))
+            self.held.append(held)
             covered.update(id(m.variable) for m in writers)
         self.grouped = [k for k in kernels if id(k) in covered]
         self.ungrouped = [k for k in kernels if id(k) not in covered]
@@ -143,16 +159,34 @@ class GroupTargeting:
         kernel of the group at once. With `rescale`, the surviving targeted
         elements are scaled by `1 / (1 - rate)`.
         """
+        return self.dropped_and_held(
+            values, rate, target_rate, seed, noise, rescale
+        )[0]
+
+    def dropped_and_held(
+        self, values, rate, target_rate, seed, noise="element", rescale=False
+    ):
+        """`(dropped, held)`: `dropped` as `dropped` returns it, and `held`,
+        `[(variable, boolean mask of its shape)]`: for every moving
+        statistic of a group (see the class), the channels dropped whole
+        at this step, whose statistics the step must leave unchanged. Only
+        `noise="column"` drops whole channels; with element noise `held`
+        is empty."""
         chosen = self.targeted(values, target_rate)
         masks = self._spread([(members, mask) for _, members, mask in chosen])
-        drops = None
+        drops = held = None
         if noise == "column":
+            per_group = [
+                targeting_lib.draw_drop(mask, rate, seed, (n,))
+                for n, _, mask in chosen
+            ]
             drops = self._spread(
                 [
-                    (members, targeting_lib.draw_drop(mask, rate, seed, (n,)))
-                    for n, members, mask in chosen
+                    (members, drop)
+                    for (_, members, _), drop in zip(chosen, per_group)
                 ]
             )
+            held = self._spread(list(zip(self.held, per_group)))
         out = []
         for kernel in self.grouped:
             mask = masks[id(kernel)]
@@ -167,4 +201,14 @@ class GroupTargeting:
                     targeting_lib.apply_drop(value, mask, drop, rate, rescale),
                 )
             )
-        return out
+        statistics = [m.variable for held in self.held for m in held]
+        unique = {id(v): v for v in statistics}
+        return out, [(v, held[i]) for i, v in unique.items()] if held else []
+
+
+def _is_statistic(piece):
+    """Whether a per-channel slice is a moving statistic (a non-trainable
+    variable of a normalization layer, updated by its training calls)."""
+    return not piece.variable.trainable and piece.variable.name.startswith(
+        "moving_"
+    )

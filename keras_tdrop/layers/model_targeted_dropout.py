@@ -77,6 +77,17 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
             removes. Kernels outside such groups (a residual stream that
             feeds a LayerNormalization, the stem) are not targeted; see
             `group_targeting.ungrouped`.
+        hold_statistics: bool, with `groups=True` and column noise: a
+            step that drops a channel leaves that channel's moving
+            statistics (a BatchNormalization's `moving_mean` and
+            `moving_variance`) as they were. The drop zeroes the channel's
+            writing kernels, so its batch variance is 0, and a
+            normalization layer would otherwise learn that and normalise
+            the undropped channel wrongly at inference (the dense network
+            then scores near chance until `recalibrate_batchnorm`). The
+            training forward pass is unchanged: the dropped channel is
+            what the pruned network computes. False: the statistics learn
+            the dropped steps too (the behaviour before 0.10).
 
     Call arguments:
         The model's, plus `training`.
@@ -107,6 +118,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         rescale=False,
         seed=None,
         groups=False,
+        hold_statistics=True,
         **kwargs,
     ):
         if not isinstance(model, keras.Model):
@@ -134,6 +146,11 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
             raise TypeError(
                 f"`groups` must be a bool. Received: groups={groups!r}"
             )
+        if not isinstance(hold_statistics, bool):
+            raise TypeError(
+                "`hold_statistics` must be a bool. "
+                f"Received: hold_statistics={hold_statistics!r}"
+            )
         if groups and (targeting != "unit" or reference is not None):
             raise ValueError(
                 "`groups=True` targets whole channels of the channel graph: "
@@ -150,6 +167,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 ) from None
         self.model = model
         self.groups = groups
+        self.hold_statistics = hold_statistics
         self._group_targeting = None
         self.include = include
         self.exclude = exclude
@@ -247,6 +265,12 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         In training, each targeted kernel dropped (fresh noise at every
         call); at inference, the kernels inference prunes, pruned.
         """
+        return self._dropped_and_held(training)[0]
+
+    def _dropped_and_held(self, training):
+        """`(dropped_kernels(training), held)`: `held` lists the moving
+        statistics a grouped training step leaves as they were (see
+        `GroupTargeting.dropped_and_held`)."""
         kernels = self._kernels if training else self._inference_pruned()
         if training and self.groups:
             grouping = self.group_targeting
@@ -254,7 +278,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 id(v): adapter.stored_value(v)
                 for v in kernel_variables(self.model)
             }
-            return grouping.dropped(
+            dropped, held = grouping.dropped_and_held(
                 values,
                 self._current_rate,
                 self._current_target_rate,
@@ -262,11 +286,12 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 noise=self.noise,
                 rescale=self.rescale,
             )
+            return dropped, held if self.hold_statistics else []
         if not training:
             return [
                 (kernel, self._dropped_value(kernel, False))
                 for kernel in kernels
-            ]
+            ], []
         # One selection per kernel size, not per kernel: what a network of
         # many small layers needs to build and run its step quickly.
         values = batched_targeting.targeted_dropout_many(
@@ -279,15 +304,15 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
             noise=self.noise,
             rescale=self.rescale,
         )
-        return list(zip(kernels, values))
+        return list(zip(kernels, values)), []
 
     def call(self, inputs, training=None, **kwargs):
-        mapping = self.dropped_kernels(bool(training))
+        mapping, held = self._dropped_and_held(bool(training))
         kwargs["training"] = training
         if not mapping:
             return self.model(inputs, **kwargs)
         return call_with_values(
-            self.model, mapping, inputs, (), kwargs, self.add_loss
+            self.model, mapping, inputs, (), kwargs, self.add_loss, held
         )
 
     def get_config(self):
@@ -313,6 +338,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 "rescale": self.rescale,
                 "seed": self.seed,
                 "groups": self.groups,
+                "hold_statistics": self.hold_statistics,
             }
         )
         return config
@@ -320,6 +346,8 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = with_saved_semantics(config)
+        # Files saved before `hold_statistics` trained without it.
+        config.setdefault("hold_statistics", False)
         config["model"] = keras.saving.deserialize_keras_object(
             config["model"], custom_objects=custom_objects
         )

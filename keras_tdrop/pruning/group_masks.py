@@ -8,13 +8,20 @@ from keras_tdrop.channels.groups import is_kernel_slice as _is_kernel
 from keras_tdrop.channels.groups import prunable_groups
 
 __all__ = [
+    "IMPORTANCES",
+    "bn_scale_importance",
     "channel_importance",
+    "check_importance",
     "choose_channels",
     "group_masks",
     "masks_for",
 ]
 
 _EPS = 1.0 + 2.0**-20
+
+# How a channel's importance is measured (the `importance` argument of
+# `compute_masks(..., groups=True)`, `group_masks` and `choose_channels`).
+IMPORTANCES = ("magnitude", "bn_scale")
 
 
 def _arrays(graph):
@@ -45,6 +52,63 @@ def channel_importance(graph):
     return scores
 
 
+def _gammas(graph):
+    """The slices of normalization scales (a BatchNormalization's
+    `gamma`): trainable per-channel parameters named `gamma`."""
+    return [
+        piece
+        for piece in graph.slices.values()
+        if piece.role == "param"
+        and piece.variable.trainable
+        and piece.variable.name == "gamma"
+    ]
+
+
+def bn_scale_importance(graph):
+    """`{root: importance}`: the summed |gamma| of every normalization
+    layer holding the channel (Network Slimming's criterion, Liu et al.
+    2017; Torch-Pruning's `BNScaleImportance`). A channel of a group with
+    no normalization scale (a squeeze-excite's reduction) gets its
+    `channel_importance` (magnitude) instead, so every group can still be
+    pruned and all methods keep the same channel counts."""
+    pieces = _gammas(graph)
+    magnitude = channel_importance(graph)
+    totals, found = {}, set()
+    for piece in pieces:
+        values = np.abs(ops.convert_to_numpy(piece.variable)).astype("float64")
+        values = np.moveaxis(values, piece.axis, 0).reshape(len(piece.ids), -1)
+        for root, value in zip(graph.roots(piece.ids).tolist(), values):
+            totals[root] = totals.get(root, 0.0) + float(value.sum())
+            found.add(root)
+    return {r: totals[r] if r in found else magnitude[r] for r in magnitude}
+
+
+def check_importance(importance):
+    """`importance`, checked against `IMPORTANCES`."""
+    if importance not in IMPORTANCES:
+        raise ValueError(
+            f"`importance` must be one of {IMPORTANCES}. "
+            f"Received: importance={importance!r}"
+        )
+    return importance
+
+
+def importance_scores(graph, model, importance):
+    """`{root: importance}` by the named criterion (see `IMPORTANCES`)."""
+    check_importance(importance)
+    if importance == "magnitude":
+        return channel_importance(graph)
+    if not _gammas(graph):
+        raise ValueError(
+            "`importance='bn_scale'` ranks channels by their "
+            "BatchNormalization scales (gamma), and model "
+            f"'{model.name}' has no normalization layer with a scale on a "
+            "prunable channel. Use importance='magnitude'. Received: "
+            "importance='bn_scale'"
+        )
+    return bn_scale_importance(graph)
+
+
 def _lowest(roots, scores, count):
     order = sorted(range(len(roots)), key=lambda i: (scores[roots[i]], i))
     return [roots[i] for i in order[:count]]
@@ -59,10 +123,11 @@ def choose_channels(
     exclude_logits=True,
     round_to=None,
     keep_stem=True,
+    importance="magnitude",
 ):
     """The roots group pruning removes at `fraction` (see `group_masks`)."""
+    scores = importance_scores(graph, model, importance)
     groups = prunable_groups(graph, model, exclude, exclude_logits, keep_stem)
-    scores = channel_importance(graph)
     chosen = {}
     if scope == "local":
         for space, roots in groups.items():
@@ -128,6 +193,7 @@ def group_masks(
     exclude_logits=True,
     round_to=None,
     keep_stem=True,
+    importance="magnitude",
 ):
     """Unit masks over the channel dependency graph's groups.
 
@@ -147,6 +213,11 @@ def group_masks(
     The stem's group (layers reading the model input) is left whole unless
     `keep_stem=False`; the logits layer unless `exclude_logits=False`.
 
+    `importance` chooses how channels are ranked (lowest removed first):
+    `"magnitude"`, the summed L2 norms above (Torch-Pruning's group
+    magnitude), or `"bn_scale"`, the summed |gamma| of the channel's
+    normalization layers (Network Slimming; `bn_scale_importance`).
+
     Returns:
         `{kernel variable path: 0/1 array}` (TF-MOT's mask convention).
     """
@@ -160,6 +231,7 @@ def group_masks(
             f"`round_to` must be None or an int >= 1. Received: "
             f"round_to={round_to!r}"
         )
+    check_importance(importance)
     removed = choose_channels(
         graph,
         model,
@@ -169,5 +241,6 @@ def group_masks(
         exclude_logits,
         round_to,
         keep_stem,
+        importance,
     )
     return masks_for(graph, removed)

@@ -49,6 +49,7 @@ def compute_masks(
     seed=None,
     groups=False,
     round_to=None,
+    importance="magnitude",
 ):
     """Pruning masks, `{variable path: 0/1 array}` (1 = keep).
 
@@ -95,6 +96,11 @@ def compute_masks(
             every zeroed channel. Needs a functional or Sequential model.
         round_to: None or int, with `groups=True`: each group keeps a
             multiple of this many channels (e.g. 8 for XNNPACK).
+        importance: with `groups=True`, how channels are ranked:
+            `"magnitude"` (the summed L2 norms of the channel's kernel
+            slices) or `"bn_scale"` (the summed |gamma| of its
+            BatchNormalization layers, Network Slimming's criterion; a
+            model with none is refused). See `group_masks`.
 
     Example:
     >>> masks = compute_masks(model, 0.8)
@@ -104,6 +110,16 @@ def compute_masks(
     """
     targeting_lib.check_rate("fraction", fraction)
     targeting_lib.check_targeting(targeting)
+    if importance != "magnitude":
+        from keras_tdrop.pruning.group_masks import check_importance
+
+        check_importance(importance)
+        if groups is not True:
+            raise ValueError(
+                "`importance` ranks the channels of channel groups: it "
+                f"needs groups=True. Received: importance={importance!r}, "
+                f"groups={groups!r}"
+            )
     if groups is not False:
         return _group_masks(
             model,
@@ -117,6 +133,7 @@ def compute_masks(
             scores,
             groups,
             round_to,
+            importance,
         )
     if round_to is not None:
         raise ValueError(
@@ -171,6 +188,7 @@ def _group_masks(
     scores,
     groups,
     round_to,
+    importance,
 ):
     from keras_tdrop.pruning.group_masks import group_masks
 
@@ -206,7 +224,13 @@ def _group_masks(
             "(groups=False)."
         ) from None
     return group_masks(
-        model, fraction, scope, exclude, exclude_logits, round_to
+        model,
+        fraction,
+        scope,
+        exclude,
+        exclude_logits,
+        round_to,
+        importance=importance,
     )
 
 

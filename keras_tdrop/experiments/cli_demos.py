@@ -5,10 +5,13 @@ Each is a small run that trains and compares in minutes: `COMMANDS` maps its
 name to its help, the function adding its arguments and its runner.
 """
 
+import argparse
+
 from keras_tdrop.experiments._argtypes import add_data_args
 from keras_tdrop.experiments._argtypes import add_data_dir
 from keras_tdrop.experiments._argtypes import add_fractions
 from keras_tdrop.experiments._argtypes import add_quiet
+from keras_tdrop.experiments._argtypes import fraction_list
 from keras_tdrop.experiments._argtypes import fractions_kwargs
 from keras_tdrop.experiments._argtypes import int_list
 from keras_tdrop.experiments._argtypes import limit_or_all
@@ -127,43 +130,118 @@ def _run_autoencoder(args):
     )
 
 
+def _method_list(text):
+    from keras_tdrop.experiments.mobile_methods import check_methods
+
+    try:
+        return check_methods(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _seed_list(text):
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints >= 0, got {text!r}"
+        )
+    return seeds
+
+
+def _ramp(text):
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 2 or not all(0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(
+            "expected FIRST,TOTAL fractions of training in (0, 1], "
+            f"got {text!r}"
+        )
+    return values
+
+
 def _add_mobile(parser):
     parser.add_argument(
         "--out",
         default="mobile_out",
-        help="folder for mobile.csv, mobile.png and the .tflite files",
+        help="folder of the run folders; the table and plot go to OUT/compare",
     )
-    parser.add_argument("--epochs", type=positive_int, default=3)
-    add_data_args(parser)
-    parser.set_defaults(batch_size=64, train_limit=10000, test_limit=2000)
+    parser.add_argument(
+        "--method",
+        type=_method_list,
+        default=["none", "targeted"],
+        help="comma-separated methods: none, targeted, slimming, narrow, "
+        "finetune (default none,targeted)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_seed_list,
+        default=[0],
+        help="comma-separated seeds, one run of each method per seed "
+        "(default 0)",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=("smoke", "converged"),
+        default="smoke",
+        help="converged: CIFAR-10 45k/5k train/validation, 12 epochs, about "
+        "an hour per plain run on one CPU core; smoke: seconds (default)",
+    )
     add_fractions(
-        parser, "comma-separated prune fractions (default 0,0.1,...,0.7)"
+        parser, "comma-separated prune fractions (default 0,0.25,0.5,0.7)"
     )
     parser.add_argument(
-        "--latency-repeats",
-        type=positive_int,
-        default=500,
-        help="timed LiteRT invocations per model (default 500)",
+        "--widths",
+        type=fraction_list,
+        default=None,
+        help="prune fractions whose widths `narrow` trains from scratch "
+        "(default 0.5)",
+    )
+    parser.add_argument("--rate", type=unit_float, help="targeted: alpha")
+    parser.add_argument(
+        "--target-rate", type=unit_float, help="targeted: gamma"
     )
     parser.add_argument(
-        "--recalibrate",
-        type=int,
-        default=256,
-        help="training images to recalibrate BatchNorm statistics on after "
-        "pruning (default 256; 0: never)",
+        "--ramp", type=_ramp, help="targeted: FIRST,TOTAL fractions of the ramp"
     )
+    parser.add_argument(
+        "--l1", type=float, help="slimming: the L1 coefficient on gamma"
+    )
+    add_data_dir(parser)
     add_quiet(parser)
 
 
 def _run_mobile(args):
     from keras_tdrop.experiments.mobile import run_mobile
 
+    params = {
+        "targeted": {
+            k: v
+            for k, v in (
+                ("rate", args.rate),
+                ("target_rate", args.target_rate),
+                ("ramp", args.ramp),
+            )
+            if v is not None
+        },
+        "slimming": {} if args.l1 is None else {"l1": args.l1},
+    }
+    kwargs = {"widths": args.widths} if args.widths else {}
     run_mobile(
-        **run_kwargs(args),
-        **fractions_kwargs(args),
-        latency_repeats=args.latency_repeats,
-        recalibrate=args.recalibrate,
+        args.out,
+        methods=args.method,
+        seeds=args.seeds,
+        scale=args.scale,
+        params={k: v for k, v in params.items() if v},
+        data_dir=args.data_dir,
         verbose=verbosity(args),
+        **fractions_kwargs(args),
+        **kwargs,
     )
 
 
@@ -181,9 +259,10 @@ COMMANDS = {
         _run_autoencoder,
     ),
     "mobile": (
-        "train a small MobileNetV2-style CIFAR-10 network, prune it by "
-        "channel groups, shrink and export it: accuracy, parameters, MACs, "
-        "file size and LiteRT latency per prune fraction",
+        "compare training methods (plain, group unit targeted dropout, "
+        "Network Slimming, narrow from scratch, prune then fine-tune) on a "
+        "MobileNetV2-style CIFAR-10 network, each pruned by channel groups, "
+        "shrunk and exported: LiteRT accuracy against latency and MACs",
         _add_mobile,
         _run_mobile,
     ),

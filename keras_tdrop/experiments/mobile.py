@@ -1,248 +1,170 @@
-"""`keras-tdrop mobile`: a small MobileNetV2-style CIFAR-10 network,
-pruned by channel groups, shrunk and deployed: accuracy, size and LiteRT
-latency against the prune fraction."""
+"""`keras-tdrop mobile`: training methods compared on a MobileNetV2-style
+CIFAR-10 network, each pruned by channel groups, shrunk, recalibrated,
+exported to LiteRT and timed.
 
-import os
+One run folder per method and seed (`mobile_runs`), then one table and
+plot over all of them (`mobile_compare`).
+"""
+
 import time
 
-import keras
-import numpy as np
-
-from keras_tdrop.experiments import _plots
-from keras_tdrop.experiments import datasets
-from keras_tdrop.experiments import models
-from keras_tdrop.export import predict_tflite
-from keras_tdrop.export import tflite_latency
-from keras_tdrop.export import to_tflite
-from keras_tdrop.pruning.flops import flops
-from keras_tdrop.pruning.masks import apply_masks
-from keras_tdrop.pruning.masks import compute_masks
-from keras_tdrop.pruning.plots import figure
-from keras_tdrop.pruning.plots import save_png
-from keras_tdrop.pruning.recalibrate import recalibrate_batchnorm
-from keras_tdrop.pruning.report import format_rows
-from keras_tdrop.pruning.report import write_csv
-from keras_tdrop.pruning.shrink import shrink
+from keras_tdrop.experiments.mobile_compare import compare_mobile
+from keras_tdrop.experiments.mobile_methods import DEFAULT_PARAMS
+from keras_tdrop.experiments.mobile_methods import check_methods
+from keras_tdrop.experiments.mobile_runs import SCALES
+from keras_tdrop.experiments.mobile_runs import evaluate_run
+from keras_tdrop.experiments.mobile_runs import train_run
 from keras_tdrop.pruning.sweep import check_fractions
 
-__all__ = ["COLUMNS", "FRACTIONS", "plot", "run_mobile"]
+__all__ = ["FRACTIONS", "WIDTHS", "run_mobile"]
 
-LATENCY_ROUNDS = 10
-FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-COLUMNS = (
-    "prune_fraction",
-    "params",
-    "macs",
-    "tflite_bytes",
-    "latency_ms",
-    "speedup",
-    "accuracy_masked",
-    "accuracy_shrunk",
-    "accuracy_tflite",
-    "accuracy_stale_bn",
-)
-BN_NOTE = (
-    "Note: after pruning, every model's BatchNormalization statistics were "
-    "recalibrated on {count} training images (`recalibrate_batchnorm`); "
-    "accuracy_stale_bn is the shrunk model with the statistics it was "
-    "trained with: removing channels changes what the following layers "
-    "see, and their old moving means and variances no longer match."
-)
+FRACTIONS = (0.0, 0.25, 0.5, 0.7)
+WIDTHS = (0.5,)
 
 
-def _accuracy(logits, labels):
-    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+def _check_seeds(seeds):
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    seeds = list(seeds)
+    if not seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+    ):
+        raise ValueError(
+            "`seeds` must be a non-empty list of ints >= 0. "
+            f"Received: seeds={seeds!r}"
+        )
+    return seeds
+
+
+def _check_widths(widths):
+    values = check_fractions(widths) if widths else ()
+    if any(not 0.0 < w < 1.0 for w in values):
+        raise ValueError(
+            "`widths` (the prune fractions of the narrow networks) must be "
+            f"in (0, 1). Received: widths={widths!r}"
+        )
+    return values
+
+
+def _check_params(params, methods):
+    params = dict(params or {})
+    for method, values in params.items():
+        if method not in DEFAULT_PARAMS:
+            raise ValueError(
+                f"`params` sets methods with settings, one of "
+                f"{sorted(DEFAULT_PARAMS)}. Received: params={params!r}"
+            )
+        unknown = set(values) - set(DEFAULT_PARAMS[method])
+        if unknown:
+            raise ValueError(
+                f"`params[{method!r}]` takes {sorted(DEFAULT_PARAMS[method])}."
+                f" Received: params={params!r}"
+            )
+    return params
 
 
 def run_mobile(
     out_dir="mobile_out",
-    data_dir=None,
-    epochs=3,
-    batch_size=64,
-    train_limit=10000,
-    test_limit=2000,
+    methods=("none", "targeted"),
+    seeds=(0,),
+    scale="smoke",
     fractions=FRACTIONS,
-    seed=0,
-    latency_repeats=500,
-    recalibrate=256,
+    widths=WIDTHS,
+    params=None,
+    data_dir=None,
     verbose=1,
 ):
-    """Trains `models.mobile_cnn` on CIFAR-10, prunes it by channel groups,
-    shrinks and exports it at every fraction.
+    """Trains each method on `models.mobile_cnn` for each seed, prunes it
+    by channel groups at every fraction, and compares them.
 
-    For every fraction p: `compute_masks(model, p, targeting="unit",
-    groups=True)` (every channel group of the dependency graph, residual
-    Adds, depthwise convolutions and the squeeze-excite included, loses the
-    same lowest-importance channels; the stem and logits stay whole),
-    `shrink` (the channels removed for real), `to_tflite` (float32, checked
-    against Keras). Accuracy is measured on the masked model, on the shrunk
-    one and on the `.tflite` file; latency is LiteRT's batch-1 time with
-    one thread (XNNPACK), all files timed in turns (the median of
-    per-round medians), and `speedup` the first row's latency over each
-    row's. Before evaluating, the masked and the shrunk model's
-    BatchNormalization statistics are recalibrated on the first
-    `recalibrate` training images (`accuracy_stale_bn`: the shrunk model
-    without it). The rows are printed as a table and written to
-    `mobile.csv`, `mobile.png` (accuracy and latency against the fraction)
-    and `mobile_{p}.tflite` in `out_dir`.
+    Every method starts from the same initial weights (the seed), sees the
+    same data order and augmentation, and is evaluated the same way: for
+    each fraction p, `compute_masks(model, p, targeting="unit",
+    groups=True, importance=...)`, `shrink`, `recalibrate_batchnorm` on
+    training images, `to_tflite` (checked against Keras), accuracy on the
+    test set in LiteRT and on the validation split (5,000 training images
+    never trained on, where settings are chosen), and LiteRT batch-1
+    latency. Methods (`mobile_methods.METHODS`):
+
+    - `none`: plain training, then group pruning by magnitude.
+    - `targeted`: group unit targeted dropout
+      (`ModelTargetedDropout(..., targeting="unit", groups=True)`, the
+      moving statistics held), ramped in by `RampingCallback`.
+    - `slimming`: Network Slimming: L1 on the BatchNorm scales in
+      training, pruned by them (`importance="bn_scale"`).
+    - `narrow`: for each of `widths`, the network with the channel counts
+      pruning at that fraction leaves, trained from scratch (same budget).
+    - `finetune`: the `none` network (re-used), pruned, shrunk, then
+      fine-tuned for a tenth of the training epochs.
+
+    Run folders resume (see `mobile_runs`). The table and plot over every
+    run folder in `out_dir` go to `{out_dir}/compare/`.
 
     Args:
-        out_dir: folder for the outputs (created if missing).
+        out_dir: the folder of the run folders.
+        methods: names of `METHODS` (a list, or a comma-separated string).
+        seeds: ints, one run of each method per seed.
+        scale: `"converged"` (about an hour per plain run on one CPU core)
+            or `"smoke"` (seconds), see `mobile_runs.SCALES`.
+        fractions: prune fractions in [0, 1] of every method but `narrow`.
+        widths: prune fractions in (0, 1) whose widths `narrow` trains.
+        params: `{method: {setting: value}}` overriding `DEFAULT_PARAMS`
+            (`targeted`: rate, target_rate, ramp; `slimming`: l1;
+            `finetune`: epochs_fraction, learning_rate).
         data_dir: TFDS data directory; default `$TFDS_DATA_DIR`.
-        epochs: int, training epochs.
-        batch_size: int.
-        train_limit: int or None, train on the first examples only.
-        test_limit: int or None, evaluate on the first examples only.
-        fractions: prune fractions in [0, 1).
-        seed: int for the initial weights and the data order.
-        latency_repeats: int, timed invocations per model (in
-            `LATENCY_ROUNDS` rounds, the models in turns).
-        recalibrate: int, training images to recalibrate BatchNorm
-            statistics on after pruning (0: never).
-        verbose: 0 silent, 1 progress bars, progress lines and the table,
-            2 one line per epoch.
+        verbose: 0 silent, 1 progress, 2 one line per epoch.
 
     Returns:
-        A list of dicts, one per fraction, with the keys of `COLUMNS`.
+        The comparison rows (`mobile_compare.summarize`).
 
     Example:
-    >>> rows = run_mobile("mobile_out", epochs=1, train_limit=2000)
-    >>> rows[-1]["latency_ms"] < rows[0]["latency_ms"]
+    >>> run_mobile("mobile_out", ["none", "targeted", "narrow"], [0, 1])
     """
+    methods = check_methods(methods)
+    seeds = _check_seeds(seeds)
     fractions = check_fractions(fractions)
-    can_plot = _plots.can_plot("mobile.png")
-    say = print if verbose else (lambda *args, **kwargs: None)
+    widths = _check_widths(widths)
+    params = _check_params(params, methods)
+    if scale not in SCALES:
+        raise ValueError(
+            f"`scale` must be one of {sorted(SCALES)}. "
+            f"Received: scale={scale!r}"
+        )
+    if "narrow" in methods and not widths:
+        raise ValueError(
+            "method 'narrow' trains one network per width: give `widths`. "
+            f"Received: widths={widths!r}"
+        )
+    settings = SCALES[scale]
+    say = print if verbose else (lambda *a, **k: None)
     start = time.perf_counter()
-    train = datasets.load(
-        "cifar10",
-        "train",
-        batch_size=batch_size,
-        data_dir=data_dir,
-        shuffle=True,
-        seed=seed,
-        limit=train_limit,
-    )
-    x_test, y_test = datasets.load_numpy(
-        "cifar10", "test", data_dir=data_dir, limit=test_limit
-    )
-    x_calib = None
-    if recalibrate:
-        x_calib, _ = datasets.load_numpy(
-            "cifar10", "train", data_dir=data_dir, limit=recalibrate
-        )
-    os.makedirs(out_dir, exist_ok=True)
-    keras.utils.set_random_seed(seed)
-    model = models.mobile_cnn()
-    model.compile(
-        optimizer=keras.optimizers.Adam(2e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    say(
-        f"Training mobile_cnn ({model.count_params():,} parameters) on "
-        f"CIFAR-10 for {epochs} epochs.",
-        flush=True,
-    )
-    model.fit(train, epochs=epochs, shuffle=False, verbose=verbose)
-    say(f"Trained ({time.perf_counter() - start:.0f} s). Pruning.", flush=True)
-    rows, paths = [], []
-    for fraction in fractions:
-        masks = compute_masks(model, fraction, targeting="unit", groups=True)
-        masked = apply_masks(model, masks) if masks else model
-        small, report = shrink(model, masks)
-        stale = _accuracy(
-            small.predict(x_test, batch_size=500, verbose=0), y_test
-        )
-        if x_calib is not None:
-            masked = recalibrate_batchnorm(masked, x_calib)
-            small = recalibrate_batchnorm(small, x_calib, inplace=True)
-        path = os.path.join(out_dir, f"mobile_{round(fraction * 100)}.tflite")
-        export = to_tflite(small, path, sample=x_test[:16], repeats=1)
-        row = {
-            "prune_fraction": fraction,
-            "params": small.count_params(),
-            "macs": flops(small),
-            "tflite_bytes": export.bytes,
-            "latency_ms": None,
-            "speedup": None,
-            "accuracy_masked": _accuracy(
-                masked.predict(x_test, batch_size=500, verbose=0), y_test
-            ),
-            "accuracy_shrunk": _accuracy(
-                small.predict(x_test, batch_size=500, verbose=0), y_test
-            ),
-            "accuracy_tflite": _accuracy(predict_tflite(path, x_test), y_test),
-            "accuracy_stale_bn": stale,
-        }
-        rows.append(row)
-        paths.append(path)
-        say(
-            f"  {fraction:.0%}: {report.removed:,} channels removed, "
-            f"{row['params']:,} parameters, {row['macs']:,} MACs, "
-            f"{row['tflite_bytes']:,} bytes, accuracy "
-            f"{row['accuracy_shrunk']:.4f} "
-            f"({time.perf_counter() - start:.0f} s)",
-            flush=True,
-        )
-    say(
-        f"Timing the {len(paths)} .tflite files in turns "
-        f"({LATENCY_ROUNDS} rounds).",
-        flush=True,
-    )
-    for row, latency in zip(
-        rows, _latencies(paths, x_test[:1], latency_repeats)
-    ):
-        row["latency_ms"] = latency
-        row["speedup"] = rows[0]["latency_ms"] / latency
-    write_csv(rows, os.path.join(out_dir, "mobile.csv"))
-    if can_plot:
-        plot(rows, os.path.join(out_dir, "mobile.png"))
-    say("")
-    say(format_rows(rows, COLUMNS))
-    if x_calib is not None:
-        say("\n" + BN_NOTE.format(count=len(x_calib)))
-    say(
-        f"\nWrote {os.path.join(out_dir, 'mobile.csv')}"
-        + (", mobile.png" if can_plot else "")
-        + f" and the .tflite files ({time.perf_counter() - start:.0f} s)."
-    )
-    return rows
-
-
-def _latencies(paths, x, repeats):
-    """Median batch-1 milliseconds of each file, timed in turns: every
-    round runs each file `repeats // LATENCY_ROUNDS` times, the order
-    rotated, so a change of the machine's load touches all alike."""
-    inner = max(1, repeats // LATENCY_ROUNDS)
-    times = [[] for _ in paths]
-    for r in range(LATENCY_ROUNDS):
-        order = list(range(len(paths)))
-        order = order[r % len(order) :] + order[: r % len(order)]
-        for i in order:
-            times[i].append(tflite_latency(paths[i], x, inner, num_threads=1))
-    return [float(np.median(t)) for t in times]
-
-
-def plot(rows, path):
-    """Accuracy (masked, shrunk, TFLite) and latency against the fraction."""
-    fig = figure((10, 4), "mobile's plot")
-    percent = [row["prune_fraction"] * 100 for row in rows]
-    left, right = fig.subplots(1, 2)
-    for key, marker in (
-        ("accuracy_masked", "o"),
-        ("accuracy_shrunk", "s"),
-        ("accuracy_tflite", "x"),
-    ):
-        left.plot(percent, [row[key] for row in rows], f"{marker}-", label=key)
-    left.set_ylabel("test accuracy")
-    left.set_ylim(0.0, 1.0)
-    right.plot(percent, [row["latency_ms"] for row in rows], "o-")
-    right.set_ylabel("LiteRT latency, batch 1, 1 thread (ms)")
-    right.set_ylim(bottom=0.0)
-    for ax in (left, right):
-        ax.set_xlabel("channels pruned per group (%)")
-        ax.grid(alpha=0.3)
-    left.legend()
-    fig.suptitle("mobile_cnn on CIFAR-10, group unit pruning, shrunk")
-    fig.tight_layout()
-    return save_png(fig, path)
+    for seed in seeds:
+        for method in methods:
+            for width in widths if method == "narrow" else [None]:
+                run_dir = train_run(
+                    out_dir,
+                    method,
+                    seed,
+                    settings,
+                    params.get(method),
+                    width,
+                    data_dir,
+                    verbose,
+                )
+                evaluate_run(
+                    run_dir,
+                    method,
+                    seed,
+                    settings,
+                    fractions,
+                    width,
+                    params.get(method),
+                    data_dir,
+                    verbose,
+                )
+                say(
+                    f"{method} seed {seed} done "
+                    f"({time.perf_counter() - start:.0f} s).",
+                    flush=True,
+                )
+    return compare_mobile(out_dir, verbose=verbose)

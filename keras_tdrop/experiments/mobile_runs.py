@@ -71,11 +71,11 @@ SCALES = {
         "weight_decay": 4e-5,
         "train_split": "train[5000:]",
         "val_split": "train[:5000]",
-        "train_limit": 256,
+        "train_limit": 128,
         "val_limit": 64,
         "test_limit": 64,
         "recalibrate": 64,
-        "latency_repeats": 20,
+        "latency_repeats": 10,
     },
 }
 COLUMNS = (
@@ -128,7 +128,10 @@ def _data(scale, data_dir, seed):
 def _arrays(scale, data_dir):
     """`{"val": (x, y), "test": (x, y), "calib": x}` as numpy arrays."""
     val = datasets.load_numpy(
-        "cifar10", scale["val_split"], data_dir=data_dir, limit=scale["val_limit"]
+        "cifar10",
+        scale["val_split"],
+        data_dir=data_dir,
+        limit=scale["val_limit"],
     )
     test = datasets.load_numpy(
         "cifar10", "test", data_dir=data_dir, limit=scale["test_limit"]
@@ -196,7 +199,13 @@ def _check_config(run_dir, config):
 
 
 def train_run(
-    out_dir, method, seed, scale, params=None, width=None, data_dir=None,
+    out_dir,
+    method,
+    seed,
+    scale,
+    params=None,
+    width=None,
+    data_dir=None,
     verbose=1,
 ):
     """Trains one run of `method` (resuming an interrupted one) and
@@ -287,8 +296,15 @@ def _finetune(small, scale, params, seed, data_dir):
 
 
 def evaluate_run(
-    run_dir, method, seed, scale, fractions, width=None, params=None,
-    data_dir=None, verbose=1,
+    run_dir,
+    method,
+    seed,
+    scale,
+    fractions,
+    width=None,
+    params=None,
+    data_dir=None,
+    verbose=1,
 ):
     """Prunes the run's trained network by channel groups at every
     fraction (by its method's importance), shrinks it, recalibrates its
@@ -305,8 +321,8 @@ def evaluate_run(
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if [r["fraction"] for r in saved["rows"]] == list(
-            [width] if method == "narrow" else fractions
+        if [r["fraction"] for r in saved["rows"]] == _fractions(
+            method, fractions, width
         ):
             return saved["rows"]
     params = dict(DEFAULT_PARAMS.get(method, {}), **(params or {}))
@@ -319,7 +335,7 @@ def evaluate_run(
     importance = METHODS[method].importance
     as_trained = _accuracy(_predict(model, x_test), y_test)
     rows, files = [], []
-    for fraction in [width] if method == "narrow" else fractions:
+    for fraction in _fractions(method, fractions, width):
         prune = 0.0 if method == "narrow" else fraction
         masks = compute_masks(
             model, prune, targeting="unit", groups=True, importance=importance
@@ -331,8 +347,7 @@ def evaluate_run(
             seconds = round(_finetune(small, scale, params, seed, data_dir), 1)
         masked = recalibrate_batchnorm(masked, arrays["calib"])
         small = recalibrate_batchnorm(small, arrays["calib"], inplace=True)
-        tag = method if method != "finetune" else "finetune"
-        file = os.path.join(run_dir, f"{tag}_{round(fraction * 100)}.tflite")
+        file = os.path.join(run_dir, f"{method}_{round(fraction * 100)}.tflite")
         export = to_tflite(small, file, sample=x_test[:16], repeats=1)
         files.append(file)
         rows.append(
@@ -366,6 +381,17 @@ def evaluate_run(
         row["latency_ms"] = latency
     write_json(path, {"rows": rows})
     return rows
+
+
+def _fractions(method, fractions, width):
+    """The rows a run has: a narrow network one, at its own width; a
+    fine-tuned one each fraction above 0 (at 0 there is nothing to
+    fine-tune: it is the `none` row)."""
+    if method == "narrow":
+        return [width]
+    if method == "finetune":
+        return [f for f in fractions if f > 0]
+    return list(fractions)
 
 
 def latencies(paths, x, repeats):

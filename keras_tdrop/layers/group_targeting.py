@@ -78,7 +78,9 @@ class GroupTargeting:
                 if np.all(segments == len(roots)):
                     continue
                 if statistic:
-                    held.append(_Member(piece.variable, piece.axis, segments, True))
+                    held.append(
+                        _Member(piece.variable, piece.axis, segments, True)
+                    )
                     continue
                 members.append(
                     _Member(

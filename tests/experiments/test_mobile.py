@@ -1,91 +1,234 @@
+"""`keras-tdrop mobile`: every method from scratch on the smoke scale, the
+comparison table, resuming, and bad input."""
+
 import contextlib
-import csv
 import io
+import json
 import os
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from keras_tdrop.experiments import cli
 from keras_tdrop.experiments import datasets
 from keras_tdrop.experiments import mobile
 from keras_tdrop.experiments import models
+from keras_tdrop.experiments.mobile_compare import TABLE_COLUMNS
+from keras_tdrop.experiments.mobile_runs import SCALES
+from keras_tdrop.experiments.mobile_runs import narrow_network
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
     REPO.parent / "shared" / "tensorflow_datasets"
 )
-TEST_LIMIT = 128
+METHODS = ["none", "targeted", "slimming", "narrow", "finetune"]
+TEST_LIMIT = SCALES["smoke"]["test_limit"]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One tiny run (4 steps of training, fractions 0 and 0.5)."""
-    out = tmp_path_factory.mktemp("mobile")
+def _run(out, **kwargs):
     original = datasets.has_network
     datasets.has_network = lambda *a, **k: False
     stdout = io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout):
-            rows = mobile.run_mobile(
+            table = mobile.run_mobile(
                 out,
-                data_dir=DATA_DIR,
-                epochs=1,
-                batch_size=64,
-                train_limit=256,
-                test_limit=TEST_LIMIT,
+                methods=METHODS,
+                seeds=[0],
+                scale="smoke",
                 fractions=(0.0, 0.5),
-                latency_repeats=20,
-                recalibrate=128,
-                verbose=2,
+                widths=(0.5,),
+                data_dir=DATA_DIR,
+                verbose=1,
+                **kwargs,
             )
     finally:
         datasets.has_network = original
-    return out, rows, stdout.getvalue()
+    return table, stdout.getvalue()
 
 
-def test_files(tiny_run):
-    out, _, _ = tiny_run
-    for name in ("mobile.csv", "mobile.png", "mobile_0.tflite"):
-        assert (out / name).stat().st_size > 0
-    assert (out / "mobile_50.tflite").stat().st_size > 0
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mobile")
+    table, printed = _run(str(out))
+    return out, table, printed
 
 
-def test_csv_rows(tiny_run):
-    out, rows, _ = tiny_run
-    with open(out / "mobile.csv", newline="") as f:
-        table = list(csv.DictReader(f))
-    assert len(table) == 2
-    assert list(table[0]) == list(mobile.COLUMNS)
-    assert [float(r["prune_fraction"]) for r in table] == [0.0, 0.5]
-    assert [int(r["params"]) for r in table] == [r["params"] for r in rows]
+def _rows(out, folder, name="results.json"):
+    with open(out / folder / name) as f:
+        return json.load(f)["rows"]
 
 
-def test_sizes_decrease(tiny_run):
-    _, rows, _ = tiny_run
-    dense, pruned = rows
-    assert dense["params"] == models.mobile_cnn().count_params()
-    for key in ("params", "macs", "tflite_bytes"):
-        assert pruned[key] < dense[key]
-    assert dense["speedup"] == 1.0
-    assert pruned["latency_ms"] > 0
+def test_every_method_writes_its_run_folder(smoke):
+    out, _, _ = smoke
+    for folder in ("none_s0", "targeted_s0", "slimming_s0", "narrow_w50_s0"):
+        assert (out / folder / "model.keras").stat().st_size > 0
+        assert (out / folder / "config.json").exists()
+    # finetune re-uses the none run and writes its own rows beside it.
+    assert (out / "none_s0" / "results_finetune.json").exists()
+    assert (out / "none_s0" / "finetune_50.tflite").stat().st_size > 0
+    for name in ("compare.txt", "compare.csv", "compare.png"):
+        assert (out / "compare" / name).stat().st_size > 0
 
 
-def test_shrunk_matches_masked(tiny_run):
-    _, rows, _ = tiny_run
-    for row in rows:
-        masked = row["accuracy_masked"] * TEST_LIMIT
-        assert masked == pytest.approx(round(masked), abs=1e-6)
-        for key in ("accuracy_shrunk", "accuracy_tflite"):
-            assert abs(row[key] - row["accuracy_masked"]) * TEST_LIMIT <= 1
+def test_rows_per_method(smoke):
+    out, table, _ = smoke
+    found = {(r["method"], r["fraction"]) for r in table}
+    assert found == {
+        ("none", 0.0),
+        ("none", 0.5),
+        ("targeted", 0.0),
+        ("targeted", 0.5),
+        ("slimming", 0.0),
+        ("slimming", 0.5),
+        ("narrow", 0.5),
+        ("finetune", 0.5),
+    }
+    assert all(r["seeds"] == 1 for r in table)
+    assert list(table[0]) == list(TABLE_COLUMNS)
 
 
-def test_printed(tiny_run):
-    _, _, printed = tiny_run
-    assert "prune_fraction  params" in printed
-    assert "50%: " in printed
-    assert mobile.BN_NOTE.format(count=128) in printed
+def test_every_method_has_the_same_architecture_at_a_fraction(smoke):
+    """Group pruning leaves the same channel counts whatever the method
+    and ranking, and narrow is built with exactly those counts."""
+    out, table, _ = smoke
+    at_half = {r["method"]: r["macs"] for r in table if r["fraction"] == 0.5}
+    assert len(set(at_half.values())) == 1
+    dense = [r["macs"] for r in table if r["fraction"] == 0.0]
+    assert len(set(dense)) == 1 and dense[0] > at_half["none"]
+    params = {
+        row["params"]
+        for folder, name in (
+            ("none_s0", "results.json"),
+            ("targeted_s0", "results.json"),
+            ("narrow_w50_s0", "results.json"),
+            ("none_s0", "results_finetune.json"),
+        )
+        for row in _rows(out, folder, name)
+        if row["fraction"] == 0.5
+    }
+    assert len(params) == 1
+    assert params == {narrow_network(0.5, 0).count_params()}
+
+
+def test_shrunk_and_litert_match_masked(smoke):
+    out, _, _ = smoke
+    for folder in ("none_s0", "targeted_s0", "slimming_s0"):
+        for row in _rows(out, folder):
+            for key in ("accuracy_shrunk", "accuracy_tflite"):
+                gap = abs(row[key] - row["accuracy_masked"]) * TEST_LIMIT
+                assert gap <= 1, (folder, row)
+            assert row["latency_ms"] > 0
+
+
+def test_finetune_reports_its_cost(smoke):
+    out, _, _ = smoke
+    (row,) = _rows(out, "none_s0", "results_finetune.json")
+    assert row["fraction"] == 0.5 and row["finetune_seconds"] > 0
+
+
+def test_the_dense_row_is_measured_as_trained(smoke):
+    out, _, _ = smoke
+    for folder in ("none_s0", "targeted_s0"):
+        dense = _rows(out, folder)[0]
+        model = keras.saving.load_model(out / folder / "model.keras")
+        x, y = datasets.load_numpy(
+            "cifar10", "test", data_dir=DATA_DIR, limit=TEST_LIMIT
+        )
+        accuracy = np.mean(
+            np.argmax(model.predict(x, verbose=0), axis=-1) == y
+        )
+        assert dense["accuracy_as_trained"] == pytest.approx(accuracy)
+
+
+def test_a_second_run_resumes_without_training(smoke):
+    out, table, _ = smoke
+    stamp = os.path.getmtime(out / "targeted_s0" / "model.keras")
+    again, printed = _run(str(out))
+    assert "Training" not in printed
+    assert os.path.getmtime(out / "targeted_s0" / "model.keras") == stamp
+    assert again == table
+
+
+def test_other_settings_in_a_run_folder_are_refused(smoke):
+    out, _, _ = smoke
+    with pytest.raises(ValueError, match=r"differing: \['params'\]"):
+        mobile.run_mobile(
+            str(out),
+            methods=["targeted"],
+            scale="smoke",
+            params={"targeted": {"rate": 0.25}},
+            data_dir=DATA_DIR,
+            verbose=0,
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"methods": ["none", "pruned"]}, "method=.none,pruned"),
+        ({"methods": []}, "method"),
+        ({"fractions": (0.0, 1.5)}, "fractions"),
+        ({"widths": (0.0,)}, "widths"),
+        ({"seeds": [-1]}, "seeds"),
+        ({"scale": "huge"}, "scale='huge'"),
+        ({"params": {"targeted": {"alpha": 0.5}}}, "params"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(tmp_path, kwargs, match):
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match=match):
+        mobile.run_mobile(str(out), **kwargs)
+    assert not out.exists()
+
+
+def test_cli_unknown_method_names_it(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["mobile", "--method", "none,pruned"])
+    assert exit_info.value.code == 2
+    assert "method='none,pruned'" in capsys.readouterr().err
+
+
+def test_cli_passes_arguments(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(
+        "keras_tdrop.experiments.mobile.run_mobile",
+        lambda out, **kwargs: seen.update(kwargs, out=out),
+    )
+    status = cli.main(
+        [
+            "mobile",
+            "--method",
+            "none,targeted,narrow",
+            "--seeds",
+            "0,1,2",
+            "--scale",
+            "converged",
+            "--fractions",
+            "0,0.25",
+            "--widths",
+            "0.25,0.5",
+            "--rate",
+            "0.25",
+            "--ramp",
+            "0.2,0.4",
+            "--quiet",
+            "--data-dir",
+            "/data",
+        ]
+    )
+    assert status == 0
+    assert seen["out"] == "mobile_out"
+    assert seen["methods"] == ["none", "targeted", "narrow"]
+    assert seen["seeds"] == [0, 1, 2]
+    assert seen["scale"] == "converged"
+    assert seen["fractions"] == (0.0, 0.25)
+    assert seen["widths"] == (0.25, 0.5)
+    assert seen["params"] == {"targeted": {"rate": 0.25, "ramp": (0.2, 0.4)}}
+    assert seen["data_dir"] == "/data"
+    assert seen["verbose"] == 0
 
 
 def test_mobile_cnn_structure():
@@ -104,35 +247,3 @@ def test_mobile_cnn_structure():
     assert "b1_expand" not in names
     with pytest.raises(ValueError, match="num_classes"):
         models.mobile_cnn(num_classes=0)
-
-
-def test_cli_passes_arguments(monkeypatch):
-    seen = {}
-    monkeypatch.setattr(
-        "keras_tdrop.experiments.mobile.run_mobile",
-        lambda **kwargs: seen.update(kwargs),
-    )
-    status = cli.main(
-        [
-            "mobile",
-            "--fractions",
-            "0,0.25",
-            "--epochs",
-            "2",
-            "--train-limit",
-            "512",
-            "--quiet",
-            "--data-dir",
-            "/data",
-        ]
-    )
-    assert status == 0
-    assert seen["fractions"] == (0.0, 0.25)
-    assert seen["epochs"] == 2
-    assert seen["train_limit"] == 512
-    assert seen["test_limit"] == 2000
-    assert seen["batch_size"] == 64
-    assert seen["out_dir"] == "mobile_out"
-    assert seen["data_dir"] == "/data"
-    assert seen["latency_repeats"] == 500
-    assert seen["verbose"] == 0

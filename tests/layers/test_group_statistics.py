@@ -57,9 +57,7 @@ def statistics(model, name):
 def targeted_channels(td, name):
     """The channels of layer `name`'s group targeted now, as a bool array."""
     grouping = td.group_targeting
-    values = {
-        id(v): keras.ops.convert_to_tensor(v) for v in td.model.weights
-    }
+    values = {id(v): keras.ops.convert_to_tensor(v) for v in td.model.weights}
     kernel = td.model.get_layer(name).kernel
     for n, members, mask in grouping.targeted(values, td._current_target_rate):
         for m in members:

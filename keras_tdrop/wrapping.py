@@ -214,6 +214,7 @@ def apply_targeted_dropout(
     exclude=None,
     exclude_logits=True,
     seed=None,
+    groups=False,
     **kwargs,
 ):
     """Returns a copy of `model` with every eligible layer in TargetedDropout.
@@ -244,12 +245,39 @@ def apply_targeted_dropout(
         exclude: layer name, list of names, or a predicate `layer -> bool`.
         exclude_logits: bool, whether to skip the logits layer.
         seed: optional int; layer i gets `seed + i`.
-        **kwargs: other `TargetedDropout` arguments (`prune_at_inference`).
+        groups: bool, group-aware unit targeting (`targeting="unit"`): the
+            layers of one channel group of the channel dependency graph
+            must drop the same channels, which per-layer wrappers cannot
+            agree on; so the copy is returned inside one
+            `ModelTargetedDropout(copy, ..., groups=True)` instead (its
+            moving statistics held on dropped channels, see
+            `hold_statistics`), with `exclude`'s layers' kernels excluded.
+            Train the returned model; `.model` is the trained network.
+        **kwargs: other `TargetedDropout` arguments (`prune_at_inference`),
+            or with `groups=True` other `ModelTargetedDropout` arguments
+            (`noise`, `hold_statistics`).
 
     Example:
     >>> td_model = apply_targeted_dropout(model, rate=0.5, target_rate=0.75,
     ...                                   exclude=["stem"])
+    >>> grouped = apply_targeted_dropout(model, targeting="unit",
+    ...                                  groups=True)
     """
+    if not isinstance(groups, bool):
+        raise TypeError(f"`groups` must be a bool. Received: groups={groups!r}")
+    if groups:
+        return _grouped(
+            model,
+            rate,
+            target_rate,
+            targeting,
+            reference,
+            keep_per_column,
+            exclude,
+            exclude_logits,
+            seed,
+            kwargs,
+        )
     params = dict(
         rate=rate,
         target_rate=target_rate,
@@ -266,6 +294,59 @@ def apply_targeted_dropout(
         exclude_logits=exclude_logits,
         seed=seed,
         prefix="td",
+    )
+
+
+def _grouped(
+    model,
+    rate,
+    target_rate,
+    targeting,
+    reference,
+    keep_per_column,
+    exclude,
+    exclude_logits,
+    seed,
+    kwargs,
+):
+    """`apply_targeted_dropout(..., groups=True)`: a copy of `model` in one
+    group-targeting `ModelTargetedDropout`."""
+    from keras_tdrop.kernels import iter_layers
+    from keras_tdrop.layers.model_targeted_dropout import (
+        ModelTargetedDropout,
+    )
+
+    if keep_per_column is not None:
+        raise ValueError(
+            "`keep_per_column` is a per-layer setting, not one of "
+            "groups=True. Received: keep_per_column="
+            f"{keep_per_column!r}"
+        )
+    if targeting != "unit" or reference is not None:
+        raise ValueError(
+            "`groups=True` targets whole channels of the channel graph: it "
+            'needs targeting="unit" and reference=None. Received: '
+            f"targeting={targeting!r}, reference={reference!r}"
+        )
+    check_graph_model(model)
+    copy = clone_with_weights(model)
+    excluded = resolve_exclude(copy, exclude, exclude_logits=False)
+    paths = [
+        kernel.path
+        for layer in iter_layers(copy)
+        if excluded(layer)
+        for kernel in kernel_variables(layer)
+    ]
+    return ModelTargetedDropout(
+        copy,
+        rate=rate,
+        target_rate=target_rate,
+        targeting="unit",
+        exclude=sorted(set(paths)) or None,
+        exclude_logits=exclude_logits,
+        seed=seed,
+        groups=True,
+        **kwargs,
     )
 
 

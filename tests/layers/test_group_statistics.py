@@ -144,3 +144,37 @@ def test_hold_statistics_is_saved_and_checked(tmp_path):
         ModelTargetedDropout(
             bn_net(), targeting="unit", groups=True, hold_statistics=1
         )
+
+
+def test_apply_targeted_dropout_with_groups_holds_statistics_too():
+    """`apply_targeted_dropout(..., groups=True)` returns the same
+    grouped targeting around a copy; the caller's model is unchanged."""
+    from keras_tdrop import apply_targeted_dropout
+
+    model = bn_net()
+    before = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    td = apply_targeted_dropout(
+        model,
+        rate=0.5,
+        target_rate=0.5,
+        targeting="unit",
+        groups=True,
+        exclude="stem",
+        seed=3,
+    )
+    assert isinstance(td, ModelTargetedDropout) and td.model is not model
+    assert td.hold_statistics and td.exclude == ["stem/kernel"]
+    train(td)
+    targeted = targeted_channels(td, "a")
+    plain = bn_net()
+    train(plain)
+    np.testing.assert_allclose(
+        statistics(td.model, "bn_a")[1][targeted],
+        statistics(plain, "bn_a")[1][targeted],
+        rtol=1e-3,
+        atol=1e-5,
+    )
+    for old, new in zip(before, model.weights):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
+    with pytest.raises(ValueError, match="targeting='weight'"):
+        apply_targeted_dropout(model, groups=True)

@@ -18,7 +18,9 @@ __all__ = [
     "apply_none",
     "apply_random_prune",
     "apply_targeted",
+    "apply_targeted_groups",
     "strip_kernel_masks",
+    "strip_model_targeted",
     "strip_none",
 ]
 
@@ -36,6 +38,24 @@ def strip_none(model):
 def apply_targeted(model, *, exclude=None, seed=None, **params):
     """`apply_targeted_dropout(model, **params)`."""
     return apply_targeted_dropout(model, exclude=exclude, seed=seed, **params)
+
+
+def apply_targeted_groups(model, *, exclude=None, seed=None, **params):
+    """`apply_targeted_dropout(model, targeting="unit", groups=True,
+    **params)`: one `ModelTargetedDropout` around a copy."""
+    return apply_targeted_dropout(
+        model,
+        targeting="unit",
+        groups=True,
+        exclude=exclude,
+        seed=seed,
+        **params,
+    )
+
+
+def strip_model_targeted(model):
+    """The network a `ModelTargetedDropout` trained (`.model`)."""
+    return model.model
 
 
 def apply_dropout(model, *, exclude=None, seed=None, rate, targeting):

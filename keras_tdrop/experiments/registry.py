@@ -135,6 +135,10 @@ METHODS = {
         _lazy("keras_tdrop.experiments.methods", "apply_targeted"),
         _lazy("keras_tdrop.wrapping", "strip_targeted_dropout"),
     ),
+    "targeted_groups": Method(
+        _lazy("keras_tdrop.experiments.methods", "apply_targeted_groups"),
+        _lazy("keras_tdrop.experiments.methods", "strip_model_targeted"),
+    ),
     "random_prune": Method(
         _lazy("keras_tdrop.experiments.methods", "apply_random_prune"),
         _lazy("keras_tdrop.experiments.methods", "strip_random_prune"),
@@ -238,6 +242,17 @@ def _build():
             description="targeted unit dropout, alpha 0.9, gamma 0.75, "
             + ", ".join(f"{k}={v}" for k, v in semantics.items()),
         )
+    # The paper's unit pair through the channel graph (mobile payoff issue):
+    # every channel group drops the same channels, which group pruning
+    # removes, and BatchNorm moving statistics are held on the dropped
+    # channels (`ModelTargetedDropout(..., groups=True)`).
+    found["targeted_unit_groups_0.9_0.75"] = _experiment(
+        "targeted_groups",
+        {"rate": 0.9, "target_rate": 0.75},
+        paper="Table 2b",
+        description="group unit targeted dropout, alpha 0.9, gamma 0.75, "
+        "statistics held",
+    )
     # Ramped runs train with ~gamma * alpha of each kernel gone at the end,
     # so their BatchNorm statistics belong to the pruned network: they are
     # evaluated, saved and swept with the targeted set pruned, as for-ai/TD

@@ -312,9 +312,7 @@ def _grouped(
     """`apply_targeted_dropout(..., groups=True)`: a copy of `model` in one
     group-targeting `ModelTargetedDropout`."""
     from keras_tdrop.kernels import iter_layers
-    from keras_tdrop.layers.model_targeted_dropout import (
-        ModelTargetedDropout,
-    )
+    from keras_tdrop.layers.model_targeted_dropout import ModelTargetedDropout
 
     if keep_per_column is not None:
         raise ValueError(

@@ -33,6 +33,7 @@ import sys
 from keras_tdrop.experiments.run_folders import find_runs
 from keras_tdrop.experiments.run_folders import load_run
 from keras_tdrop.experiments.seeds import aggregate
+from keras_tdrop.experiments.seeds import band_verdict
 from keras_tdrop.experiments.seeds import cell
 from keras_tdrop.experiments.seeds import mean_sd
 from keras_tdrop.pruning.tables import format_rows
@@ -66,17 +67,8 @@ def accuracies(folder, recalibrated):
 
 def verdict(values, bound, at_least):
     """MET / NOT MET / UNDECIDED for `mean ± sd >= bound` (`at_least`) or
-    `<= bound`."""
-    mean, sd, n = mean_sd(values)
-    sd = sd or 0.0  # one seed: the band is the value alone
-    low, high = mean - sd, mean + sd
-    if at_least:
-        word = "MET" if low >= bound else "NOT MET" if high < bound else None
-    else:
-        word = "MET" if high <= bound else "NOT MET" if low > bound else None
-    word = word or "UNDECIDED"
-    seeds = " (1 seed)" if n == 1 else f" ({n} seeds)"
-    return f"{mean:6.2f} ± {sd:4.2f}{seeds}", word
+    `<= bound` (`seeds.band_verdict`)."""
+    return band_verdict(values, bound, at_least)
 
 
 def loss_at(sweeps, fraction):

@@ -147,3 +147,18 @@ def plot(table, path):
     )
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def main(argv=None):
+    """`python -m keras_tdrop.experiments.mobile_compare FOLDER`: rewrites
+    `FOLDER/compare` from the committed run folders (`make results`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=compare_mobile.__doc__)
+    parser.add_argument("folder", help="the folder of the run folders")
+    args = parser.parse_args(argv)
+    compare_mobile(args.folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,7 @@ from keras_tdrop.layers.targeted_rates import with_saved_semantics
 __all__ = [
     "METRICS",
     "aggregate",
+    "band_verdict",
     "cell",
     "group_runs",
     "mean_sd",
@@ -84,6 +85,24 @@ def mean_sd(values):
         return None, None, 0
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
     return float(np.mean(values)), sd, len(values)
+
+
+def band_verdict(values, bound, at_least):
+    """`(text, word)` for the claim `mean ± sd >= bound` (`at_least`) or
+    `<= bound` over per-seed `values`: MET when the whole band (mean ± sd)
+    is on the claim's side of the bound, NOT MET when it is all on the
+    other side, UNDECIDED when it straddles it. One seed's band is the
+    value alone, and the text says "(1 seed)"."""
+    mean, sd, n = mean_sd(values)
+    sd = sd or 0.0
+    low, high = mean - sd, mean + sd
+    if at_least:
+        word = "MET" if low >= bound else "NOT MET" if high < bound else None
+    else:
+        word = "MET" if high <= bound else "NOT MET" if low > bound else None
+    word = word or "UNDECIDED"
+    seeds = " (1 seed)" if n == 1 else f" ({n} seeds)"
+    return f"{mean:6.2f} ± {sd:4.2f}{seeds}", word
 
 
 def aggregate(sweeps_by_seed):

@@ -214,6 +214,31 @@ class RampingCallback(keras.callbacks.Callback):
         self._epoch_step = self._current_step()
         self._last_batch = -1
         self._apply(self._epoch_step)
+        self._warn_if_short()
+
+    def _warn_if_short(self):
+        """Warns when fit() knows its length and ends before the ramp
+        does: targeted dropout would never reach its rates."""
+        params = self.params or {}
+        epochs, steps = params.get("epochs"), params.get("steps")
+        if not epochs or not steps or not self._layers or callable(
+            self.schedule
+        ):
+            return
+        last = self._epoch_step + epochs * steps
+        alpha, gamma = self.fractions(last)
+        if alpha >= 1.0 and gamma >= 1.0:
+            return
+        import warnings
+
+        warnings.warn(
+            f"RampingCallback: this fit() ends at step {last}, before the "
+            f"ramp does: alpha reaches {alpha:.3g} and gamma {gamma:.3g} of "
+            "their final values, so targeted dropout never trains at its "
+            "rates. Pass `ramp_fraction=(0.5, 1.0)` (fractions of this "
+            "fit) or smaller `ramp_steps`.",
+            stacklevel=2,
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         # One device read per epoch; it also picks up a step restored after

@@ -67,7 +67,9 @@ def verify(model, content, sample, specs, relative_tolerance, num_threads=None):
     """
     expected = [
         np.asarray(y, dtype="float32")
-        for y in keras.tree.flatten(model(call_args(sample, specs)))
+        for y in keras.tree.flatten(
+            model(call_args(sample, specs), training=False)
+        )
     ]
     interpreter, op_resolver, actual = open_interpreter(
         content, lambda i: _run(i, specs, sample), num_threads

@@ -195,6 +195,7 @@ def _group_masks(
     _check_model(model)
     if groups is not True:
         raise TypeError(f"`groups` must be a bool. Received: groups={groups!r}")
+    _check_unwrapped(model)
     if targeting != "unit":
         raise ValueError(
             "`groups=True` prunes whole channels: it needs "
@@ -232,6 +233,32 @@ def _group_masks(
         round_to,
         importance=importance,
     )
+
+
+def _check_unwrapped(model):
+    """Refuses a model still in the package's training wrappers: the
+    channel graph sees a wrapper as an unknown layer and would prune
+    nothing."""
+    from keras_tdrop.layers.kernel_wrapper import kernel_wrappers
+    from keras_tdrop.layers.model_targeted_dropout import (
+        ModelTargetedDropout,
+    )
+
+    if isinstance(model, ModelTargetedDropout):
+        raise ValueError(
+            "compute_masks(..., groups=True) needs the trained network, not "
+            "its ModelTargetedDropout: pass `model.model`. Received: "
+            f"model=ModelTargetedDropout '{model.name}'"
+        )
+    wrapped = kernel_wrappers(model)
+    if wrapped:
+        names = ", ".join(f"'{w.name}' ({type(w).__name__})" for w in wrapped)
+        raise ValueError(
+            "compute_masks(..., groups=True) needs the plain network: model "
+            f"'{model.name}' still holds training wrappers ({names}), which "
+            "the channel graph cannot see through. Strip them first: "
+            "`strip_targeted_dropout(model)` (or `strip_wrappers`)."
+        )
 
 
 def nm_masks(

@@ -438,3 +438,44 @@ def test_loop_driving_the_callback_without_epoch_begin():
     assert [rate for _, rate in seen] == pytest.approx(
         [0.8 * step / 40 for step in range(9)], rel=1e-6
     )
+
+
+def test_a_fit_shorter_than_the_ramp_says_how_far_it_gets():
+    """The reference ramp (20k/40k steps) in a 3-step fit: a warning with
+    the fractions reached, none for a ramp that ends inside the fit."""
+    import warnings as warnings_lib
+
+    from keras_tdrop import apply_targeted_dropout
+
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, name="hidden")(inputs)
+    model = apply_targeted_dropout(
+        keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden)),
+        rate=0.5,
+        target_rate=0.5,
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((12, 4), "float32")
+    y = np.zeros((12, 2), "float32")
+    with pytest.warns(UserWarning, match=r"alpha reaches 7\.5e-05") as found:
+        model.fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=1,
+            verbose=0,
+            callbacks=[RampingCallback()],
+        )
+    (ours,) = [w for w in found if "RampingCallback" in str(w.message)]
+    assert "gamma 0.000142 of" in str(ours.message)
+    with warnings_lib.catch_warnings(record=True) as seen:
+        warnings_lib.simplefilter("always")
+        model.fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=1,
+            verbose=0,
+            callbacks=[RampingCallback(ramp_fraction=(0.5, 1.0))],
+        )
+    assert not [w for w in seen if "RampingCallback" in str(w.message)]

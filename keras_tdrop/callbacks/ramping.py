@@ -221,8 +221,11 @@ class RampingCallback(keras.callbacks.Callback):
         does: targeted dropout would never reach its rates."""
         params = self.params or {}
         epochs, steps = params.get("epochs"), params.get("steps")
-        if not epochs or not steps or not self._layers or callable(
-            self.schedule
+        if (
+            not epochs
+            or not steps
+            or not self._layers
+            or callable(self.schedule)
         ):
             return
         last = self._epoch_step + epochs * steps

@@ -240,9 +240,7 @@ def _check_unwrapped(model):
     channel graph sees a wrapper as an unknown layer and would prune
     nothing."""
     from keras_tdrop.layers.kernel_wrapper import kernel_wrappers
-    from keras_tdrop.layers.model_targeted_dropout import (
-        ModelTargetedDropout,
-    )
+    from keras_tdrop.layers.model_targeted_dropout import ModelTargetedDropout
 
     if isinstance(model, ModelTargetedDropout):
         raise ValueError(

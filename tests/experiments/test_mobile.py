@@ -137,9 +137,7 @@ def test_the_dense_row_is_measured_as_trained(smoke):
         x, y = datasets.load_numpy(
             "cifar10", "test", data_dir=DATA_DIR, limit=TEST_LIMIT
         )
-        accuracy = np.mean(
-            np.argmax(model.predict(x, verbose=0), axis=-1) == y
-        )
+        accuracy = np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y)
         assert dense["accuracy_as_trained"] == pytest.approx(accuracy)
 
 

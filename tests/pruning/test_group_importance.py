@@ -49,9 +49,10 @@ def test_bn_scale_removes_the_lowest_summed_gammas():
     assert removed(masks, "b/kernel") == expect_b
     # The magnitude ranking of the same model chooses otherwise here.
     by_magnitude = compute_masks(model, 0.5, targeting="unit", groups=True)
-    assert removed(by_magnitude, "a/kernel") != expect_a or removed(
-        by_magnitude, "b/kernel"
-    ) != expect_b
+    assert (
+        removed(by_magnitude, "a/kernel") != expect_a
+        or removed(by_magnitude, "b/kernel") != expect_b
+    )
 
 
 def test_magnitude_is_the_default():

@@ -187,10 +187,12 @@ def _add_mobile(parser):
     )
     parser.add_argument(
         "--scale",
-        choices=("smoke", "converged"),
+        choices=("smoke", "search", "converged"),
         default="smoke",
         help="converged: CIFAR-10 45k/5k train/validation, 12 epochs, about "
-        "an hour per plain run on one CPU core; smoke: seconds (default)",
+        "an hour per plain run on one CPU core; search: the same cut to 3 "
+        "epochs, for choosing settings on the validation split; smoke: "
+        "seconds (default)",
     )
     add_fractions(
         parser, "comma-separated prune fractions (default 0,0.25,0.5,0.7)"

@@ -14,7 +14,13 @@ from keras_tdrop.pruning.plots import save_png
 from keras_tdrop.pruning.report import write_csv
 from keras_tdrop.pruning.tables import format_rows
 
-__all__ = ["TABLE_COLUMNS", "compare_mobile", "load_rows", "summarize"]
+__all__ = [
+    "METRICS",
+    "TABLE_COLUMNS",
+    "compare_mobile",
+    "load_rows",
+    "summarize",
+]
 
 TABLE_COLUMNS = (
     "method",
@@ -29,6 +35,7 @@ TABLE_COLUMNS = (
     "finetune_seconds",
 )
 METRIC = "accuracy_tflite"
+METRICS = ("accuracy_tflite", "val_accuracy")
 
 
 def load_rows(folder):
@@ -49,11 +56,16 @@ def _band(values):
     return float(np.mean(values)), sd
 
 
-def summarize(rows):
+def summarize(rows, metric=METRIC):
     """One row per (method, fraction): the seeds, median MACs and LiteRT
-    latency, the LiteRT test accuracy's mean and sd (None with one seed),
-    and at fraction 0 the dense network's as-trained accuracy (before
+    latency, `metric`'s mean and sd (None with one seed; by default the
+    LiteRT test accuracy, `"val_accuracy"` for the validation split), and
+    at fraction 0 the dense network's as-trained test accuracy (before
     recalibrating its BatchNorm statistics)."""
+    if metric not in METRICS:
+        raise ValueError(
+            f"`metric` must be one of {METRICS}. Received: metric={metric!r}"
+        )
     keys = sorted({(r["method"], r["fraction"]) for r in rows})
     table = []
     for method, fraction in keys:
@@ -62,7 +74,7 @@ def summarize(rows):
             for r in rows
             if r["method"] == method and r["fraction"] == fraction
         ]
-        accuracy, sd = _band([r[METRIC] for r in same])
+        accuracy, sd = _band([r[metric] for r in same])
         trained, trained_sd = _band([r["accuracy_as_trained"] for r in same])
         seconds = [r["finetune_seconds"] for r in same if r["finetune_seconds"]]
         table.append(
@@ -84,11 +96,12 @@ def summarize(rows):
     return table
 
 
-def compare_mobile(folder, out=None, verbose=1):
+def compare_mobile(folder, out=None, verbose=1, metric=METRIC):
     """Writes `compare.txt`, `compare.csv` and `compare.png` (accuracy in
     LiteRT against LiteRT batch-1 latency and against MACs, one curve per
     method, sd bars) for the run folders in `folder`, into `out` (default
-    `{folder}/compare`); returns the summary rows."""
+    `{folder}/compare`); returns the summary rows. `metric="val_accuracy"`
+    tabulates the validation split instead (a search's folder)."""
     out = out or os.path.join(folder, "compare")
     rows = load_rows(folder)
     if not rows:
@@ -96,11 +109,17 @@ def compare_mobile(folder, out=None, verbose=1):
             f"No run results in {folder!r}: run `keras-tdrop mobile` with "
             "--out pointing there first."
         )
-    table = summarize(rows)
+    table = summarize(rows, metric)
     os.makedirs(out, exist_ok=True)
     text = format_rows(table, TABLE_COLUMNS, missing="-")
+    what = (
+        "CIFAR-10 test accuracy of the shrunk network in LiteRT"
+        if metric == METRIC
+        else "validation-split accuracy (5,000 held-out training images) "
+        "of the shrunk network"
+    )
     note = (
-        "accuracy: CIFAR-10 test accuracy of the shrunk network in LiteRT, "
+        f"accuracy: {what}, "
         "BatchNorm recalibrated after pruning, mean and sd over the seeds "
         "(no sd: one seed); as_trained: the dense network before "
         "recalibration; latency: LiteRT batch 1, one thread, median."
@@ -156,8 +175,9 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=compare_mobile.__doc__)
     parser.add_argument("folder", help="the folder of the run folders")
+    parser.add_argument("--metric", choices=METRICS, default=METRIC)
     args = parser.parse_args(argv)
-    compare_mobile(args.folder)
+    compare_mobile(args.folder, metric=args.metric)
 
 
 if __name__ == "__main__":

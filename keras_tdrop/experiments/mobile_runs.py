@@ -35,6 +35,7 @@ from keras_tdrop.pruning.shrink import shrink
 
 __all__ = [
     "COLUMNS",
+    "method_label",
     "SCALES",
     "evaluate_run",
     "run_name",
@@ -61,6 +62,23 @@ SCALES = {
         "test_limit": None,
         "recalibrate": 2000,
         "latency_repeats": 500,
+    },
+    # The validation search's shortened schedule (the converged one cut to
+    # 3 epochs); the chosen setting is confirmed at the converged scale.
+    "search": {
+        "epochs": 3,
+        "batch_size": 128,
+        "learning_rate": 0.1,
+        "warmup": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 4e-5,
+        "train_split": "train[5000:]",
+        "val_split": "train[:5000]",
+        "train_limit": None,
+        "val_limit": None,
+        "test_limit": None,
+        "recalibrate": 2000,
+        "latency_repeats": 200,
     },
     "smoke": {
         "epochs": 1,
@@ -95,12 +113,32 @@ COLUMNS = (
 )
 
 
-def run_name(method, seed, width=None):
-    """The run folder's name: `{method}_s{seed}`, or for a narrow network
-    built at prune fraction `width`, `narrow_w{percent}_s{seed}`."""
+def method_label(method, params=None):
+    """`method`, or with settings other than `DEFAULT_PARAMS`,
+    `method(key=value,...)`: how tables and claims name the runs."""
+    defaults = DEFAULT_PARAMS.get(method, {})
+    changed = {
+        k: v
+        for k, v in sorted((params or {}).items())
+        if json.dumps(v) != json.dumps(defaults.get(k))
+    }
+    if not changed:
+        return method
+    text = ",".join(
+        f"{k}={'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+        for k, v in changed.items()
+    )
+    return f"{method}({text})"
+
+
+def run_name(method, seed, width=None, params=None):
+    """The run folder's name: `{label}_s{seed}` (see `method_label`;
+    `targeted(rate=0.75)_s0` for one with another alpha), or for a narrow
+    network built at prune fraction `width`, `narrow_w{percent}_s{seed}`."""
+    label = method_label(method, params)
     if width is None:
-        return f"{method}_s{seed}"
-    return f"{method}_w{round(width * 100)}_s{seed}"
+        return f"{label}_s{seed}"
+    return f"{label}_w{round(width * 100)}_s{seed}"
 
 
 def _accuracy(logits, labels):
@@ -220,7 +258,7 @@ def train_run(
             out_dir, "none", seed, scale, None, None, data_dir, verbose
         )
     params = dict(DEFAULT_PARAMS.get(method, {}), **(params or {}))
-    run_dir = os.path.join(out_dir, run_name(method, seed, width))
+    run_dir = os.path.join(out_dir, run_name(method, seed, width, params))
     model_path = os.path.join(run_dir, "model.keras")
     os.makedirs(run_dir, exist_ok=True)
     config = {
@@ -243,7 +281,8 @@ def train_run(
     training, callbacks = spec.prepare(model, params, seed)
     _compile(training, scale, _steps(scale, scale["epochs"]))
     say(
-        f"Training {run_name(method, seed, width)} ({spec.description}; "
+        f"Training {run_name(method, seed, width, params)} "
+        f"({spec.description}; "
         f"{model.count_params():,} parameters, {scale['epochs']} epochs) "
         f"in {run_dir}.",
         flush=True,
@@ -352,7 +391,7 @@ def evaluate_run(
         files.append(file)
         rows.append(
             {
-                "method": method,
+                "method": method_label(method, params),
                 "seed": seed,
                 "fraction": fraction,
                 "params": small.count_params(),
@@ -370,7 +409,7 @@ def evaluate_run(
             }
         )
         say(
-            f"  {run_name(method, seed, width)} at {fraction:.0%}: "
+            f"  {run_name(method, seed, width, params)} at {fraction:.0%}: "
             f"{rows[-1]['macs']:,} MACs, accuracy "
             f"{rows[-1]['accuracy_tflite']:.4f} in LiteRT",
             flush=True,

@@ -152,15 +152,31 @@ def test_a_second_run_resumes_without_training(smoke):
 
 def test_other_settings_in_a_run_folder_are_refused(smoke):
     out, _, _ = smoke
-    with pytest.raises(ValueError, match=r"differing: \['params'\]"):
+    with pytest.raises(ValueError, match=r"differing: \['scale'\]"):
         mobile.run_mobile(
             str(out),
             methods=["targeted"],
-            scale="smoke",
-            params={"targeted": {"rate": 0.25}},
+            scale="search",
             data_dir=DATA_DIR,
             verbose=0,
         )
+
+
+def test_other_method_settings_get_their_own_folder_and_label():
+    from keras_tdrop.experiments.mobile_runs import method_label
+    from keras_tdrop.experiments.mobile_runs import run_name
+
+    assert method_label("targeted", {"rate": 0.5, "target_rate": 0.5}) == (
+        "targeted"
+    )
+    params = {"rate": 0.75, "ramp": (0.1, 0.3)}
+    assert method_label("targeted", params) == (
+        "targeted(ramp=0.1-0.3,rate=0.75)"
+    )
+    assert run_name("targeted", 2, None, params) == (
+        "targeted(ramp=0.1-0.3,rate=0.75)_s2"
+    )
+    assert run_name("narrow", 1, 0.25) == "narrow_w25_s1"
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,16 @@ def check_graph_model(model, name="model"):
 
 
 def _fresh(layer):
-    """A new layer of the same config, built as `layer` was (if it was)."""
+    """A new layer of the same config, built as `layer` was (if it was).
+
+    A layer Keras cannot re-create from its config (no `get_config`, an
+    `__init__` without `**kwargs`) is reused as it is when it holds no
+    weights (nothing of it can be shared by mistake), and otherwise refused
+    with an error naming it and what Keras needs. A custom layer whose
+    `build` does not build its sublayers (they are built by its first
+    call, as published code often writes them) is called once on symbolic
+    inputs of its built shape, so the copy has every weight to copy into.
+    """
     if not isinstance(layer, keras.layers.Layer):
         # A raw keras.ops operation (`x + y`, `x[:, 0]`): stateless, so the
         # operation itself serves when its config does not round-trip.
@@ -51,10 +60,35 @@ def _fresh(layer):
             return layer.__class__.from_config(layer.get_config())
         except (NotImplementedError, TypeError, ValueError):
             return layer
-    new = layer.__class__.from_config(layer.get_config())
+    try:
+        new = layer.__class__.from_config(layer.get_config())
+    except (NotImplementedError, TypeError, ValueError) as error:
+        if not layer.weights:
+            return layer
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) holds weights "
+            "and cannot be re-created from its config, so the model cannot "
+            f"be copied: {type(error).__name__}: {error}. Keras needs a "
+            "`get_config()` returning the constructor's arguments and an "
+            "`__init__(self, ..., **kwargs)` passing `**kwargs` (name, "
+            "trainable, dtype) to `super().__init__`."
+        ) from None
     build_config = layer.get_build_config() if layer.built else None
     if build_config:
-        new.build_from_config(build_config)
+        shape = build_config.get("input_shape")
+        own_build = type(new).build is not keras.layers.Layer.build
+        if own_build or shape is None:
+            new.build_from_config(build_config)
+        if len(new.weights) != len(layer.weights) and shape is not None:
+            new(keras.tree.map_shape_structure(keras.KerasTensor, shape))
+        if len(new.weights) != len(layer.weights):
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) has "
+                f"{len(layer.weights)} weights, but a copy made from its "
+                f"config and built on its input shape has "
+                f"{len(new.weights)}. Give it a `build(input_shape)` that "
+                "creates (or builds the sublayers holding) every weight."
+            )
     return new
 
 

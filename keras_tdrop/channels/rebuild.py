@@ -79,10 +79,18 @@ class _Builder:
         try:
             new = layer.__class__.from_config(config)
         except Exception as error:
+            if not layer.weights:
+                # Nothing of it changes and nothing of it can be shared by
+                # mistake: the layer itself serves (a reshaping `Patches`).
+                self.layers[id(layer)] = layer
+                return layer
             raise ValueError(
                 f"Cannot rebuild layer '{layer.name}' "
-                f"({type(layer).__name__}) from its config: {error}. Give "
-                "it a get_config/from_config pair."
+                f"({type(layer).__name__}) from its config: "
+                f"{type(error).__name__}: {error}. Keras needs a "
+                "`get_config()` returning the constructor's arguments and an "
+                "`__init__(self, ..., **kwargs)` passing `**kwargs` (name, "
+                "trainable, dtype) to `super().__init__`."
             ) from error
         self.layers[id(layer)] = new
         self.pending.append((layer, new, arrays))

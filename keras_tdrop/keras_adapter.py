@@ -205,6 +205,11 @@ def sublayers(layer):
     return list(layer._flatten_layers(include_self=False, recursive=True))
 
 
+def children(layer):
+    """The layers directly inside `layer` (not theirs), each once."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
 def raw_op_types(*names):
     """The classes of raw `keras.ops` operations (`Add`, `Reshape`, ...)
     that appear as nodes of a functional graph; names Keras lacks are

@@ -69,8 +69,11 @@ def flops(model, per_layer=False):
     nested functional and Sequential models are counted call by call.
     Counts matrix products only (see the module docstring) and every
     weight, zero or not: shrinking a model lowers its count, masking does
-    not. Layers without a rule count 0 (with a warning when they hold
-    weight matrices); add rules with `register_flops_rule`.
+    not. A custom layer without a rule counts the sublayers that have one
+    (Dense, convolutions, attention inside a Transformer block), each once
+    on the shape it was built on; other layers without a rule count 0
+    (with a warning when they hold weight matrices); add rules with
+    `register_flops_rule`.
 
     Args:
         model: a built functional or Sequential `keras.Model` whose inputs
@@ -143,6 +146,9 @@ def _count(op, inputs, outputs):
     rule = _rule(op)
     if rule is None:
         if any(len(w.shape) >= 2 for w in getattr(op, "weights", ())):
+            counted = _sublayer_macs(op)
+            if counted is not None:
+                return counted
             warnings.warn(
                 f"flops: no rule for layer '{op.name}' of type "
                 f"{type(op).__name__}, which holds weight matrices; it "
@@ -161,6 +167,62 @@ def _count(op, inputs, outputs):
                 "model on a keras.Input with a full `shape`."
             )
     return int(rule(op, inputs, outputs))
+
+
+def _built_shapes(layer):
+    """`(input shapes, output shapes)` of a built layer's one call, from
+    the shapes it was built on, or None when they are not known."""
+    config = layer.get_build_config() if layer.built else None
+    if not config:
+        return None
+    config = config.get("shapes_dict", config)  # MultiHeadAttention's
+    if "input_shape" in config:
+        inputs = [tuple(config["input_shape"])]
+    elif "query_shape" in config:
+        value = config.get("value_shape") or config["query_shape"]
+        inputs = [tuple(config["query_shape"]), tuple(value)]
+    else:
+        return None
+    try:
+        outputs = layer.compute_output_shape(*inputs)
+    except Exception:  # a layer without a static shape rule
+        return None
+    if (
+        isinstance(outputs, tuple)
+        and outputs
+        and isinstance(outputs[0], (tuple, list))
+    ):
+        outputs = [tuple(o) for o in outputs]
+    else:
+        outputs = [tuple(outputs)]
+    return inputs, outputs
+
+
+def _sublayer_macs(op):
+    """The MACs of a custom layer without a rule (a Transformer block, a
+    tokenizer): the sum over its sublayers that have rules, each counted
+    once on the shape it was built on (a sublayer called twice counts
+    once). None when one of those sublayers' shapes is unknown."""
+    total, found = 0, False
+    for layer in keras_adapter.children(op):
+        rule = _rule(layer)
+        if rule is None:
+            inner = _sublayer_macs(layer)
+            if inner is None and any(len(w.shape) >= 2 for w in layer.weights):
+                return None
+            total += inner or 0
+            found = found or inner is not None
+            continue
+        if rule is _no_macs:
+            continue
+        shapes = _built_shapes(layer)
+        if shapes is None or any(
+            None in shape[1:] for shape in shapes[0] + shapes[1]
+        ):
+            return None
+        total += int(rule(layer, *shapes))
+        found = True
+    return total if found else None
 
 
 def _size(shape):

@@ -239,3 +239,36 @@ def test_bad_input():
         register_flops_rule(int, lambda *a: 0)
     with pytest.raises(TypeError, match=r"fn=3"):
         register_flops_rule(L.Dense, 3)
+
+
+class _Block(keras.layers.Layer):
+    """A Transformer block written as published code writes it: its
+    sublayers made in `__init__`, no flops rule of its own."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = keras.layers.MultiHeadAttention(2, 4)
+        self.up = keras.layers.Dense(16)
+        self.down = keras.layers.Dense(8)
+        self.conv = keras.layers.Conv1D(8, 3, padding="same")
+
+    def call(self, x):
+        x = x + self.attention(x, x)
+        return self.conv(self.down(self.up(x)))
+
+
+def test_a_custom_layer_counts_its_sublayers_as_the_same_graph_does():
+    import warnings
+
+    inputs = keras.Input((5, 8))
+    custom = keras.Model(inputs, _Block()(inputs))
+    x = keras.Input((5, 8))
+    y = x + keras.layers.MultiHeadAttention(2, 4)(x, x)
+    y = keras.layers.Dense(8)(keras.layers.Dense(16)(y))
+    plain = keras.Model(x, keras.layers.Conv1D(8, 3, padding="same")(y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "counts 0 MACs" warning
+        counted = flops(custom)
+    # attention 2*5*8*4*3 + 2*5*5*4*2 + 5*2*4*8; dense 5*8*16 + 5*16*8;
+    # conv 5*3*8*8.
+    assert counted == flops(plain) == 960 + 400 + 320 + 640 + 640 + 960

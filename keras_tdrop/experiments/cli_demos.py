@@ -212,6 +212,12 @@ def _add_mobile(parser):
         "--ramp", type=_ramp, help="targeted: FIRST,TOTAL fractions of the ramp"
     )
     parser.add_argument(
+        "--clean-steps",
+        type=float,
+        help="targeted: fraction of steps without drops, on which alone "
+        "BatchNorm statistics learn (default 0)",
+    )
+    parser.add_argument(
         "--l1", type=float, help="slimming: the L1 coefficient on gamma"
     )
     add_data_dir(parser)
@@ -228,6 +234,7 @@ def _run_mobile(args):
                 ("rate", args.rate),
                 ("target_rate", args.target_rate),
                 ("ramp", args.ramp),
+                ("clean_steps", args.clean_steps),
             )
             if v is not None
         },

@@ -29,7 +29,12 @@ MobileMethod.__doc__ = """One training method of `keras-tdrop mobile`.
 
 # The settings of each method (overridden from the command line).
 DEFAULT_PARAMS = {
-    "targeted": {"rate": 0.5, "target_rate": 0.5, "ramp": (0.25, 0.5)},
+    "targeted": {
+        "rate": 0.5,
+        "target_rate": 0.5,
+        "ramp": (0.25, 0.5),
+        "clean_steps": 0.0,
+    },
     "slimming": {"l1": 1e-4},
     "finetune": {"epochs_fraction": 0.1, "learning_rate": 0.01},
 }
@@ -44,8 +49,8 @@ def _same(model):
 
 
 def _targeted(model, params, seed):
-    """Group unit targeted dropout (moving statistics held), ramped over
-    the `ramp` fractions of training."""
+    """Group unit targeted dropout (moving statistics held, or learned on
+    `clean_steps` only), ramped over the `ramp` fractions of training."""
     training = ModelTargetedDropout(
         model,
         rate=params["rate"],
@@ -53,6 +58,7 @@ def _targeted(model, params, seed):
         targeting="unit",
         groups=True,
         seed=seed,
+        clean_steps=params["clean_steps"],
     )
     ramp = RampingCallback(ramp_fraction=tuple(params["ramp"]))
     return training, [ramp]

@@ -225,6 +225,12 @@ def _check_config(run_dir, config):
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        # A setting added since keeps its default, the old behaviour.
+        defaults = DEFAULT_PARAMS.get(saved.get("method"), {})
+        saved["params"] = {
+            **json.loads(json.dumps(defaults)),
+            **saved.get("params", {}),
+        }
         config = json.loads(json.dumps(config))
         if saved != config:
             changed = sorted(k for k in config if saved.get(k) != config[k])

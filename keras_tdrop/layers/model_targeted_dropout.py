@@ -88,6 +88,16 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
             training forward pass is unchanged: the dropped channel is
             what the pruned network computes. False: the statistics learn
             the dropped steps too (the behaviour before 0.10).
+        clean_steps: float in [0, 1), the fraction of training steps taken
+            without any drop (drawn per step), on which alone every moving
+            statistic of the model (BatchNormalization's `moving_mean`,
+            `moving_variance`) learns; the other steps leave them all as
+            they were. Dropping channels also shifts what the layers after
+            them see, so statistics learned on dropped steps do not fit the
+            dense network (with `hold_statistics` alone, a dense
+            MobileNetV2-style network scored 60.3% as trained against
+            72.2% with its statistics re-estimated). 0 (the default):
+            every step drops, and `hold_statistics` applies.
 
     Call arguments:
         The model's, plus `training`.
@@ -119,6 +129,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         seed=None,
         groups=False,
         hold_statistics=True,
+        clean_steps=0.0,
         **kwargs,
     ):
         if not isinstance(model, keras.Model):
@@ -151,6 +162,15 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 "`hold_statistics` must be a bool. "
                 f"Received: hold_statistics={hold_statistics!r}"
             )
+        if (
+            isinstance(clean_steps, bool)
+            or not isinstance(clean_steps, (int, float))
+            or not 0.0 <= clean_steps < 1.0
+        ):
+            raise ValueError(
+                "`clean_steps` must be a float in [0, 1). "
+                f"Received: clean_steps={clean_steps!r}"
+            )
         if groups and (targeting != "unit" or reference is not None):
             raise ValueError(
                 "`groups=True` targets whole channels of the channel graph: "
@@ -168,6 +188,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         self.model = model
         self.groups = groups
         self.hold_statistics = hold_statistics
+        self.clean_steps = float(clean_steps)
         self._group_targeting = None
         self.include = include
         self.exclude = exclude
@@ -272,6 +293,23 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         statistics a grouped training step leaves as they were (see
         `GroupTargeting.dropped_and_held`)."""
         kernels = self._kernels if training else self._inference_pruned()
+        rate, held_all = self._current_rate, None
+        if training and self.clean_steps:
+            draw = keras.random.uniform((), seed=self.seed_generator)
+            clean = keras.ops.less(draw, self.clean_steps)
+            rate = keras.ops.where(
+                clean, 0.0, keras.ops.cast(self._current_rate, "float32")
+            )
+            held_all = [
+                (
+                    v,
+                    keras.ops.broadcast_to(
+                        keras.ops.logical_not(clean), v.shape
+                    ),
+                )
+                for v in self.model.non_trainable_variables
+                if v.name.startswith("moving_")
+            ]
         if training and self.groups:
             grouping = self.group_targeting
             values = {
@@ -280,12 +318,14 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
             }
             dropped, held = grouping.dropped_and_held(
                 values,
-                self._current_rate,
+                rate,
                 self._current_target_rate,
                 self.seed_generator,
                 noise=self.noise,
                 rescale=self.rescale,
             )
+            if held_all is not None:
+                return dropped, held_all
             return dropped, held if self.hold_statistics else []
         if not training:
             return [
@@ -296,7 +336,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         # many small layers needs to build and run its step quickly.
         values = batched_targeting.targeted_dropout_many(
             [adapter.stored_value(kernel) for kernel in kernels],
-            self._current_rate,
+            rate,
             self._current_target_rate,
             targeting=self.targeting,
             reference=self.reference,
@@ -304,7 +344,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
             noise=self.noise,
             rescale=self.rescale,
         )
-        return list(zip(kernels, values)), []
+        return list(zip(kernels, values)), held_all or []
 
     def call(self, inputs, training=None, **kwargs):
         mapping, held = self._dropped_and_held(bool(training))
@@ -339,6 +379,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
                 "seed": self.seed,
                 "groups": self.groups,
                 "hold_statistics": self.hold_statistics,
+                "clean_steps": self.clean_steps,
             }
         )
         return config

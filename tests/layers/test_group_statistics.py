@@ -202,3 +202,32 @@ def test_apply_targeted_dropout_with_groups_holds_statistics_too():
         np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
     with pytest.raises(ValueError, match="targeting='weight'"):
         apply_targeted_dropout(model, groups=True)
+
+
+@pytest.mark.parametrize("groups", [True, False])
+def test_clean_steps_learn_every_statistic_of_the_dense_network(groups):
+    """With `clean_steps`, the moving statistics learn only the steps
+    taken without drops: every channel of every BatchNorm layer, targeted
+    or not, downstream of a drop or not, ends equal to the plain
+    network's (with the kernels fixed)."""
+    plain = bn_net()
+    train(plain)
+    kwargs = dict(groups=True) if groups else {}
+    td = ModelTargetedDropout(
+        bn_net(),
+        rate=0.5,
+        target_rate=0.5,
+        targeting="unit",
+        exclude=["stem/*"],
+        clean_steps=0.5,
+        seed=3,
+        **kwargs,
+    )
+    train(td)
+    for name in ("bn_a", "bn_b"):
+        for got, want in zip(
+            statistics(td.model, name), statistics(plain, name)
+        ):
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="clean_steps=1.0"):
+        ModelTargetedDropout(bn_net(), targeting="unit", clean_steps=1.0)

@@ -163,8 +163,18 @@ def _data(scale, data_dir, seed):
     return train
 
 
+# How BatchNorm is recalibrated after pruning: on training images drawn as
+# training draws them (augmented). Measured on the plain converged network
+# (seed 0): 80.3% as trained, 80.2% recalibrated on 2,000 augmented
+# training images, 76.8% on 2,000 unaugmented ones (the layers were trained
+# on the statistics of augmented batches). Results evaluated otherwise are
+# evaluated again.
+CALIBRATION = "augmented"
+
+
 def _arrays(scale, data_dir):
-    """`{"val": (x, y), "test": (x, y), "calib": x}` as numpy arrays."""
+    """`{"val": (x, y), "test": (x, y), "calib": x}` as numpy arrays; the
+    calibration images augmented as in training (a fixed draw)."""
     val = datasets.load_numpy(
         "cifar10",
         scale["val_split"],
@@ -174,12 +184,16 @@ def _arrays(scale, data_dir):
     test = datasets.load_numpy(
         "cifar10", "test", data_dir=data_dir, limit=scale["test_limit"]
     )
-    calib, _ = datasets.load_numpy(
+    calib = datasets.load(
         "cifar10",
         scale["train_split"],
+        batch_size=scale["recalibrate"],
         data_dir=data_dir,
-        limit=scale["recalibrate"],
+        shuffle=True,
+        seed=12345,
+        augment=True,
     )
+    calib = next(iter(calib))[0].numpy()
     return {"val": val, "test": test, "calib": calib}
 
 
@@ -366,9 +380,9 @@ def evaluate_run(
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if [r["fraction"] for r in saved["rows"]] == _fractions(
-            method, fractions, width
-        ):
+        if saved.get("calibration") == CALIBRATION and [
+            r["fraction"] for r in saved["rows"]
+        ] == _fractions(method, fractions, width):
             return saved["rows"]
     params = dict(DEFAULT_PARAMS.get(method, {}), **(params or {}))
     arrays = _arrays(scale, data_dir)
@@ -424,7 +438,7 @@ def evaluate_run(
         rows, latencies(files, x_test[:1], scale["latency_repeats"])
     ):
         row["latency_ms"] = latency
-    write_json(path, {"rows": rows})
+    write_json(path, {"rows": rows, "calibration": CALIBRATION})
     return rows
 
 

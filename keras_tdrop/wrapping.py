@@ -299,19 +299,6 @@ def apply_targeted_dropout(
     """
     if not isinstance(groups, bool):
         raise TypeError(f"`groups` must be a bool. Received: groups={groups!r}")
-    if groups:
-        return _grouped(
-            model,
-            rate,
-            target_rate,
-            targeting,
-            reference,
-            keep_per_column,
-            exclude,
-            exclude_logits,
-            seed,
-            kwargs,
-        )
     params = dict(
         rate=rate,
         target_rate=target_rate,
@@ -320,6 +307,8 @@ def apply_targeted_dropout(
         keep_per_column=keep_per_column,
         **kwargs,
     )
+    if groups:
+        return _grouped(model, params, exclude, exclude_logits, seed)
     return apply_wrapper(
         model,
         TargetedDropout,
@@ -331,23 +320,16 @@ def apply_targeted_dropout(
     )
 
 
-def _grouped(
-    model,
-    rate,
-    target_rate,
-    targeting,
-    reference,
-    keep_per_column,
-    exclude,
-    exclude_logits,
-    seed,
-    kwargs,
-):
+def _grouped(model, params, exclude, exclude_logits, seed):
     """`apply_targeted_dropout(..., groups=True)`: a copy of `model` in one
-    group-targeting `ModelTargetedDropout`."""
+    group-targeting `ModelTargetedDropout` with `params` (the per-layer
+    arguments, checked here)."""
     from keras_tdrop.kernels import iter_layers
     from keras_tdrop.layers.model_targeted_dropout import ModelTargetedDropout
 
+    params = dict(params)
+    keep_per_column = params.pop("keep_per_column")
+    targeting, reference = params.pop("targeting"), params.pop("reference")
     if keep_per_column is not None:
         raise ValueError(
             "`keep_per_column` is a per-layer setting, not one of "
@@ -371,14 +353,12 @@ def _grouped(
     ]
     return ModelTargetedDropout(
         copy,
-        rate=rate,
-        target_rate=target_rate,
         targeting="unit",
         exclude=sorted(set(paths)) or None,
         exclude_logits=exclude_logits,
         seed=seed,
         groups=True,
-        **kwargs,
+        **params,
     )
 
 

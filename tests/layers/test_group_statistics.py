@@ -46,6 +46,20 @@ def train(model, steps=STEPS):
         model.train_on_batch(xb, yb)
 
 
+def grouped(hold=True, seed=3, **kwargs):
+    """`bn_net` in group unit targeted dropout at 0.5/0.5, stem left."""
+    return ModelTargetedDropout(
+        bn_net(),
+        rate=0.5,
+        target_rate=0.5,
+        targeting="unit",
+        exclude=["stem/*"],
+        hold_statistics=hold,
+        seed=seed,
+        **{"groups": True, **kwargs},
+    )
+
+
 def statistics(model, name):
     layer = model.get_layer(name)
     return (
@@ -70,16 +84,7 @@ def targeted_channels(td, name):
 def test_a_dropped_channels_statistics_match_the_undropped_network(hold):
     plain = bn_net()
     train(plain)
-    td = ModelTargetedDropout(
-        bn_net(),
-        rate=0.5,
-        target_rate=0.5,
-        targeting="unit",
-        groups=True,
-        exclude=["stem/*"],
-        hold_statistics=hold,
-        seed=3,
-    )
+    td = grouped(hold)
     train(td)
     targeted = targeted_channels(td, "a")
     assert targeted.sum() == 4
@@ -110,16 +115,7 @@ def test_the_hold_touches_only_the_dropped_channels_statistics():
     statistic outside the targeted channels comes out identical."""
     found = []
     for hold in (True, False):
-        td = ModelTargetedDropout(
-            bn_net(),
-            rate=0.5,
-            target_rate=0.5,
-            targeting="unit",
-            groups=True,
-            exclude=["stem/*"],
-            hold_statistics=hold,
-            seed=3,
-        )
+        td = grouped(hold, seed=3)
         train(td, steps=40)
         found.append(
             {
@@ -143,27 +139,23 @@ def test_the_training_forward_pass_is_the_dropped_network():
     x, _ = batch()
     outputs = []
     for hold in (True, False):
-        td = ModelTargetedDropout(
-            bn_net(),
-            rate=0.5,
-            target_rate=0.5,
-            targeting="unit",
-            groups=True,
-            exclude=["stem/*"],
-            hold_statistics=hold,
-            seed=5,
-        )
+        td = grouped(hold, seed=5)
         outputs.append(keras.ops.convert_to_numpy(td(x, training=True)))
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_hold_statistics_is_saved_and_checked(tmp_path):
     td = ModelTargetedDropout(
-        bn_net(), targeting="unit", groups=True, hold_statistics=False
+        bn_net(),
+        targeting="unit",
+        groups=True,
+        hold_statistics=False,
+        clean_steps=0.2,
     )
     path = str(tmp_path / "td.keras")
     td.save(path)
-    assert keras.saving.load_model(path).hold_statistics is False
+    loaded = keras.saving.load_model(path)
+    assert loaded.hold_statistics is False and loaded.clean_steps == 0.2
     with pytest.raises(TypeError, match="hold_statistics=1"):
         ModelTargetedDropout(
             bn_net(), targeting="unit", groups=True, hold_statistics=1
@@ -212,17 +204,7 @@ def test_clean_steps_learn_every_statistic_of_the_dense_network(groups):
     network's (with the kernels fixed)."""
     plain = bn_net()
     train(plain)
-    kwargs = dict(groups=True) if groups else {}
-    td = ModelTargetedDropout(
-        bn_net(),
-        rate=0.5,
-        target_rate=0.5,
-        targeting="unit",
-        exclude=["stem/*"],
-        clean_steps=0.5,
-        seed=3,
-        **kwargs,
-    )
+    td = grouped(groups=groups, clean_steps=0.5)
     train(td)
     for name in ("bn_a", "bn_b"):
         for got, want in zip(

@@ -102,6 +102,36 @@ def test_a_band_across_the_bound_is_undecided(tmp_path):
     assert found["(a) targeted: loss at 50% <= 1"] == "UNDECIDED"
 
 
+def test_the_targeted_setting_is_chosen_on_validation_only(tmp_path):
+    """Of two targeted settings, the one with the better validation
+    accuracy at 50% among those whose dense validation accuracy is within
+    2 points of none's, whatever the test accuracy says."""
+
+    def val_row(method, fraction, val, test):
+        r = row(method, 0, fraction, test)
+        r["val_accuracy"] = val
+        return r
+
+    write(tmp_path, "none_s0", [val_row("none", 0.0, 0.80, 0.80)])
+    write(
+        tmp_path,
+        "targeted_s0",
+        [
+            val_row("targeted", 0.0, 0.77, 0.90),
+            val_row("targeted", 0.5, 0.76, 0.9),
+        ],
+    )
+    label = "targeted(clean_steps=0.2)"
+    write(
+        tmp_path,
+        f"{label}_s0",
+        [val_row(label, 0.0, 0.79, 0.5), val_row(label, 0.5, 0.74, 0.5)],
+    )
+    chosen, lines = mobile_claims.choose(mobile_claims.load_rows(str(tmp_path)))
+    assert chosen == label and len(lines) == 2
+    assert "(dense > 2 below none)" in lines[0]
+
+
 def test_committed_claims_are_what_the_script_prints(capsys, monkeypatch):
     """`make results` rewrites nothing: the committed claims.txt, quoted
     verbatim by docs/mobile.md, is what mobile_claims.py prints."""

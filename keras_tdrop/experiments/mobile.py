@@ -60,7 +60,30 @@ def _check_params(params, methods):
                 f"`params[{method!r}]` takes {sorted(DEFAULT_PARAMS[method])}."
                 f" Received: params={params!r}"
             )
+        for key, value in values.items():
+            if not _in_range(key, value):
+                raise ValueError(
+                    f"`params[{method!r}][{key!r}]` is out of range. "
+                    f"Received: {key}={value!r}"
+                )
     return params
+
+
+def _in_range(key, value):
+    """Whether a method setting's value is valid (see DEFAULT_PARAMS)."""
+    if key == "ramp":
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(0.0 < v <= 1.0 for v in value)
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if key in ("rate", "target_rate", "epochs_fraction"):
+        return 0.0 <= value <= 1.0
+    if key == "clean_steps":
+        return 0.0 <= value < 1.0
+    return value >= 0.0  # l1, learning_rate
 
 
 def run_mobile(

@@ -189,6 +189,9 @@ def test_other_method_settings_get_their_own_folder_and_label():
         ({"seeds": [-1]}, "seeds"),
         ({"scale": "huge"}, "scale='huge'"),
         ({"params": {"targeted": {"alpha": 0.5}}}, "params"),
+        ({"params": {"targeted": {"clean_steps": 1.0}}}, "clean_steps=1.0"),
+        ({"params": {"targeted": {"rate": 1.5}}}, "rate=1.5"),
+        ({"params": {"slimming": {"l1": -1.0}}}, "l1=-1.0"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(tmp_path, kwargs, match):

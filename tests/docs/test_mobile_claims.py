@@ -140,3 +140,6 @@ def test_committed_claims_are_what_the_script_prints(capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert printed == (SCALE / "claims.txt").read_text()
     assert printed.strip() in (ROOT / "docs" / "mobile.md").read_text()
+    # The README leads with the table behind the claims.
+    table = printed.split("mean ± sd\n", 1)[1].strip()
+    assert table in (ROOT / "README.md").read_text()

@@ -143,3 +143,14 @@ def test_committed_claims_are_what_the_script_prints(capsys, monkeypatch):
     # The README leads with the table behind the claims.
     table = printed.split("mean ± sd\n", 1)[1].strip()
     assert table in (ROOT / "README.md").read_text()
+
+
+def test_committed_compare_is_what_mobile_compare_writes(tmp_path):
+    """`make results` rewrites nothing in compare/ either."""
+    from keras_tdrop.experiments.mobile_compare import compare_mobile
+
+    compare_mobile(str(SCALE), out=str(tmp_path), verbose=0)
+    for name in ("compare.txt", "compare.csv"):
+        assert (tmp_path / name).read_text() == (
+            SCALE / "compare" / name
+        ).read_text()

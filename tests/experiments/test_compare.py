@@ -395,7 +395,13 @@ RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 @pytest.mark.parametrize(
-    "scale", sorted(p.parent.name for p in RESULTS.glob("*/compare"))
+    "scale",
+    sorted(
+        p.parent.name
+        for p in RESULTS.glob("*/compare")
+        # keras-tdrop mobile's scales: tests/docs/test_mobile_claims.py
+        if not p.parent.name.startswith("cifar10_mobile")
+    ),
 )
 def test_committed_results_are_what_compare_prints(tmp_path, scale):
     """`make results` rewrites nothing: the committed tables are the ones

@@ -203,9 +203,12 @@ class GroupTargeting:
                     targeting_lib.apply_drop(value, mask, drop, rate, rescale),
                 )
             )
-        statistics = [m.variable for held in self.held for m in held]
-        unique = {id(v): v for v in statistics}
-        return out, [(v, held[i]) for i, v in unique.items()] if held else []
+        if held is None:
+            return out, []
+        variables = {
+            id(m.variable): m.variable for group in self.held for m in group
+        }
+        return out, [(variables[key], mask) for key, mask in held.items()]
 
 
 def _is_statistic(piece):

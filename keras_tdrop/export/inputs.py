@@ -12,6 +12,7 @@ __all__ = [
     "call_args",
     "calibration_examples",
     "default_sample",
+    "fixed_specs",
     "input_specs",
 ]
 
@@ -174,3 +175,52 @@ def default_sample(specs, examples, sample_size):
         else:
             sample.append(rng.standard_normal(shape).astype(spec.dtype))
     return sample
+
+
+def fixed_specs(specs, input_shape):
+    """`specs` with the shapes `input_shape` gives (batch axis free),
+    checked against the model's known dimensions."""
+
+    def refuse(why):
+        raise ValueError(
+            f"`input_shape` {why}. Received: input_shape={input_shape!r}"
+        )
+
+    def is_shape(value):
+        return isinstance(value, (tuple, list)) and all(
+            isinstance(d, int) and not isinstance(d, bool) for d in value
+        )
+
+    if isinstance(input_shape, dict):
+        missing = [s.name for s in specs if s.name not in input_shape]
+        if missing or len(input_shape) != len(specs):
+            refuse(
+                f"must have one entry per input {[s.name for s in specs]} "
+                f"(missing: {missing})"
+            )
+        shapes = [input_shape[s.name] for s in specs]
+    elif len(specs) == 1 and is_shape(input_shape):
+        shapes = [input_shape]
+    elif isinstance(input_shape, (tuple, list)) and len(input_shape) == len(
+        specs
+    ):
+        shapes = list(input_shape)
+    else:
+        refuse(
+            "must be a tuple of ints (the input's shape without the batch "
+            "axis), or for several inputs a list or dict of them"
+        )
+    fixed = []
+    for spec, shape in zip(specs, shapes):
+        if not is_shape(shape) or any(d < 1 for d in shape):
+            refuse(f"for input '{spec.name}' must be a tuple of ints >= 1")
+        expected = spec.shape[1:]
+        if len(shape) != len(expected) or any(
+            e is not None and e != d for e, d in zip(expected, shape)
+        ):
+            refuse(
+                f"for input '{spec.name}' must fit its shape {spec.shape} "
+                "without the batch axis"
+            )
+        fixed.append(InputSpec(spec.name, (None, *shape), spec.dtype))
+    return fixed

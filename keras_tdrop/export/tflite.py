@@ -7,7 +7,9 @@ timed only when `repeats` asks for it.
 """
 
 import dataclasses
+import math
 import os
+import warnings
 
 import keras
 
@@ -17,6 +19,7 @@ from keras_tdrop.export.conversion import QUANTIZE
 from keras_tdrop.export.inputs import as_inputs
 from keras_tdrop.export.inputs import calibration_examples
 from keras_tdrop.export.inputs import default_sample
+from keras_tdrop.export.inputs import fixed_specs
 from keras_tdrop.export.inputs import input_specs
 from keras_tdrop.export.interpreter import import_litert
 from keras_tdrop.export.interpreter import time_invocations
@@ -35,7 +38,9 @@ class TFLiteExport:
     (`relative_tolerance * output_range`). `latency_ms` is the median of
     `repeats` invocations of the interpreter on the sample batch
     (`batch_size` rows), in milliseconds, or None where `repeats` was not
-    given.
+    given. `verified` is False only for a file with TF Select ops
+    (`select_tf_ops=True`) that LiteRT could not run here: it was written
+    unchecked (with a warning), `max_abs_diff` is NaN.
     """
 
     path: str
@@ -49,11 +54,17 @@ class TFLiteExport:
     sparse: bool
     quantize: str | None
     op_resolver: str
+    verified: bool = True
 
     def __str__(self):
         kind = self.quantize or "float"
         if self.sparse:
             kind += "+sparse"
+        if not self.verified:
+            return (
+                f"{self.path}: {self.bytes:,} bytes ({kind}), not checked "
+                "in LiteRT (its TF Select ops cannot run here)"
+            )
         text = (
             f"{self.path}: {self.bytes:,} bytes ({kind}), max |diff| "
             f"{self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g} = "
@@ -79,6 +90,8 @@ def to_tflite(
     tolerance=None,
     repeats=None,
     num_threads=None,
+    input_shape=None,
+    select_tf_ops=False,
 ):
     """Converts a Keras model to a `.tflite` file, checked in LiteRT first.
 
@@ -98,6 +111,17 @@ def to_tflite(
     quantization), the check runs without default delegates;
     `op_resolver` in the result says which ran. To make a model faster,
     remove units (`keras_tdrop.pruning.shrink`) before exporting.
+
+    A model whose inputs have unknown dimensions (a U-Net on
+    `keras.Input((None, None, 3))`) may hold ops that TFLite has no builtin
+    for once converted (a `Conv2D` after `UpSampling2D` loses its channel
+    count); such a conversion fails with a `ValueError` naming the two
+    ways out: `input_shape` converts the model at a fixed size, and
+    `select_tf_ops=True` keeps those ops as TensorFlow ("Flex") ops, which
+    only a runtime linking the Flex delegate runs. The file is checked in
+    LiteRT wherever its interpreter runs it; where it cannot run the Flex
+    ops (the `ai_edge_litert` wheel does not link them), the file is
+    written unchecked, with a warning, and `verified=False`.
 
     Args:
         model: a built `keras.Model` (TensorFlow backend).
@@ -120,6 +144,13 @@ def to_tflite(
         repeats: None (default: not timed) or an int >= 1, interpreter
             invocations on the sample batch timed for `latency_ms`.
         num_threads: passed to the interpreter.
+        input_shape: None, or the shape of the input without the batch
+            axis (a tuple of ints; for several inputs a list in input
+            order or a dict by input name): fixes the model's unknown
+            dimensions for conversion and for the sample batch. The batch
+            axis stays free.
+        select_tf_ops: bool, allow TensorFlow ops that have no TFLite
+            builtin (`OpsSet.SELECT_TF_OPS`).
 
     Returns:
         A `TFLiteExport` (printable): path, bytes, max_abs_diff, tolerance,
@@ -129,6 +160,7 @@ def to_tflite(
     >>> result = to_tflite(pruned, "model.tflite", sparse=True)
     >>> print(result)
     >>> to_tflite(model, "model.tflite", repeats=50).latency_ms
+    >>> to_tflite(unet, "unet.tflite", input_shape=(256, 256, 3))
     """
     _check_model(model)
     if not isinstance(sparse, bool):
@@ -160,9 +192,16 @@ def to_tflite(
             f"`tolerance` must be a positive number. Received: "
             f"tolerance={tolerance!r}"
         )
+    if not isinstance(select_tf_ops, bool):
+        raise ValueError(
+            "`select_tf_ops` must be a bool. Received: "
+            f"select_tf_ops={select_tf_ops!r}"
+        )
     path = _check_path(path)
     import_litert()
     specs = input_specs(model)
+    if input_shape is not None:
+        specs = fixed_specs(specs, input_shape)
 
     examples = None
     if representative_data is not None:
@@ -173,9 +212,49 @@ def to_tflite(
         sample = as_inputs(sample, specs, "sample")
 
     content = conversion.convert(
-        model, sparse, quantize, examples, calibration_steps
+        model,
+        sparse,
+        quantize,
+        examples,
+        calibration_steps,
+        input_shapes=None if input_shape is None else [s.shape for s in specs],
+        select_tf_ops=select_tf_ops,
     )
-    check = verify(model, content, sample, specs, relative, num_threads)
+    flex = conversion.flex_ops(content) if select_tf_ops else ()
+    try:
+        check = verify(model, content, sample, specs, relative, num_threads)
+    except RuntimeError as error:
+        if not flex or "Select TensorFlow op" not in str(error):
+            raise
+        check = None
+    if check is None:
+        warnings.warn(
+            f"The TFLite file keeps TF Select ops ({', '.join(flex)}), which "
+            "this LiteRT interpreter cannot run (it does not link the Flex "
+            f"delegate), so {path!r} is written without the check against "
+            "Keras. Run it where the Flex delegate is linked (Android: "
+            "org.tensorflow:tensorflow-lite-select-tf-ops), or pass "
+            "`input_shape=` instead so that every op is a TFLite builtin.",
+            UserWarning,
+            stacklevel=2,
+        )
+        with atomic_write(path, "wb") as file:
+            file.write(content)
+        nan = math.nan
+        return TFLiteExport(
+            path=path,
+            bytes=len(content),
+            max_abs_diff=nan,
+            tolerance=nan,
+            relative_tolerance=float(relative),
+            output_range=nan,
+            latency_ms=None,
+            batch_size=int(sample[0].shape[0]),
+            sparse=sparse,
+            quantize=quantize,
+            op_resolver="none",
+            verified=False,
+        )
     if not check.passed:
         raise ValueError(
             "The TFLite model does not match Keras: max |diff| = "

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_tdrop import batched_targeting as B
 from keras_tdrop import targeting as T
+from tests.tolerance import assert_close
 
 # Column lengths 27, 27, 8, 27, 8 (weight); widths 4, 8, 4, 6, 8 (unit).
 SHAPES = [(3, 3, 3, 4), (27, 8), (2, 4, 4), (3, 9, 6), (1, 1, 8, 8)]
@@ -124,7 +125,7 @@ def test_rescaled_survivors_and_untouched_rest():
         targeted = np_targeted(kernel, 0.5, "weight")
         np.testing.assert_array_equal(value[~targeted], kernel[~targeted])
         kept = targeted & (value != 0)
-        np.testing.assert_allclose(value[kept], 2.0 * kernel[kept])
+        assert_close(value[kept], 2.0 * kernel[kept])
         assert 0 < kept.sum() < targeted.sum()
 
 

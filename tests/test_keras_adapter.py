@@ -11,6 +11,7 @@ import pytest
 from keras import ops
 
 from keras_tdrop import keras_adapter
+from tests.tolerance import approx
 
 TF = keras.backend.backend() == "tensorflow"
 
@@ -180,7 +181,7 @@ def test_assign_takes_numbers_and_tensors(dtype, value):
     if value == "tensor":
         value = ops.convert_to_tensor(0.125, dtype=dtype)
     keras_adapter.assign(variable, value)
-    assert ops.convert_to_numpy(variable) == pytest.approx(float(value))
+    assert ops.convert_to_numpy(variable) == approx(float(value))
     assert keras.backend.standardize_dtype(variable.dtype) == dtype
 
 

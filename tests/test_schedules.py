@@ -5,6 +5,7 @@ from fractions import Fraction
 import pytest
 
 from keras_tdrop import schedules
+from tests.tolerance import approx
 
 
 def clip01(x):
@@ -36,13 +37,17 @@ def for_ai_ramp(step, first=20000, total=40000, first_fraction="0.95"):
 def test_piecewise_reference_ramp(step, alpha, gamma):
     assert for_ai_ramp(step) == (alpha, gamma)
     got = schedules.piecewise(step)
-    assert got == pytest.approx((float(alpha), float(gamma)), abs=1e-12)
+    assert got == approx(
+        (float(alpha), float(gamma)), abs=1e-12, dtype="float64"
+    )
 
 
 @pytest.mark.parametrize("step", [0, 1, 777, 5000, 19999, 20001, 33333, 39999])
 def test_piecewise_matches_formula_between_knots(step):
     expected = tuple(float(x) for x in for_ai_ramp(step))
-    assert schedules.piecewise(step) == pytest.approx(expected, abs=1e-12)
+    assert schedules.piecewise(step) == approx(
+        expected, abs=1e-12, dtype="float64"
+    )
 
 
 @pytest.mark.parametrize(
@@ -59,7 +64,9 @@ def test_piecewise_configurable(first, total, fraction):
             gamma = f * clip01(s / first) + (1 - f) * (s >= first)
         else:
             alpha, gamma = for_ai_ramp(step, first, total, fraction)
-        assert got == pytest.approx((float(alpha), float(gamma)), abs=1e-12)
+        assert got == approx(
+            (float(alpha), float(gamma)), abs=1e-12, dtype="float64"
+        )
 
 
 def test_piecewise_is_monotone_and_bounded():
@@ -76,7 +83,9 @@ def test_piecewise_is_monotone_and_bounded():
     [(-5, 0.0), (0, 0.0), (250, 0.25), (500, 0.5), (1000, 1.0), (5000, 1.0)],
 )
 def test_linear(step, expected):
-    assert schedules.linear(step, 1000) == pytest.approx((expected, expected))
+    assert schedules.linear(step, 1000) == approx(
+        (expected, expected), dtype="float64"
+    )
 
 
 @pytest.mark.parametrize("step", [0, 1, 20000, 10**9])

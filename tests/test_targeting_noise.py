@@ -10,6 +10,7 @@ import pytest
 from keras import ops
 
 from keras_tdrop import targeting as T
+from tests.tolerance import assert_close
 
 DRAWS = 4000
 
@@ -88,7 +89,7 @@ def test_expected_kernel(noise, rescale):
                 kernel[..., targeted], draws[..., targeted].shape
             )[draws[..., targeted] != 0]
         )
-        np.testing.assert_allclose(ratio, 1 / (1 - alpha), rtol=1e-6)
+        assert_close(ratio, 1 / (1 - alpha), rtol=1e-6)
 
 
 def test_column_noise_drops_whole_units():

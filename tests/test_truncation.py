@@ -6,6 +6,7 @@ from keras_tdrop import TriangularDropout
 from keras_tdrop import set_width
 from keras_tdrop import truncate
 from keras_tdrop.experiments import models
+from tests.tolerance import assert_close
 
 RNG = np.random.default_rng(0)
 
@@ -74,7 +75,7 @@ def test_dense_chain_equals_masked_model(w1, w2):
     assert small.get_layer("fc2").kernel.shape == (w1, w2)
     assert small.get_layer("logits").kernel.shape == (w2, 3)
     set_width(model, {"tri1": w1, "tri2": w2})
-    np.testing.assert_allclose(
+    assert_close(
         outputs_of(small, x), outputs_of(model, x), atol=1e-5, rtol=1e-5
     )
 
@@ -116,7 +117,7 @@ def test_default_width_is_the_width_set_on_each_layer():
     full = truncate(dense_chain())
     assert full.count_params() == dense_chain_params(8, 7)
     x = RNG.normal(size=(4, 6)).astype("float32")
-    np.testing.assert_allclose(
+    assert_close(
         outputs_of(small, x), outputs_of(model, x), atol=1e-5, rtol=1e-5
     )
 
@@ -132,7 +133,7 @@ def test_conv_channels_through_pooling_and_flatten(w_conv, w_pool):
     assert small.get_layer("conv2").kernel.shape == (3, 3, w_conv, w_pool)
     assert small.get_layer("logits").kernel.shape == (2 * 2 * w_pool, 4)
     set_width(model, widths)
-    np.testing.assert_allclose(
+    assert_close(
         outputs_of(small, x), outputs_of(model, x), atol=1e-4, rtol=1e-4
     )
 
@@ -146,7 +147,7 @@ def test_conv_autoencoder(width):
     x = RNG.uniform(size=(2, 28, 28, 1)).astype("float32")
     set_width(model, width)
     # Sums of different lengths round differently: float32 tolerance.
-    np.testing.assert_allclose(
+    assert_close(
         outputs_of(small, x), outputs_of(model, x), atol=1e-4, rtol=1e-3
     )
 
@@ -165,9 +166,7 @@ def test_sequential_model():
     assert small.count_params() == 5 * 2 + 2 + 2 * 2 + 2
     set_width(model, 2)
     x = RNG.normal(size=(3, 5)).astype("float32")
-    np.testing.assert_allclose(
-        outputs_of(small, x), outputs_of(model, x), atol=1e-5
-    )
+    assert_close(outputs_of(small, x), outputs_of(model, x), atol=1e-5)
 
 
 # Paper, Table 1: VGG19's classification head, 25088-4096-4096-1000.
@@ -214,7 +213,7 @@ def test_small_head_truncation_matches_formula(width):
     assert small.count_params() == head_params(width, 20, 4)
     set_width(head, width)
     x = RNG.normal(size=(5, 20)).astype("float32")
-    np.testing.assert_allclose(
+    assert_close(
         outputs_of(small, x), outputs_of(head, x), atol=1e-4, rtol=1e-4
     )
 
@@ -311,9 +310,7 @@ def test_concatenation_is_followed_exactly():
     small = truncate(model, 2)
     set_width(model, 2)
     x = RNG.normal(size=(4, 4)).astype("float32")
-    np.testing.assert_allclose(
-        outputs_of(small, x), outputs_of(model, x), atol=1e-5
-    )
+    assert_close(outputs_of(small, x), outputs_of(model, x), atol=1e-5)
     assert small.get_layer("out").kernel.shape == (2 + 4, 2)
 
 
@@ -323,9 +320,7 @@ def test_two_consumers_truncate_both_consistently():
     small = truncate(model, 3)
     set_width(model, 3)
     x = RNG.normal(size=(4, 4)).astype("float32")
-    np.testing.assert_allclose(
-        outputs_of(small, x), outputs_of(model, x), atol=1e-5
-    )
+    assert_close(outputs_of(small, x), outputs_of(model, x), atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -376,10 +371,8 @@ def test_recalibrate_sets_the_truncated_models_own_statistics(form):
     small = truncate(model, {"tri1": 3, "tri2": 5}, recalibrate=data)
     bn = small.get_layer("bn2")
     mean, variance = bn_inputs_statistics(small, "bn2", x)
-    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-5)
-    np.testing.assert_allclose(
-        bn.moving_variance.numpy(), variance, rtol=1e-5, atol=1e-7
-    )
+    assert_close(bn.moving_mean.numpy(), mean, rtol=1e-5)
+    assert_close(bn.moving_variance.numpy(), variance, rtol=1e-5, atol=1e-7)
     # Narrower fc2 inputs: its own statistics differ from the trained ones.
     trained = plain.get_layer("bn2").moving_mean.numpy()
     assert np.abs(trained - mean).max() > 0.1

@@ -7,6 +7,8 @@ from keras_tdrop import TargetedDropout
 from keras_tdrop import apply_targeted_dropout
 from keras_tdrop import strip_targeted_dropout
 from keras_tdrop import targeted_dropout_layers
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 
 def functional_model():
@@ -37,7 +39,7 @@ def test_wraps_every_kernel_layer_but_logits_and_excluded():
     wrapped = {layer.layer.name for layer in targeted_dropout_layers(td)}
     assert wrapped == {"conv2", "fc1"}
     for layer in targeted_dropout_layers(td):
-        assert (layer.current_rate, layer.current_target_rate) == pytest.approx(
+        assert (layer.current_rate, layer.current_target_rate) == approx(
             (0.4, 0.6)
         )
     # The caller's model is untouched: same layers, same weights.
@@ -47,7 +49,7 @@ def test_wraps_every_kernel_layer_but_logits_and_excluded():
     for path in before:
         np.testing.assert_array_equal(before[path], after[path])
     # Inference of the wrapped model is the original's (default semantics).
-    np.testing.assert_allclose(
+    assert_close(
         td.predict(X, verbose=0), model.predict(X, verbose=0), atol=1e-6
     )
 
@@ -75,7 +77,7 @@ def test_strip_returns_plain_model_with_trained_weights():
     assert [layer.name for layer in plain.layers] == [
         layer.name for layer in model.layers
     ]
-    np.testing.assert_allclose(
+    assert_close(
         plain.predict(X, verbose=0), td.predict(X, verbose=0), atol=1e-6
     )
     conv2 = plain.get_layer("conv2")
@@ -99,7 +101,7 @@ def test_sequential_and_nested_models():
         "inner_fc"
     ]
     x = np.ones((3, 5), "float32")
-    np.testing.assert_allclose(
+    assert_close(
         td.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
     )
     seq = keras.Sequential(
@@ -180,7 +182,7 @@ def test_strip_folds_inference_pruning(options, prune_targeted, pruned):
     # What the plain copy computes is what the wrapped model infers, unless
     # the strip was told otherwise.
     if prune_targeted is None:
-        np.testing.assert_allclose(
+        assert_close(
             plain.predict(X, verbose=0), td.predict(X, verbose=0), atol=1e-6
         )
     after = weights_of(td)

@@ -11,6 +11,8 @@ from keras_tdrop import baselines
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import prune_sweep
 from keras_tdrop.wrapping import clone_with_weights
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 METHODS = {
     "l0_weight": lambda m, **kw: baselines.apply_l0(m, seed=1, **kw),
@@ -102,7 +104,7 @@ def test_strip_is_plain_and_computes_the_wrapped_inference(name):
     assert not baselines.baseline_layers(plain)
     assert [layer.name for layer in plain.layers] == LAYER_NAMES
     assert plain.losses == []
-    np.testing.assert_allclose(
+    assert_close(
         plain.predict(X, verbose=0),
         wrapped.predict(X, verbose=0),
         rtol=1e-5,
@@ -122,7 +124,7 @@ def test_keras_round_trip_and_config(name, tmp_path):
     path = tmp_path / f"{name}.keras"
     wrapped.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
+    assert_close(
         loaded.predict(X, verbose=0), wrapped.predict(X, verbose=0), rtol=1e-6
     )
     for a, b in zip(wrapped.weights, loaded.weights):
@@ -134,9 +136,7 @@ def test_keras_round_trip_and_config(name, tmp_path):
         "fc1/kernel",
     }
     for key, value in baselines.importances(wrapped).items():
-        np.testing.assert_allclose(
-            baselines.importances(loaded)[key], value, rtol=1e-6
-        )
+        assert_close(baselines.importances(loaded)[key], value, rtol=1e-6)
     for layer in baselines.baseline_layers(wrapped):
         config = layer.get_config()
         clone = layer.__class__.from_config(config)
@@ -163,7 +163,7 @@ def test_importances_rank_the_pruning_lowest_keep_probability_first():
         )
     rows = prune_sweep(plain, (X, Y), fractions=(0.0, 0.5), scores=scores)
     assert [r["fraction"] for r in rows] == [0.0, 0.5]
-    assert rows[1]["sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert rows[1]["sparsity"] == approx(0.5, abs=0.02)
 
 
 def test_bad_models_and_layers_are_refused():

@@ -5,6 +5,8 @@ from keras import ops
 
 from keras_tdrop.baselines import apply_l1
 from keras_tdrop.baselines import strip_l1
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 
 def cnn():
@@ -24,7 +26,7 @@ def test_l1_penalty_is_keras_l1_on_every_kernel_but_the_logits():
     assert l1.get_layer("logits").kernel_regularizer is None
     assert fc1.bias_regularizer is None
     expected = 0.03 * np.abs(ops.convert_to_numpy(fc1.kernel)).sum()
-    assert float(sum(l1.losses)) == pytest.approx(expected, rel=1e-5)
+    assert float(sum(l1.losses)) == approx(expected, rel=1e-5)
     # The copy starts from the original's weights; the original is untouched.
     assert model.get_layer("fc1").kernel_regularizer is None
     for a, b in zip(model.weights, l1.weights):
@@ -47,13 +49,11 @@ def test_fit_shrinks_weights_and_strip_removes_the_regularizer(tmp_path):
     assert norm[0.1] < 0.7 * norm[0.0]
     plain = strip_l1(runs[0.1])
     assert plain.losses == []
-    np.testing.assert_allclose(
-        plain.predict(x, verbose=0), runs[0.1].predict(x, verbose=0)
-    )
+    assert_close(plain.predict(x, verbose=0), runs[0.1].predict(x, verbose=0))
     path = tmp_path / "l1.keras"
     runs[0.1].save(path)
     loaded = keras.saving.load_model(path)
-    assert float(sum(loaded.losses)) == pytest.approx(
+    assert float(sum(loaded.losses)) == approx(
         float(sum(runs[0.1].losses)), rel=1e-6
     )
 

@@ -5,6 +5,8 @@ from keras import ops
 
 from keras_tdrop.baselines import Smallify
 from keras_tdrop.baselines import apply_smallify
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 
 def numpy_condition(signs, decay=0.9, threshold=0.5):
@@ -69,18 +71,14 @@ def test_switches_scale_units_and_fold_into_kernel_and_bias():
     x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
     gate = beta * np.array([1, 1, 1, 0])
     expected = np.maximum((x @ kernel + bias) * gate, 0)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-6
-    )
+    assert_close(ops.convert_to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-6)
     (loss,) = layer.losses
-    assert float(loss) == pytest.approx(0.5 * np.abs(gate).sum())
+    assert float(loss) == approx(0.5 * np.abs(gate).sum())
     folded_kernel, folded_bias = layer.folded_weights()
-    np.testing.assert_allclose(folded_kernel, kernel * gate, rtol=1e-6)
-    np.testing.assert_allclose(folded_bias, bias * gate, rtol=1e-6)
+    assert_close(folded_kernel, kernel * gate, rtol=1e-6)
+    assert_close(folded_bias, bias * gate, rtol=1e-6)
     np.testing.assert_array_equal(layer.masks()[0][:, 3], 0)
-    np.testing.assert_allclose(
-        layer.importances()[0], np.broadcast_to(np.abs(gate), (3, 4))
-    )
+    assert_close(layer.importances()[0], np.broadcast_to(np.abs(gate), (3, 4)))
 
 
 def test_fit_drives_switches_down():

@@ -7,6 +7,8 @@ from keras_tdrop.baselines import VariationalDropout
 from keras_tdrop.baselines import apply_variational_dropout
 from keras_tdrop.baselines import baseline_layers
 from keras_tdrop.baselines.variational import kl_approximation
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 
@@ -29,15 +31,15 @@ def true_kl_up_to_a_constant(log_alpha):
 
 def test_kl_approximation_is_the_formula_and_close_to_the_true_kl():
     log_alphas = np.linspace(-4, 4, 9).astype("float32")
-    approx = ops.convert_to_numpy(kl_approximation(log_alphas))
-    np.testing.assert_allclose(approx, numpy_kl(log_alphas), rtol=1e-5)
+    kl = ops.convert_to_numpy(kl_approximation(log_alphas))
+    assert_close(kl, numpy_kl(log_alphas), rtol=1e-5)
     true = np.array([true_kl_up_to_a_constant(a) for a in log_alphas])
-    gap = approx - true
+    gap = kl - true
     # The paper reports the approximation within 0.01 of the true KL.
     assert np.abs(gap - gap.mean()).max() < 0.01
     # Large alpha costs nothing, small alpha a lot.
     assert ops.convert_to_numpy(kl_approximation(10.0)) < 1e-3
-    assert approx[0] > approx[-1] + 1.5
+    assert kl[0] > kl[-1] + 1.5
 
 
 def dense_layer(units=3, inputs=4, log_sigma2=None, seed=0):
@@ -56,15 +58,11 @@ def test_penalty_and_log_alpha():
     layer.log_sigma2.assign(log_sigma2)
     kernel = ops.convert_to_numpy(layer.layer.kernel)
     log_alpha = np.clip(log_sigma2 - np.log(kernel**2 + 1e-8), -10, 10)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(layer.log_alpha()), log_alpha, rtol=1e-5
-    )
+    assert_close(ops.convert_to_numpy(layer.log_alpha()), log_alpha, rtol=1e-5)
     layer(np.ones((2, 4), "float32"), training=True)
     (loss,) = layer.losses
-    assert float(loss) == pytest.approx(
-        0.5 * numpy_kl(log_alpha).sum(), rel=1e-5
-    )
-    np.testing.assert_allclose(layer.importances()[0], -log_alpha, rtol=1e-5)
+    assert float(loss) == approx(0.5 * numpy_kl(log_alpha).sum(), rel=1e-5)
+    assert_close(layer.importances()[0], -log_alpha, rtol=1e-5)
 
 
 def test_local_reparameterisation_moments_dense():
@@ -78,11 +76,9 @@ def test_local_reparameterisation_moments_dense():
     mean = x[0] @ kernel + np.array([0.5, -1.0, 2.0])
     variance = x[0] ** 2 @ np.exp(log_sigma2)
     n = len(draws)
-    np.testing.assert_allclose(
-        draws.mean(0), mean, atol=4 * np.sqrt(variance.max() / n)
-    )
+    assert_close(draws.mean(0), mean, atol=4 * np.sqrt(variance.max() / n))
     # The sample variance has relative sd sqrt(2 / n) ~ 1%.
-    np.testing.assert_allclose(draws.var(0), variance, rtol=0.05)
+    assert_close(draws.var(0), variance, rtol=0.05)
     # Independent noise per example (local reparameterisation).
     assert np.corrcoef(draws[:-1, 0], draws[1:, 0])[0, 1] < 0.05
 
@@ -111,7 +107,7 @@ def test_local_reparameterisation_moments_conv_with_activation():
     phi = np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
     big_phi = 0.5 * (1 + np.vectorize(erf)(z / np.sqrt(2)))
     expected = mean * big_phi + std * phi
-    np.testing.assert_allclose(
+    assert_close(
         draws.mean(0), expected, atol=4 * std.max() / np.sqrt(len(draws))
     )
 
@@ -128,9 +124,7 @@ def test_inference_drops_weights_above_the_threshold():
     )
     np.testing.assert_array_equal(layer.masks()[0], keep)
     x = np.random.default_rng(3).normal(size=(2, 4)).astype("float32")
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(layer(x)), x @ (kernel * keep), rtol=1e-5
-    )
+    assert_close(ops.convert_to_numpy(layer(x)), x @ (kernel * keep), rtol=1e-5)
 
 
 def test_fit_and_only_dense_and_conv_are_wrapped():

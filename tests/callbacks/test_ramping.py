@@ -5,6 +5,7 @@ import pytest
 from keras_tdrop import RampingCallback
 from keras_tdrop import TargetedDropout
 from keras_tdrop import targeted_dropout_layers
+from tests.tolerance import approx
 
 
 def td_model(rate=0.8, target_rate=0.6, keep=None, steps_per_execution=1):
@@ -73,19 +74,15 @@ def test_fit_moves_layer_variables_along_the_ramp():
     assert len(recorder.seen) == 60
     for step, rate, target in recorder.seen:
         alpha, gamma = piecewise(step, 20, 40)
-        assert rate == pytest.approx(0.8 * alpha, abs=1e-6)
-        assert target == pytest.approx(0.6 * gamma, abs=1e-6)
+        assert rate == approx(0.8 * alpha, abs=1e-6)
+        assert target == approx(0.6 * gamma, abs=1e-6)
     td2 = model.get_layer("td2")
-    assert td2.current_rate == pytest.approx(0.4)
-    assert td2.current_target_rate == pytest.approx(0.3)
+    assert td2.current_rate == approx(0.4)
+    assert td2.current_target_rate == approx(0.3)
     alpha9, gamma9 = piecewise(9, 20, 40)
     expected_rate = np.mean([0.8 * alpha9, 0.4 * alpha9])
-    assert history.history["td_rate"][0] == pytest.approx(
-        expected_rate, abs=1e-6
-    )
-    assert history.history["td_target_rate"][-1] == pytest.approx(
-        0.45, abs=1e-6
-    )
+    assert history.history["td_rate"][0] == approx(expected_rate, abs=1e-6)
+    assert history.history["td_target_rate"][-1] == approx(0.45, abs=1e-6)
 
 
 def test_no_retracing_when_rates_change():
@@ -110,7 +107,7 @@ def test_no_retracing_when_rates_change():
         verbose=0,
         callbacks=[RampingCallback(ramp_steps=(10, 30))],
     )
-    assert layer.current_rate == pytest.approx(0.5 * 29 / 30)  # last step: 29
+    assert layer.current_rate == approx(0.5 * 29 / 30)  # last step: 29
     assert (
         len(traces) <= 2
     )  # one trace of the train step (two on some backends)
@@ -131,8 +128,8 @@ def test_ramp_fraction_resolves_from_planned_length():
     # 40 planned steps: gamma 95% at step 10, 100% and alpha 100% at step 20.
     for step, rate, target in recorder.seen:
         alpha, gamma = piecewise(step, 10, 20)
-        assert rate == pytest.approx(0.8 * alpha, abs=1e-6)
-        assert target == pytest.approx(0.6 * gamma, abs=1e-6)
+        assert rate == approx(0.8 * alpha, abs=1e-6)
+        assert target == approx(0.6 * gamma, abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -154,9 +151,9 @@ def test_single_number_ramp_fraction(schedule, ramp_fraction, expected):
     assert [step for step, _, _ in recorder.seen] == list(range(40))
     for step, rate, target in recorder.seen:
         alpha, gamma = expected(step)
-        assert rate == pytest.approx(0.8 * alpha, abs=1e-6)
-        assert target == pytest.approx(0.6 * gamma, abs=1e-6)
-    assert recorder.seen[-1][1:] == pytest.approx((0.8, 0.6))
+        assert rate == approx(0.8 * alpha, abs=1e-6)
+        assert target == approx(0.6 * gamma, abs=1e-6)
+    assert recorder.seen[-1][1:] == approx((0.8, 0.6))
 
 
 def test_resume_mid_ramp_from_saved_model(tmp_path):
@@ -167,12 +164,12 @@ def test_resume_mid_ramp_from_saved_model(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     layer = loaded.get_layer("td1")
-    assert layer.current_rate == pytest.approx(0.8 * 9 / 40)
+    assert layer.current_rate == approx(0.8 * 9 / 40)
     assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 10
     recorder = Recorder()
     fit(loaded, x, y, RampingCallback("linear", ramp_steps=40), recorder)
     assert recorder.seen[0][0] == 10
-    assert recorder.seen[0][1] == pytest.approx(0.8 * 10 / 40)
+    assert recorder.seen[0][1] == approx(0.8 * 10 / 40)
 
 
 def test_custom_callable_constant_and_overrides():
@@ -180,12 +177,12 @@ def test_custom_callable_constant_and_overrides():
     model = td_model()
     fit(model, x, y, RampingCallback(lambda step: (0.5, 0.25)))
     layer = model.get_layer("td1")
-    assert (layer.current_rate, layer.current_target_rate) == pytest.approx(
+    assert (layer.current_rate, layer.current_target_rate) == approx(
         (0.4, 0.15)
     )
     fit(model, x, y, RampingCallback("constant", rate=0.1, target_rate=0.2))
     for layer in targeted_dropout_layers(model):
-        assert (layer.current_rate, layer.current_target_rate) == pytest.approx(
+        assert (layer.current_rate, layer.current_target_rate) == approx(
             (0.1, 0.2)
         )
 
@@ -194,14 +191,14 @@ def test_xtreme_layers_ramp_to_their_own_gamma():
     model = td_model(rate=0.9, keep=2)
     x, y = data(8)
     fit(model, x, y, RampingCallback("constant"))
-    assert model.get_layer("td1").current_target_rate == pytest.approx(4 / 6)
+    assert model.get_layer("td1").current_target_rate == approx(4 / 6)
 
 
 def test_config_round_trip():
     callback = RampingCallback("piecewise", ramp_steps=(5, 10), rate=0.3)
     clone = RampingCallback.from_config(callback.get_config())
     assert clone.get_config() == callback.get_config()
-    assert clone.fractions(5) == pytest.approx((0.5, 0.95))
+    assert clone.fractions(5) == approx((0.5, 0.95))
 
 
 @pytest.mark.parametrize(
@@ -283,7 +280,7 @@ def test_values_at_every_step_with_steps_per_execution(steps_per_execution):
         epoch * 10 + batch for epoch in range(3) for batch in batches
     ]
     for _, step, *values in recorder.seen:
-        assert values == pytest.approx(linear_values(step), rel=1e-6)
+        assert values == approx(linear_values(step), rel=1e-6)
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 30
 
 
@@ -311,7 +308,7 @@ def test_a_step_restored_after_train_begin_is_picked_up():
     )
     assert [seen[1] for seen in recorder.seen] == list(range(17, 37))
     for _, step, *values in recorder.seen:
-        assert values == pytest.approx(linear_values(step), rel=1e-6)
+        assert values == approx(linear_values(step), rel=1e-6)
 
 
 def test_sets_only_values_that_change(monkeypatch):
@@ -340,8 +337,8 @@ def test_sets_only_values_that_change(monkeypatch):
     for _, step, *values, _ in recorder.seen:
         alpha, gamma = piecewise(step, 2, 4)
         expected = [0.8 * alpha, 0.6 * gamma, 0.4 * alpha, 0.3 * gamma]
-        assert values == pytest.approx(expected, abs=1e-6)
-    assert writes[-4:] == pytest.approx([0.8, 0.6, 0.4, 0.3])
+        assert values == approx(expected, abs=1e-6)
+    assert writes[-4:] == approx([0.8, 0.6, 0.4, 0.3])
     # A second fit starts from nothing written: its first step is assigned.
     writes.clear()
     fit(model, x, y, RampingCallback("constant"))
@@ -360,7 +357,7 @@ def test_distributed_variables_are_assigned():
     x, y = data(40)
     fit(model, x, y, RampingCallback("linear", ramp_steps=40), recorder)
     for _, step, *values in recorder.seen:
-        assert values == pytest.approx(linear_values(step), rel=1e-6)
+        assert values == approx(linear_values(step), rel=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -384,8 +381,8 @@ def test_other_variable_dtypes(dtype, variable_dtype):
     x, y = data(40)
     fit(model, x, y, RampingCallback("linear", ramp_steps=40), recorder)
     for step, rate, target in recorder.seen:
-        assert rate == pytest.approx(0.8 * step / 40, rel=1e-6)
-        assert target == pytest.approx(0.6 * step / 40, rel=1e-6)
+        assert rate == approx(0.8 * step / 40, rel=1e-6)
+        assert target == approx(0.6 * step / 40, rel=1e-6)
 
 
 def test_loss_scale_optimizer_skipped_steps_do_not_advance_the_ramp():
@@ -415,7 +412,7 @@ def test_loss_scale_optimizer_skipped_steps_do_not_advance_the_ramp():
         8, 9, 9, 10, 11, 12, 12, 13, 14, 15,
     ]  # fmt: skip
     for _, step, *values in recorder.seen:
-        assert values == pytest.approx(linear_values(step), rel=1e-6)
+        assert values == approx(linear_values(step), rel=1e-6)
 
 
 def test_loop_driving_the_callback_without_epoch_begin():
@@ -435,7 +432,7 @@ def test_loop_driving_the_callback_without_epoch_begin():
             seen.append((step, layer.current_rate))
             model.train_on_batch(x[4 * batch : 4 * batch + 4], y[:4])
     assert [step for step, _ in seen] == list(range(9))
-    assert [rate for _, rate in seen] == pytest.approx(
+    assert [rate for _, rate in seen] == approx(
         [0.8 * step / 40 for step in range(9)], rel=1e-6
     )
 

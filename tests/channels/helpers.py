@@ -10,6 +10,7 @@ from keras import ops
 from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import shrink
+from tests.tolerance import assert_close
 
 
 def randomize(model, seed=0):
@@ -89,7 +90,7 @@ def check_group_shrink(model, fraction, tmp_path=None, x=None, atol=1e-5):
     scale = 1.0
     for a, b in zip(outputs(masked, x), outputs(small, x)):
         scale = max(scale, float(np.abs(a).max()))
-        np.testing.assert_allclose(b, a, rtol=atol, atol=atol * scale)
+        assert_close(b, a, rtol=atol, atol=atol * scale)
     assert report.max_abs_diff <= atol * scale
     if fraction > 0:
         assert small.count_params() < model.count_params()

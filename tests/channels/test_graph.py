@@ -17,6 +17,7 @@ from tests.channels.helpers import built_subclassed
 from tests.channels.helpers import outputs
 from tests.channels.helpers import randomize
 from tests.channels.helpers import weights_of
+from tests.tolerance import assert_close
 
 L = keras.layers
 
@@ -101,7 +102,7 @@ def test_unknown_layer_keeps_its_group_and_says_why():
     small, report = shrink(model, masks)
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
     for a, b in zip(outputs(apply_masks(model, masks), x), outputs(small, x)):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+        assert_close(b, a, rtol=1e-5, atol=1e-5)
     assert small.get_layer("expand").filters == 12
     with pytest.raises(ValueError, match=r"'scale' \(Scale\)"):
         channel_graph(model, strict=True)

@@ -15,6 +15,7 @@ from keras_tdrop.pruning import flops
 from keras_tdrop.pruning import shrink
 from tests.channels.helpers import outputs
 from tests.channels.helpers import perturb_norms
+from tests.tolerance import assert_close
 
 L = keras.layers
 BLOCKS = ("res", "dw", "sep", "se", "cat", "group", "mha")
@@ -120,7 +121,7 @@ def test_shrink_of_group_masks_equals_masked(
     x = np.random.default_rng(seed).normal(size=(2, 6, 6, 3))
     x = x.astype("float32")
     for a, b in zip(outputs(apply_masks(model, masks), x), outputs(small, x)):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+        assert_close(b, a, rtol=1e-4, atol=1e-5)
     # Channel counts: each producer keeps its non-zero kernel columns.
     for layer in small.layers:
         if isinstance(layer, (L.Conv2D, L.Dense)) and not isinstance(

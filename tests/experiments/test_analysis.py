@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_tdrop.experiments import analysis
+from tests.tolerance import assert_close
 
 
 def tiny_model(seed=0):
@@ -73,13 +74,9 @@ def test_hvp_estimate_equals_explicit_hessian():
     # batching (a dataset of 4 batches) gives the same means.
     for source in (data, tf.data.Dataset.from_tensor_slices(data).batch(10)):
         got = analysis.loss_change(model, source, deltas)
-        np.testing.assert_allclose(got["gradient_term"], -g @ d, rtol=1e-4)
-        np.testing.assert_allclose(
-            got["hessian_term"], 0.5 * d @ h @ d, rtol=1e-4
-        )
-        np.testing.assert_allclose(
-            got["estimate"], abs(-g @ d + 0.5 * d @ h @ d), rtol=1e-4
-        )
+        assert_close(got["gradient_term"], -g @ d, rtol=1e-4)
+        assert_close(got["hessian_term"], 0.5 * d @ h @ d, rtol=1e-4)
+        assert_close(got["estimate"], abs(-g @ d + 0.5 * d @ h @ d), rtol=1e-4)
 
 
 def test_measured_change_and_second_order_accuracy():
@@ -99,14 +96,14 @@ def test_measured_change_and_second_order_accuracy():
             [v.numpy().ravel() for v in model.trainable_variables]
         )
         expected = abs(loss(tf.constant(flat - d, "float64")).numpy() - value)
-        np.testing.assert_allclose(got["measured"], expected, rtol=1e-3)
-        np.testing.assert_allclose(got["loss"], value, rtol=1e-5)
+        assert_close(got["measured"], expected, rtol=1e-3)
+        assert_close(got["loss"], value, rtol=1e-5)
         signed = got["gradient_term"] + got["hessian_term"]
         errors.append(abs(abs(signed) - got["measured"]))
     # Third-order remainder: halving d divides the error by ~8.
     assert errors[1] < errors[0] / 5
     # The caller's model is unchanged.
-    np.testing.assert_allclose(analysis.mean_loss(model, data), value, 1e-5)
+    assert_close(analysis.mean_loss(model, data), value, 1e-5)
 
 
 def test_sequential_model_gives_the_functional_models_figures():
@@ -132,7 +129,7 @@ def test_sequential_model_gives_the_functional_models_figures():
     )
     assert got["measured"] > 1e-4
     for key in ("loss", "gradient_term", "hessian_term", "measured"):
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-5)
+        assert_close(got[key], want[key], rtol=1e-5)
 
 
 def test_hessian_block_and_theta_h_theta():
@@ -143,14 +140,14 @@ def test_hessian_block_and_theta_h_theta():
     block = analysis.hessian_block(model, data, "logits/kernel", indices)
     offset = 12 + 4  # hidden kernel and bias come first
     expected = h[np.ix_(np.add(indices, offset), np.add(indices, offset))]
-    np.testing.assert_allclose(block, expected, rtol=1e-4, atol=1e-7)
+    assert_close(block, expected, rtol=1e-4, atol=1e-7)
     matrix, order = analysis.theta_h_theta(
         model, data, "hidden/kernel", np.arange(12)
     )
     theta = model.get_layer("hidden").kernel.numpy().ravel()
     assert list(np.abs(theta[order])) == sorted(np.abs(theta), reverse=True)
     sub = h[np.ix_(order, order)]
-    np.testing.assert_allclose(
+    assert_close(
         matrix, theta[order][:, None] * sub * theta[order][None, :], 1e-4, 1e-7
     )
 

@@ -15,6 +15,7 @@ from keras_tdrop.experiments import cli
 from keras_tdrop.experiments import cli_demos
 from keras_tdrop.experiments import datasets
 from keras_tdrop.experiments import models
+from tests.tolerance import approx
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
@@ -99,7 +100,7 @@ def test_rows(tiny_run):
             assert 0.0 < row[key] < 1.0
     # The plain model is the fixed-width model at full width, and masking
     # nothing leaves it unchanged.
-    assert rows[-1]["loss_truncated"] == pytest.approx(
+    assert rows[-1]["loss_truncated"] == approx(
         rows[-1]["loss_fixed"], rel=1e-6
     )
 
@@ -119,7 +120,7 @@ def test_losses_equal_numpy_bce_of_saved_models(tiny_run, width):
     standard = keras.saving.load_model(out / "standard.keras")
     set_width(triangular, width)
     got = bce(x_test, triangular.predict(x_test, verbose=0))
-    assert got == pytest.approx(rows[width - 1]["loss_triangular"], rel=1e-4)
+    assert got == approx(rows[width - 1]["loss_triangular"], rel=1e-4)
     # Plain truncation by hand: zero the code units >= width.
     encoder = keras.Model(standard.input, standard.get_layer("latent").output)
     code = encoder.predict(x_test, verbose=0)
@@ -135,7 +136,7 @@ def test_losses_equal_numpy_bce_of_saved_models(tiny_run, width):
     ):
         x = standard.get_layer(name)(x)
     got = bce(x_test, keras.ops.convert_to_numpy(x))
-    assert got == pytest.approx(rows[width - 1]["loss_truncated"], rel=1e-4)
+    assert got == approx(rows[width - 1]["loss_truncated"], rel=1e-4)
 
 
 def test_csv(tiny_run):
@@ -147,11 +148,11 @@ def test_csv(tiny_run):
     for written, row in zip(table, rows):
         assert int(written["width"]) == row["width"]
         for key in ("loss_triangular", "loss_truncated"):
-            assert float(written[key]) == pytest.approx(row[key], abs=1e-6)
+            assert float(written[key]) == approx(row[key], abs=1e-6)
         if row["loss_fixed"] is None:
             assert written["loss_fixed"] == ""
         else:
-            assert float(written["loss_fixed"]) == pytest.approx(
+            assert float(written["loss_fixed"]) == approx(
                 row["loss_fixed"], abs=1e-6
             )
 
@@ -182,10 +183,8 @@ def test_summary_line(tiny_run):
     _, rows, printed = tiny_run
     r = rows[1]  # width 2, the only fixed width below the full one
     triangular, truncated = autoencoder.summarize(rows)
-    assert triangular == pytest.approx(
-        r["loss_triangular"] / r["loss_fixed"] - 1
-    )
-    assert truncated == pytest.approx(r["loss_truncated"] / r["loss_fixed"] - 1)
+    assert triangular == approx(r["loss_triangular"] / r["loss_fixed"] - 1)
+    assert truncated == approx(r["loss_truncated"] / r["loss_fixed"] - 1)
     assert f"triangular {triangular:+.1%}, plainly truncated" in printed
 
 
@@ -214,14 +213,14 @@ def test_plateau_schedule():
     # 1.0 -> 0.9 is a 10% fall (resets the wait); 0.89 is under 2%.
     for loss, expected_lr in [(1.0, 1.0), (0.9, 1.0), (0.89, 1.0)]:
         schedule.on_epoch_end(0, {"loss": loss})
-        assert float(lr.numpy()) == pytest.approx(expected_lr)
+        assert float(lr.numpy()) == approx(expected_lr)
     schedule.on_epoch_end(0, {"loss": 0.885})
-    assert float(lr.numpy()) == pytest.approx(0.1)
+    assert float(lr.numpy()) == approx(0.1)
     assert not model.stop_training
     for loss in (0.884, 0.883):
         schedule.on_epoch_end(0, {"loss": loss})
     assert model.stop_training
-    assert float(lr.numpy()) == pytest.approx(0.1)
+    assert float(lr.numpy()) == approx(0.1)
 
 
 def test_cli_arguments():

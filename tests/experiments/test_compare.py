@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from keras_tdrop.experiments import compare
+from tests.tolerance import approx
 
 
 def make_run(path, name, weight, unit=None, config=None, sparsity_at_zero=0.0):
@@ -292,10 +293,10 @@ def test_seeds_are_aggregated(tmp_path, seed_in_config, monkeypatch):
     none_50 = [r for r in summary if r["run"] == "none"][1]
     assert none_50["fraction"] == "0.500000"
     assert none_50["n"] == "3"
-    assert float(none_50["accuracy"]) == pytest.approx(0.52)
-    assert float(none_50["accuracy_sd"]) == pytest.approx(0.02)
+    assert float(none_50["accuracy"]) == approx(0.52)
+    assert float(none_50["accuracy_sd"]) == approx(0.02)
     # nonzero 500, 501, 502 of 1,000.
-    assert float(none_50["compression"]) == pytest.approx(
+    assert float(none_50["compression"]) == approx(
         (1000 / 500 + 1000 / 501 + 1000 / 502) / 3, abs=1e-6
     )
     verdicts = (out / "overlap_weight.csv").read_text().splitlines()
@@ -368,8 +369,8 @@ def test_mean_sd_and_verdicts():
     from keras_tdrop.experiments import seeds
 
     assert seeds.mean_sd([0.5, 0.52, 0.54, None]) == (
-        pytest.approx(0.52),
-        pytest.approx(0.02),
+        approx(0.52),
+        approx(0.02),
         3,
     )
     assert seeds.mean_sd([0.5]) == (0.5, None, 1)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_tdrop.experiments import datasets
+from tests.tolerance import assert_close
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
@@ -38,7 +39,7 @@ def test_load_mnist_batches():
     assert images.min() == 0.0
     assert images.max() == 1.0
     # uint8 / 255 exactly: every value is a multiple of 1/255.
-    np.testing.assert_allclose(images * 255, np.round(images * 255), atol=1e-4)
+    assert_close(images * 255, np.round(images * 255), atol=1e-4)
 
 
 def test_load_numpy_mnist_test_label_counts():
@@ -243,6 +244,6 @@ def test_load_standardize_matches_numpy():
     flat = x.reshape(len(x), -1).astype("float64")
     std = np.maximum(flat.std(axis=1), 1 / np.sqrt(flat.shape[1]))
     expected = (flat - flat.mean(axis=1, keepdims=True)) / std[:, None]
-    np.testing.assert_allclose(got.reshape(len(x), -1), expected, atol=1e-4)
-    np.testing.assert_allclose(got.mean(axis=(1, 2, 3)), 0, atol=1e-5)
-    np.testing.assert_allclose(got.std(axis=(1, 2, 3)), 1, atol=1e-4)
+    assert_close(got.reshape(len(x), -1), expected, atol=1e-4)
+    assert_close(got.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    assert_close(got.std(axis=(1, 2, 3)), 1, atol=1e-4)

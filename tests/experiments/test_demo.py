@@ -9,6 +9,7 @@ import pytest
 
 from keras_tdrop.experiments import datasets
 from keras_tdrop.experiments import demo
+from tests.tolerance import approx
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
@@ -53,13 +54,13 @@ def test_rows(tiny_run):
     _, rows, _ = tiny_run
     assert [r["prune_fraction"] for r in rows] == list(demo.FRACTIONS)
     for row in rows:
-        assert row["sparsity"] == pytest.approx(
-            expected_sparsity(row["prune_fraction"]), abs=1e-12
+        assert row["sparsity"] == approx(
+            expected_sparsity(row["prune_fraction"]), abs=1e-12, dtype="float64"
         )
         for key in ("accuracy_plain", "accuracy_targeted"):
             # Accuracies are counts of correct test examples.
             correct = row[key] * TEST_LIMIT
-            assert correct == pytest.approx(round(correct), abs=1e-3)
+            assert correct == approx(round(correct), abs=1e-3)
             assert 0.0 <= row[key] <= 1.0
 
 
@@ -70,7 +71,9 @@ def test_sparsity_exact_values(tiny_run):
     # conv2: 144 of 288 per column; fc1: 800 of 1600 per column.
     assert by_fraction[0.5] == (144 * 64 + 800 * 128) / (288 * 64 + 1600 * 128)
     # 0.1: floor(28.8) = 28 of 288 and 160 of 1600.
-    assert by_fraction[0.1] == pytest.approx(22272 / 223232, abs=1e-12)
+    assert by_fraction[0.1] == approx(
+        22272 / 223232, abs=1e-12, dtype="float64"
+    )
 
 
 def test_csv(tiny_run):
@@ -81,7 +84,7 @@ def test_csv(tiny_run):
     assert tuple(table[0].keys()) == demo.COLUMNS
     for written, row in zip(table, rows):
         for key in demo.COLUMNS:
-            assert float(written[key]) == pytest.approx(row[key], abs=1e-6)
+            assert float(written[key]) == approx(row[key], abs=1e-6)
 
 
 def test_png(tiny_run):

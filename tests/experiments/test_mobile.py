@@ -18,6 +18,7 @@ from keras_tdrop.experiments import models
 from keras_tdrop.experiments.mobile_compare import TABLE_COLUMNS
 from keras_tdrop.experiments.mobile_runs import SCALES
 from keras_tdrop.experiments.mobile_runs import narrow_network
+from tests.tolerance import approx
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
@@ -138,7 +139,7 @@ def test_the_dense_row_is_measured_as_trained(smoke):
             "cifar10", "test", data_dir=DATA_DIR, limit=TEST_LIMIT
         )
         accuracy = np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y)
-        assert dense["accuracy_as_trained"] == pytest.approx(accuracy)
+        assert dense["accuracy_as_trained"] == approx(accuracy)
 
 
 def test_a_second_run_resumes_without_training(smoke):

@@ -4,6 +4,7 @@ import pytest
 
 from keras_tdrop.experiments import models
 from keras_tdrop.pruning import prunable_kernels
+from tests.tolerance import assert_close
 
 
 def conv_params(kernel, channels_in, filters):
@@ -181,7 +182,7 @@ def test_resnet_weight_decay_is_half_sum_of_squares():
         / 2
     )
     got = float(sum(np.asarray(loss) for loss in model.losses))
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert_close(got, expected, rtol=1e-5)
     assert not models.resnet(8, 0.25).losses
 
 

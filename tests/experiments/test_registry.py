@@ -7,6 +7,8 @@ from keras_tdrop import schedules
 from keras_tdrop.experiments import registry
 from keras_tdrop.experiments import train as train_lib
 from keras_tdrop.kernels import iter_layers
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 # The configurations the issue names, with the paper's values.
 PAPER_TARGETED = {
@@ -190,7 +192,7 @@ def test_every_experiment_builds_trains_and_strips(name):
         type(layer).__module__.startswith("keras.")
         for layer in iter_layers(plain)
     )
-    np.testing.assert_allclose(
+    assert_close(
         plain(x),
         model(x, training=False),
         rtol=1e-4,
@@ -205,4 +207,4 @@ def test_ramp_scaled_to_the_run_matches_the_schedule():
     first, total = config["ramp"]["ramp_steps"]
     # 256 epochs of 391 steps = 100,096 steps ~ the reference's 100k.
     assert (first, total) == (20019, 40038)
-    assert schedules.piecewise(first, first, total)[1] == pytest.approx(0.95)
+    assert schedules.piecewise(first, first, total)[1] == approx(0.95)

@@ -12,6 +12,7 @@ from keras_tdrop.experiments.models import mnist_mlp
 from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import prune
+from tests.tolerance import approx
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
@@ -89,15 +90,15 @@ def test_sweep_two_models(saved, tmp_path, monkeypatch, capsys):
         "accuracy_bare",
     ]
     half = (392 * 32 + 16 * 16) / (784 * 32 + 32 * 16)
-    assert float(table[0]["sparsity_bare"]) == pytest.approx(half, abs=1e-6)
-    assert float(table[1]["sparsity_bare"]) == pytest.approx(half, abs=1e-6)
+    assert float(table[0]["sparsity_bare"]) == approx(half, abs=1e-6)
+    assert float(table[1]["sparsity_bare"]) == approx(half, abs=1e-6)
     for row in table:
         fraction = float(row["prune_fraction"])
         expected = accuracy(prune(model, fraction), x, y)
-        assert float(row["accuracy_plain"]) == pytest.approx(expected, abs=1e-6)
+        assert float(row["accuracy_plain"]) == approx(expected, abs=1e-6)
     # fc1 784 x 32 and fc2 32 x 16: floor(0.9 * rows) of each column.
     removed = 705 * 32 + 28 * 16
-    assert float(table[2]["sparsity_plain"]) == pytest.approx(
+    assert float(table[2]["sparsity_plain"]) == approx(
         removed / (784 * 32 + 32 * 16), abs=1e-6
     )
     # The half-pruned copy, pruned again at 50%, is the same model.
@@ -143,10 +144,10 @@ def test_unit_global_and_names(saved, tmp_path, monkeypatch, capsys):
     masks = compute_masks(model, 0.5, "unit", scope="global")
     assert sum(int((~m.any(axis=0)).sum()) for m in masks.values()) == 24
     zeros = sum(int((m == 0).sum()) for m in masks.values())
-    assert float(row["sparsity"]) == pytest.approx(
+    assert float(row["sparsity"]) == approx(
         zeros / (784 * 32 + 32 * 16), abs=1e-6
     )
-    assert float(row["accuracy_mlp"]) == pytest.approx(
+    assert float(row["accuracy_mlp"]) == approx(
         accuracy(apply_masks(model, masks), x, y), abs=1e-6
     )
 
@@ -258,7 +259,7 @@ def test_sweep_recalibrates_on_training_examples(
         fraction = float(row["prune_fraction"])
         pruned = prune(model, fraction, "unit")
         recalibrated_by_hand(pruned, x_train)
-        assert float(row["accuracy_bn"]) == pytest.approx(
+        assert float(row["accuracy_bn"]) == approx(
             accuracy(pruned, x, y), abs=1e-6
         )
     from keras_tdrop.experiments.sweep import sweep_files
@@ -279,7 +280,7 @@ def test_sweep_recalibrates_on_training_examples(
     pruned.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
-    assert row["loss"] == pytest.approx(
+    assert row["loss"] == approx(
         pruned.evaluate(x, y, verbose=0, return_dict=True)["loss"], rel=1e-4
     )
     plain = sweep_files(
@@ -292,7 +293,7 @@ def test_sweep_recalibrates_on_training_examples(
         verbose=0,
     )
     assert plain["bn"][0]["recalibrated"] is False
-    assert plain["bn"][0]["loss"] != pytest.approx(row["loss"], rel=1e-3)
+    assert plain["bn"][0]["loss"] != approx(row["loss"], rel=1e-3)
 
 
 def test_bad_recalibrate(saved_bn, tmp_path, monkeypatch, capsys):

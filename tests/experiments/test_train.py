@@ -12,6 +12,8 @@ from keras_tdrop.experiments import models
 from keras_tdrop.experiments import train as train_lib
 from keras_tdrop.experiments.analyze import analyze
 from keras_tdrop.kernels import iter_layers
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
@@ -69,11 +71,11 @@ def test_train_interrupt_resume_sweep_and_analyze(tmp_path):
     assert [int(r["step"]) for r in ramp] == [0, 1, 2, 3, 4, 5]
     for row in ramp:
         alpha, gamma = schedules.piecewise(int(row["step"]), 1, 2)
-        assert float(row["alpha"]) == pytest.approx(0.99 * alpha, abs=1e-6)
-        assert float(row["gamma"]) == pytest.approx(0.99 * gamma, abs=1e-6)
+        assert float(row["alpha"]) == approx(0.99 * alpha, abs=1e-6)
+        assert float(row["gamma"]) == approx(0.99 * gamma, abs=1e-6)
     history = read_csv(run / "history.csv")
     assert [int(r["epoch"]) for r in history] == [0, 1]
-    assert float(history[1]["td_target_rate"]) == pytest.approx(0.99)
+    assert float(history[1]["td_target_rate"]) == approx(0.99)
     assert not (run / "backup").exists()  # removed once training ends
     if train_lib.has_tensorboard():
         assert any((run / "logs" / "ramp").iterdir())
@@ -86,16 +88,14 @@ def test_train_interrupt_resume_sweep_and_analyze(tmp_path):
     for targeting in ("weight", "unit"):
         rows = read_csv(run / f"sweep_{targeting}.csv")
         assert [float(r["fraction"]) for r in rows] == [0.0, 0.5]
-        assert float(rows[0]["accuracy"]) == pytest.approx(
-            results["test_accuracy"]
-        )
-        assert results["sweeps"][targeting][1]["accuracy"] == pytest.approx(
+        assert float(rows[0]["accuracy"]) == approx(results["test_accuracy"])
+        assert results["sweeps"][targeting][1]["accuracy"] == approx(
             float(rows[1]["accuracy"]), abs=1e-6
         )
     # Saved as evaluated, the targeted floor(0.99 * 784) = 776 weights per
     # column pruned: pruning 50% more removes only zeros.
     for row in results["sweeps"]["weight"]:
-        assert row["sparsity"] == pytest.approx(776 / 784)
+        assert row["sparsity"] == approx(776 / 784)
     assert "dense_test_accuracy" in results
     assert (run / "sweep.png").stat().st_size > 1000
     assert json.loads((run / "results.json").read_text()) == results
@@ -125,11 +125,11 @@ def test_train_interrupt_resume_sweep_and_analyze(tmp_path):
         verbose=0,
     )
     (row,) = rows
-    assert row["pruned_accuracy"] == pytest.approx(
+    assert row["pruned_accuracy"] == approx(
         results["sweeps"]["weight"][1]["accuracy"], abs=1e-6
     )
-    assert row["accuracy"] == pytest.approx(results["test_accuracy"])
-    assert row["estimate"] == pytest.approx(
+    assert row["accuracy"] == approx(results["test_accuracy"])
+    assert row["estimate"] == approx(
         abs(row["gradient_term"] + row["hessian_term"])
     )
     assert (tmp_path / "t1" / "figure1.png").exists()
@@ -147,7 +147,7 @@ def test_train_random_prune(tmp_path):
     assert (kernel == 0).sum(axis=0).tolist() == [588] * 10
     # Pruning at 50% removes weights that are already zero: no change.
     sweep = results["sweeps"]["weight"]
-    assert sweep[1]["accuracy"] == pytest.approx(sweep[0]["accuracy"])
+    assert sweep[1]["accuracy"] == approx(sweep[0]["accuracy"])
     assert not (tmp_path / "run" / "ramp.csv").exists()  # nothing targeted
 
 
@@ -168,9 +168,9 @@ def test_train_ramped_run_is_saved_and_swept_pruned(tmp_path):
     # Sparsity counts the zeros it was saved with (hidden: 7,840 of the
     # 7,840 prunable weights; the logits are not pruned).
     assert [r["sparsity"] for r in sweep[:3]] == [0.75, 0.75, 0.75]
-    assert sweep[3]["sparsity"] == pytest.approx(int(0.9 * 784) / 784)
+    assert sweep[3]["sparsity"] == approx(int(0.9 * 784) / 784)
     assert sweep[0]["accuracy"] == sweep[1]["accuracy"] == sweep[2]["accuracy"]
-    assert results["test_accuracy"] == pytest.approx(sweep[0]["accuracy"])
+    assert results["test_accuracy"] == approx(sweep[0]["accuracy"])
     # The dense weights' accuracy is kept beside it.
     assert 0.0 <= results["dense_test_accuracy"] <= 1.0
     with open(tmp_path / "run" / "dense.json") as f:
@@ -190,7 +190,7 @@ def test_compile_model_recipe():
     schedule = optimizer._learning_rate
     assert config["lr_boundaries_steps"] == [40, 60, 80]
     got = [float(schedule(s)) for s in (0, 40, 41, 61, 81)]
-    np.testing.assert_allclose(got, [0.4, 0.4, 0.04, 0.004, 0.0004], 1e-6)
+    assert_close(got, [0.4, 0.4, 0.04, 0.004, 0.0004], 1e-6)
 
 
 def test_cosine_schedule_with_warmup():
@@ -208,11 +208,11 @@ def test_cosine_schedule_with_warmup():
     got = [float(schedule(s)) for s in (0, 5, 10, 55, 100)]
     # Linear 0 -> 0.4 over 10 steps, then 0.4 * (1 + cos(pi * t / 90)) / 2.
     expected = [0.0, 0.2, 0.4, 0.2, 0.0]
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert_close(got, expected, atol=1e-6)
     plain = train_lib.resolve_config(
         "none", model="resnet8", epochs=1, lr_schedule="cosine"
     )
-    assert float(train_lib.learning_rate(plain)(0)) == pytest.approx(0.4)
+    assert float(train_lib.learning_rate(plain)(0)) == approx(0.4)
 
 
 def test_add_weight_decay_is_half_sum_of_squares_plus_l1():
@@ -226,7 +226,7 @@ def test_add_weight_decay_is_half_sum_of_squares_plus_l1():
         + 0.1 * np.abs(hidden).sum()
     )
     got = float(sum(np.asarray(loss) for loss in model.losses))
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert_close(got, expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -330,11 +330,11 @@ def test_batchnorm_run_sweeps_with_and_without_recalibration(tmp_path):
             expected = pruned.evaluate(
                 x_test, y_test, verbose=0, return_dict=True
             )
-            assert row["loss"] == pytest.approx(expected["loss"], rel=1e-4)
-            assert row["accuracy"] == pytest.approx(expected["accuracy"])
-            assert float(line["loss"]) == pytest.approx(row["loss"], rel=1e-5)
+            assert row["loss"] == approx(expected["loss"], rel=1e-4)
+            assert row["accuracy"] == approx(expected["accuracy"])
+            assert float(line["loss"]) == approx(row["loss"], rel=1e-5)
         # Recalibration changed what was measured.
-        assert rows[0]["loss"] != pytest.approx(
+        assert rows[0]["loss"] != approx(
             results["sweeps"][targeting][0]["loss"], rel=1e-3
         )
     assert json.loads((run / "results.json").read_text()) == results

@@ -12,6 +12,7 @@ from tests.export.helpers import images
 from tests.export.helpers import run_file
 from tests.export.helpers import small_cnn
 from tests.export.helpers import small_mlp
+from tests.tolerance import assert_close
 
 FALLBACK = ["AUTO", "BUILTIN_WITHOUT_DEFAULT_DELEGATES"]
 
@@ -28,12 +29,10 @@ def test_predict_quantizes_and_batches_like_a_hand_run(int8_file):
     path, x = int8_file
     _, expected = run_file(path, x)
     # 16 rows in batches of 5, 5, 5, 1: the tensors are resized twice.
-    np.testing.assert_allclose(
+    assert_close(
         predict_tflite(str(path), x, batch_size=5), expected, atol=1e-6
     )
-    np.testing.assert_allclose(
-        predict_tflite(path.read_bytes(), x), expected, atol=1e-6
-    )
+    assert_close(predict_tflite(path.read_bytes(), x), expected, atol=1e-6)
 
 
 def test_latency_runs_the_batch_once_then_the_repeats(int8_file, counting):
@@ -54,7 +53,7 @@ def test_one_fallback_for_every_interpreter(tmp_path, counting):
     assert result.op_resolver == FALLBACK[1]
     assert counting.created == FALLBACK and counting.invocations == 1
     counting.reset(refuse_xnnpack=True)
-    np.testing.assert_allclose(
+    assert_close(
         predict_tflite(result.path, x), model.predict(x, verbose=0), atol=1e-5
     )
     assert counting.created == FALLBACK

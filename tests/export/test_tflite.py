@@ -15,6 +15,8 @@ from tests.export.helpers import images
 from tests.export.helpers import run_file
 from tests.export.helpers import small_cnn
 from tests.export.helpers import small_mlp
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 
 def test_float_export_matches_keras(tmp_path):
@@ -29,12 +31,10 @@ def test_float_export_matches_keras(tmp_path):
     dtype, y = run_file(path, x)
     expected = model.predict(x, verbose=0)
     assert dtype == np.float32
-    np.testing.assert_allclose(y, expected, atol=1e-5)
-    np.testing.assert_allclose(
-        result.max_abs_diff, np.abs(y - expected).max(), atol=1e-6
-    )
+    assert_close(y, expected, atol=1e-5)
+    assert_close(result.max_abs_diff, np.abs(y - expected).max(), atol=1e-6)
     span = expected.max() - expected.min()
-    assert result.tolerance == pytest.approx(1e-4 * span)
+    assert result.tolerance == approx(1e-4 * span)
     assert str(path) in str(result) and f"{result.bytes:,} bytes" in str(result)
     assert os.listdir(tmp_path) == ["float.tflite"]
 
@@ -48,7 +48,7 @@ def test_sparse_export_is_smaller_and_matches(tmp_path):
     assert sparse.bytes < 0.4 * dense.bytes
     assert sparse.sparse and sparse.batch_size == 16
     _, y = run_file(tmp_path / "sparse.tflite", x)
-    np.testing.assert_allclose(y, pruned.predict(x, verbose=0), atol=1e-5)
+    assert_close(y, pruned.predict(x, verbose=0), atol=1e-5)
 
 
 @keras.saving.register_keras_serializable(package="test_tflite")
@@ -74,7 +74,7 @@ def test_subclassed_model_from_model_dropout_exports_sparse(tmp_path):
     sparse = to_tflite(pruned, tmp_path / "sparse.tflite", sparse=True)
     assert sparse.bytes < 0.4 * dense.bytes
     _, y = run_file(tmp_path / "sparse.tflite", x)
-    np.testing.assert_allclose(y, pruned.predict(x, verbose=0), atol=1e-5)
+    assert_close(y, pruned.predict(x, verbose=0), atol=1e-5)
 
 
 def test_int8_export_within_stated_tolerance(tmp_path):
@@ -89,10 +89,10 @@ def test_int8_export_within_stated_tolerance(tmp_path):
     span = expected.max() - expected.min()
     assert dtype == np.int8
     assert result.relative_tolerance == 0.05
-    assert result.output_range == pytest.approx(span, rel=1e-6)
+    assert result.output_range == approx(span, rel=1e-6)
     diff = np.abs(y - expected).max()
     assert diff <= 0.05 * span
-    assert result.max_abs_diff == pytest.approx(diff, abs=1e-6)
+    assert result.max_abs_diff == approx(diff, abs=1e-6)
     # Quantized, not a float model in disguise: the error is visible.
     assert diff > 1e-4 * span
 

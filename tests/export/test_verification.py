@@ -8,6 +8,7 @@ from keras_tdrop.export.inputs import input_specs
 from keras_tdrop.export.verification import TOLERANCES
 from keras_tdrop.export.verification import verify
 from tests.export.helpers import small_mlp
+from tests.tolerance import approx
 
 
 def two_in_two_out():
@@ -35,8 +36,8 @@ def test_inputs_by_name_and_outputs_in_keras_order(counting):
     # The Keras outputs, in order, are what LiteRT's are compared with.
     wide, narrow = model(sample)
     values = np.concatenate([np.ravel(wide), np.ravel(narrow)])
-    assert check.output_range == pytest.approx(values.max() - values.min())
-    assert check.tolerance == pytest.approx(1e-4 * check.output_range)
+    assert check.output_range == approx(values.max() - values.min())
+    assert check.tolerance == approx(1e-4 * check.output_range)
     assert counting.invocations == 1
 
 
@@ -47,7 +48,7 @@ def test_a_different_model_fails_by_its_difference():
     check = verify(model, convert(other), [x], specs, TOLERANCES[None])
     expected = np.abs(model.predict(x, verbose=0) - other.predict(x, verbose=0))
     assert not check.passed
-    assert check.max_abs_diff == pytest.approx(expected.max(), rel=1e-5)
+    assert check.max_abs_diff == approx(expected.max(), rel=1e-5)
 
 
 def test_constant_outputs_use_a_range_of_one():

@@ -14,6 +14,8 @@ from keras_tdrop.experiments import models
 from keras_tdrop.export.widths import export_widths
 from keras_tdrop.export.widths import format_width_table
 from keras_tdrop.export.widths import write_width_csv
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 WIDTHS = (2, 5, 10)
 INPUTS, UNITS, CLASSES = 20, 10, 4
@@ -98,7 +100,7 @@ def test_litert_outputs_equal_keras_masked_model(exported, width):
         expected = model.predict(x, verbose=0)
     finally:
         set_width(model, None)
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_metric_is_computed_on_the_file(exported):
@@ -107,7 +109,7 @@ def test_metric_is_computed_on_the_file(exported):
     for row in rows:
         set_width(model, row["width"])
         predicted = np.argmax(model.predict(x, verbose=0), axis=-1)
-        assert row["accuracy"] == pytest.approx(np.mean(predicted == y))
+        assert row["accuracy"] == approx(np.mean(predicted == y))
     set_width(model, None)
 
 
@@ -160,7 +162,7 @@ def test_callable_metric_and_compiled_loss(tmp_path):
     rows = export_widths(model, [3], tmp_path, data=(x, target), verbose=0)
     set_width(model, 3)
     expected = np.mean((model.predict(x, verbose=0) - target) ** 2)
-    assert rows[0]["mse"] == pytest.approx(expected, rel=1e-4)
+    assert rows[0]["mse"] == approx(expected, rel=1e-4)
     # Not timed unless `repeats` is given: no latency, a dash in the table.
     assert rows[0]["latency_ms"] is None
     assert format_width_table(rows).splitlines()[2].split()[3] == "-"
@@ -238,7 +240,7 @@ def test_per_width_recalibration(tmp_path):
             seen = probe.predict(calibration, verbose=0).astype("float64")
             layer.moving_mean.assign(seen.mean(axis=0))
             layer.moving_variance.assign(seen.var(axis=0))
-        np.testing.assert_allclose(
+        assert_close(
             run_file(row["path"], x),
             small.predict(x, verbose=0),
             atol=1e-4,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_tdrop import ModelTargetedDropout
+from tests.tolerance import assert_close
 
 L = keras.layers
 STEPS = 300
@@ -91,16 +92,14 @@ def test_a_dropped_channels_statistics_match_the_undropped_network(hold):
     mean, variance = statistics(td.model, "bn_a")
     plain_mean, plain_variance = statistics(plain, "bn_a")
     # The untargeted channels are never dropped: equal either way.
-    np.testing.assert_allclose(
+    assert_close(
         variance[~targeted], plain_variance[~targeted], rtol=1e-4, atol=1e-6
     )
     if hold:
         # bn_a's input does not depend on any drop: held on the dropped
         # steps, its targeted statistics converge to the plain ones.
-        np.testing.assert_allclose(
-            mean[targeted], plain_mean[targeted], rtol=1e-3, atol=1e-5
-        )
-        np.testing.assert_allclose(
+        assert_close(mean[targeted], plain_mean[targeted], rtol=1e-3, atol=1e-5)
+        assert_close(
             variance[targeted], plain_variance[targeted], rtol=1e-3, atol=1e-5
         )
     else:
@@ -126,9 +125,7 @@ def test_the_hold_touches_only_the_dropped_channels_statistics():
     for name in ("bn_a", "bn_b"):
         (held, targeted), (free, _) = found[0][name], found[1][name]
         for a, b in zip(held, free):
-            np.testing.assert_allclose(
-                a[~targeted], b[~targeted], rtol=1e-5, atol=1e-6
-            )
+            assert_close(a[~targeted], b[~targeted], rtol=1e-5, atol=1e-6)
         # ... and the targeted ones differ (the test can fail).
         assert np.abs(held[1][targeted] - free[1][targeted]).max() > 1e-3
 
@@ -141,7 +138,7 @@ def test_the_training_forward_pass_is_the_dropped_network():
     for hold in (True, False):
         td = grouped(hold, seed=5)
         outputs.append(keras.ops.convert_to_numpy(td(x, training=True)))
-    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+    assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_hold_statistics_is_saved_and_checked(tmp_path):
@@ -184,7 +181,7 @@ def test_apply_targeted_dropout_with_groups_holds_statistics_too():
     targeted = targeted_channels(td, "a")
     plain = bn_net()
     train(plain)
-    np.testing.assert_allclose(
+    assert_close(
         statistics(td.model, "bn_a")[1][targeted],
         statistics(plain, "bn_a")[1][targeted],
         rtol=1e-3,
@@ -210,6 +207,6 @@ def test_clean_steps_learn_every_statistic_of_the_dense_network(groups):
         for got, want in zip(
             statistics(td.model, name), statistics(plain, name)
         ):
-            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+            assert_close(got, want, rtol=1e-3, atol=1e-5)
     with pytest.raises(ValueError, match="clean_steps=1.0"):
         ModelTargetedDropout(bn_net(), targeting="unit", clean_steps=1.0)

@@ -13,6 +13,7 @@ from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import shrink
 from tests.channels.helpers import built_subclassed
+from tests.tolerance import assert_close
 
 L = keras.layers
 
@@ -109,7 +110,7 @@ def test_after_training_group_masks_and_shrink_equal_the_targeted_pruning(
     small, report = shrink(model, masks)
     assert report.removed == report.zeroed == 4 + 5
     pruned = apply_masks(model, masks)
-    np.testing.assert_allclose(
+    assert_close(
         ops.convert_to_numpy(small(x)),
         ops.convert_to_numpy(pruned(x)),
         rtol=1e-5,
@@ -171,7 +172,7 @@ def test_column_noise_drops_a_group_channel_in_every_writer_at_once(rescale):
                 scale = 1.0 / (1 - alpha) if rescale else 1.0
                 want = _channel_view(stored[id(m.variable)], m)[~zero]
                 want = want * np.where(targeted[~zero], scale, 1.0)[:, None]
-                np.testing.assert_allclose(kept, want, rtol=1e-6)
+                assert_close(kept, want, rtol=1e-6)
                 assert not np.any(zero & ~targeted)
                 dropped_sets.append(
                     frozenset(m.segments[zero & targeted].tolist())

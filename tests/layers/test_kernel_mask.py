@@ -6,6 +6,7 @@ from keras_tdrop.experiments.methods import strip_kernel_masks
 from keras_tdrop.layers.kernel_mask import FixedMask
 from keras_tdrop.layers.kernel_mask import KernelDropout
 from keras_tdrop.layers.kernel_mask import random_mask
+from tests.tolerance import assert_close
 
 
 @pytest.mark.parametrize("shape", [(10, 4), (3, 3, 5, 6), (7,)])
@@ -32,7 +33,7 @@ def test_random_mask_is_random_and_reproducible():
     # Every position is removed with probability 1/2 (over 50 columns x
     # 100 draws: mean 0.5, sd 0.0071 per row average of 5000).
     draws = np.mean([random_mask((8, 50), 0.5, rng=i) for i in range(100)], 0)
-    np.testing.assert_allclose(draws.mean(axis=1), 0.5, atol=0.03)
+    assert_close(draws.mean(axis=1), 0.5, atol=0.03)
 
 
 def test_random_mask_bad_arguments():
@@ -59,10 +60,8 @@ def test_fixed_mask_runs_on_masked_kernel(targeting):
         mask, random_mask((6, 4), 0.5, targeting, np.random.default_rng(3))
     )
     expected = x @ (kernel * mask) + dense.bias.numpy()
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(
-        layer(x, training=True), expected, rtol=1e-5, atol=1e-5
-    )
+    assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert_close(layer(x, training=True), expected, rtol=1e-5, atol=1e-5)
     # The stored kernel is untouched; the masks are not trainable.
     np.testing.assert_array_equal(dense.kernel.numpy(), kernel)
     assert [w.name for w in layer.trainable_weights] == ["kernel", "bias"]
@@ -93,7 +92,7 @@ def test_fixed_mask_save_load_and_strip(tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(loaded.predict(data, verbose=0), expected, 1e-5)
+    assert_close(loaded.predict(data, verbose=0), expected, 1e-5)
     np.testing.assert_array_equal(
         loaded.layers[1].masks[0].numpy(), model.layers[1].masks[0].numpy()
     )
@@ -107,7 +106,7 @@ def test_fixed_mask_save_load_and_strip(tmp_path):
         "Flatten",
         "Dense",
     ]
-    np.testing.assert_allclose(plain.predict(data, verbose=0), expected, 1e-5)
+    assert_close(plain.predict(data, verbose=0), expected, 1e-5)
     kernel = plain.get_layer("conv").kernel.numpy()
     assert (kernel == 0).sum() == int(0.5 * 8) * 4
     # The caller's wrapped model is unchanged.
@@ -125,9 +124,9 @@ def test_kernel_dropout_statistics():
     kept = out != 0
     # 20,000 Bernoulli(0.7): sd 0.0032; 4 sd.
     assert abs(kept.mean() - 0.7) < 0.013
-    np.testing.assert_allclose(out[kept], kernel[kept] / 0.7, rtol=1e-5)
+    assert_close(out[kept], kernel[kept] / 0.7, rtol=1e-5)
     assert not np.array_equal(kept, np.asarray(layer(x, training=True)) != 0)
-    np.testing.assert_allclose(layer(x), kernel, rtol=1e-6)
+    assert_close(layer(x), kernel, rtol=1e-6)
 
 
 def test_kernel_dropout_unit_drops_whole_columns():
@@ -141,9 +140,7 @@ def test_kernel_dropout_unit_drops_whole_columns():
     # 400 Bernoulli(0.5): sd 10; 4 sd.
     assert 160 <= zero_columns.sum() <= 240
     kept = ~zero_columns
-    np.testing.assert_allclose(
-        out[:, kept], dense.kernel.numpy()[:, kept] * 2, rtol=1e-5
-    )
+    assert_close(out[:, kept], dense.kernel.numpy()[:, kept] * 2, rtol=1e-5)
 
 
 def test_kernel_dropout_config_and_errors():

@@ -14,6 +14,8 @@ from keras_tdrop.layers.kernel_mask import KernelDropout
 from keras_tdrop.layers.kernel_wrapper import KernelWrapper
 from keras_tdrop.layers.kernel_wrapper import kernel_wrappers
 from keras_tdrop.wrapping import strip_wrappers
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 WRAPPERS = {
     "TargetedDropout": lambda layer: TargetedDropout(layer, 0.5, 0.5, seed=0),
@@ -69,7 +71,7 @@ def test_layer_without_training_argument_keeps_its_losses(name):
         inner = [float(ops.convert_to_numpy(v)) for v in wrapper.losses]
         # The layer's own loss (on the values it ran on) is never dropped.
         assert float(ops.convert_to_numpy(ops.sum(outputs))) in [
-            pytest.approx(v) for v in inner
+            approx(v) for v in inner
         ]
 
 
@@ -106,9 +108,7 @@ def test_strip_wrappers_of_every_kind_computes_the_inference():
         "fc3",
         "logits",
     ]
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(plain(x)), expected, rtol=1e-5, atol=1e-6
-    )
+    assert_close(ops.convert_to_numpy(plain(x)), expected, rtol=1e-5, atol=1e-6)
     # FixedMask's zeros are in the plain kernel.
     masked = model.layers[2]
     np.testing.assert_array_equal(

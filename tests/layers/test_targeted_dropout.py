@@ -5,6 +5,8 @@ from keras import ops
 
 from keras_tdrop import TargetedDropout
 from tests import testing
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 
 def exact_lowest(values, k):
@@ -100,7 +102,7 @@ def test_conv_parity_with_pruned_plain_conv():
     plain = keras.layers.Conv2D(5, 3, use_bias=False)
     plain.build((None, 7, 7, 4))
     plain.kernel.assign(np.where(targeted, 0.0, kernel))
-    np.testing.assert_allclose(got, ops.convert_to_numpy(plain(x)), atol=1e-5)
+    assert_close(got, ops.convert_to_numpy(plain(x)), atol=1e-5)
     # Inference with the default semantics is the plain layer, unchanged.
     np.testing.assert_array_equal(
         ops.convert_to_numpy(layer(x, training=False)),
@@ -150,7 +152,7 @@ def test_t2t_rescales_survivors_and_prunes_round_k_alpha_plus_one():
     got = effective_kernel(layer, 10)
     np.testing.assert_array_equal(got[~targeted], kernel[~targeted])
     survivors = got[targeted] != 0
-    np.testing.assert_allclose(
+    assert_close(
         got[targeted][survivors],
         kernel[targeted][survivors] / (1 - alpha),
         rtol=1e-6,
@@ -207,8 +209,8 @@ def test_xtreme_leaves_n_weights_per_column():
     )
     got = effective_kernel(layer, 27)
     np.testing.assert_array_equal((got != 0).sum(axis=0), [3] * 5)
-    assert layer.final_target_rate == pytest.approx(24 / 27)
-    assert layer.current_target_rate == pytest.approx(24 / 27)
+    assert layer.final_target_rate == approx(24 / 27)
+    assert layer.current_target_rate == approx(24 / 27)
     # The user's target_rate is kept, in the config too.
     assert layer.target_rate == 0.3
     assert layer.get_config()["target_rate"] == 0.3
@@ -221,12 +223,10 @@ def test_multi_head_attention_all_four_kernels_targeted():
     layer = TargetedDropout(mha, rate=1.0, target_rate=1.0)
     out = ops.convert_to_numpy(layer(query, value, training=True))
     bias = ops.convert_to_numpy(mha._output_dense.bias)
-    np.testing.assert_allclose(out, np.broadcast_to(bias, out.shape), atol=1e-6)
+    assert_close(out, np.broadcast_to(bias, out.shape), atol=1e-6)
     assert len(mha.trainable_variables) == 8
     inference = ops.convert_to_numpy(layer(query, value))
-    np.testing.assert_allclose(
-        inference, ops.convert_to_numpy(mha(query, value))
-    )
+    assert_close(inference, ops.convert_to_numpy(mha(query, value)))
 
 
 def test_xtreme_on_built_attention_keeps_n_in_every_kernel():
@@ -239,7 +239,7 @@ def test_xtreme_on_built_attention_keeps_n_in_every_kernel():
     rows = [8 * 2, 2 * 4]
     assert scales[0] == 1.0
     # query (8, 2, 4): rows 16 -> gamma 14/16; output (2, 4, 8): rows 8 -> 6/8.
-    assert scales[3] == pytest.approx((6 / 8) / (14 / 16))
+    assert scales[3] == approx((6 / 8) / (14 / 16))
     assert [int(np.prod(k.shape[:-1])) for k in kernels] == rows
 
 
@@ -272,7 +272,7 @@ def test_xtreme_attention_keeps_n_per_column_of_each_kernel_when_run():
     out = ops.convert_to_numpy(layer(query, query, training=True))
     for kernel, value in zip(kernels, pruned):
         kernel.assign(value)
-    np.testing.assert_allclose(
+    assert_close(
         out, ops.convert_to_numpy(mha(query, query)), rtol=1e-5, atol=1e-5
     )
 
@@ -351,8 +351,8 @@ def test_save_load_keeps_config_weights_and_current_rates(tmp_path):
         "for_ai",
         3,
     )
-    assert layer.current_rate == pytest.approx(0.2)
-    assert layer.current_target_rate == pytest.approx(0.3)
+    assert layer.current_rate == approx(0.2)
+    assert layer.current_target_rate == approx(0.3)
     np.testing.assert_array_equal(
         ops.convert_to_numpy(layer.layer.kernel),
         ops.convert_to_numpy(td.layer.kernel),
@@ -438,9 +438,9 @@ def test_noise_and_rescale_reach_the_kernel():
     for _ in range(5):
         used = ops.convert_to_numpy(layer(x, training=True))  # = kernel
         zero = (used == 0).all(0)
-        np.testing.assert_allclose(used[:, ~targeted], kernel[:, ~targeted])
+        assert_close(used[:, ~targeted], kernel[:, ~targeted])
         kept = targeted & ~zero
-        np.testing.assert_allclose(used[:, kept], 2 * kernel[:, kept], 1e-6)
+        assert_close(used[:, kept], 2 * kernel[:, kept], 1e-6)
         assert not zero[~targeted].any()
         # Column noise: every targeted column is kept whole or dropped whole.
         assert (

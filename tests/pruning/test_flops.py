@@ -7,6 +7,7 @@ import pytest
 from keras_tdrop import apply_targeted_dropout
 from keras_tdrop.pruning import flops
 from keras_tdrop.pruning import register_flops_rule
+from tests.tolerance import approx
 
 flops_lib = importlib.import_module("keras_tdrop.pruning.flops")
 L = keras.layers
@@ -170,7 +171,7 @@ def test_mobilenet_v2_matches_published():
     )
     # Sandler et al. 2018, Table 3: 300M multiply-adds.
     assert flops(model) == 300_774_272
-    assert flops(model) == pytest.approx(300e6, rel=0.02)
+    assert flops(model) == approx(300e6, rel=0.02)
 
 
 @pytest.mark.slow
@@ -178,7 +179,7 @@ def test_resnet50_matches_published():
     model = keras.applications.ResNet50(input_shape=(224, 224, 3), weights=None)
     # He et al. 2016, Table 1: 3.8 x 10^9 multiply-adds.
     assert flops(model) == 3_857_973_248
-    assert flops(model) == pytest.approx(3.8e9, rel=0.02)
+    assert flops(model) == approx(3.8e9, rel=0.02)
 
 
 class Gated(L.Layer):

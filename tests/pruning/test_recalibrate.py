@@ -7,6 +7,8 @@ from keras_tdrop.pruning import prune
 from keras_tdrop.pruning import prune_sweep
 from keras_tdrop.pruning import recalibrate_batchnorm
 from keras_tdrop.pruning.recalibrate import batchnorm_layers
+from tests.tolerance import approx
+from tests.tolerance import assert_close
 
 L = keras.layers
 
@@ -62,10 +64,10 @@ def assert_statistics_of_inputs(model, x):
     seen = probe.predict(x, batch_size=len(x), verbose=0)
     for layer, values in zip(layers, seen):
         mean, variance = numpy_moments(values, layer.axis)
-        np.testing.assert_allclose(
+        assert_close(
             ops.convert_to_numpy(layer.moving_mean), mean, rtol=1e-5, atol=1e-6
         )
-        np.testing.assert_allclose(
+        assert_close(
             ops.convert_to_numpy(layer.moving_variance),
             variance,
             rtol=1e-5,
@@ -111,9 +113,7 @@ def test_statistics_do_not_depend_on_the_batching_or_old_values():
             (a.moving_mean, b.moving_mean),
             (a.moving_variance, b.moving_variance),
         ):
-            np.testing.assert_allclose(
-                value(x1), value(x2), rtol=1e-5, atol=1e-6
-            )
+            assert_close(value(x1), value(x2), rtol=1e-5, atol=1e-6)
 
 
 def test_pruned_model_inplace():
@@ -160,22 +160,14 @@ def test_sequential_and_nested_models():
     nested = new.get_layer("inner").get_layer("bn_in")
     first = keras.Model(new.inputs, outer.input).predict(x, verbose=0)
     mean, variance = numpy_moments(first, -1)
-    np.testing.assert_allclose(
-        value(outer.moving_mean), mean, rtol=1e-5, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        value(outer.moving_variance), variance, rtol=1e-5
-    )
+    assert_close(value(outer.moving_mean), mean, rtol=1e-5, atol=1e-6)
+    assert_close(value(outer.moving_variance), variance, rtol=1e-5)
     to_inner = keras.Model(new.inputs, new.get_layer("inner").input)
     dense = new.get_layer("inner").layers[0]
     values = dense(to_inner.predict(x, verbose=0))
     mean, variance = numpy_moments(ops.convert_to_numpy(values), -1)
-    np.testing.assert_allclose(
-        value(nested.moving_mean), mean, rtol=1e-5, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        value(nested.moving_variance), variance, rtol=1e-5
-    )
+    assert_close(value(nested.moving_mean), mean, rtol=1e-5, atol=1e-6)
+    assert_close(value(nested.moving_variance), variance, rtol=1e-5)
 
 
 @keras.saving.register_keras_serializable(package="test_recalibrate")
@@ -199,16 +191,12 @@ def test_subclassed_model_in_order():
     recalibrate_batchnorm(model, x, batch_size=8, inplace=True)
     hidden = ops.convert_to_numpy(model.fc(x))
     mean, variance = numpy_moments(hidden, -1)
-    np.testing.assert_allclose(value(model.bn1.moving_mean), mean, rtol=1e-5)
-    np.testing.assert_allclose(
-        value(model.bn1.moving_variance), variance, rtol=1e-5
-    )
+    assert_close(value(model.bn1.moving_mean), mean, rtol=1e-5)
+    assert_close(value(model.bn1.moving_variance), variance, rtol=1e-5)
     second = ops.square(model.bn1(hidden, training=False))
     mean, variance = numpy_moments(ops.convert_to_numpy(second), -1)
-    np.testing.assert_allclose(value(model.bn2.moving_mean), mean, rtol=1e-5)
-    np.testing.assert_allclose(
-        value(model.bn2.moving_variance), variance, rtol=1e-5
-    )
+    assert_close(value(model.bn2.moving_mean), mean, rtol=1e-5)
+    assert_close(value(model.bn2.moving_variance), variance, rtol=1e-5)
 
 
 def test_model_without_batchnorm_is_returned_unchanged():
@@ -297,14 +285,14 @@ def test_sweep_recalibrates_at_every_fraction_and_restores():
         pruned = recalibrate_batchnorm(pruned, x, inplace=True)
         pruned.compile(loss=model.loss, metrics=["accuracy"])
         expected = pruned.evaluate(x, y, verbose=0, return_dict=True)
-        assert row["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+        assert row["loss"] == approx(expected["loss"], rel=1e-5)
     plain = prune_sweep(model, (x, y), (0.5,), targeting="unit")
     assert plain[0]["recalibrated"] is False
-    assert plain[0]["loss"] != pytest.approx(rows[1]["loss"], rel=1e-3)
+    assert plain[0]["loss"] != approx(rows[1]["loss"], rel=1e-3)
     inplace = prune_sweep(
         model, (x, y), (0.5,), "unit", recalibrate=x, inplace=True
     )
-    assert inplace[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-5)
+    assert inplace[0]["loss"] == approx(rows[1]["loss"], rel=1e-5)
     for value, variable in zip(before, model.weights):
         np.testing.assert_array_equal(ops.convert_to_numpy(variable), value)
 

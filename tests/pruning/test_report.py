@@ -14,6 +14,7 @@ from keras_tdrop.pruning import sparsity_report
 from keras_tdrop.pruning import write_csv
 from keras_tdrop.pruning.report import SIZE_COLUMNS
 from keras_tdrop.pruning.report import format_rows
+from tests.tolerance import approx
 
 
 def rows_of(accuracies, sparsity=(0.0, 0.5, 0.9)):
@@ -170,7 +171,7 @@ def test_compare_sweeps_and_table():
         ]
     )
     assert compare_sweeps({"plain": PLAIN}, "loss")[1]["loss_plain"] == (
-        pytest.approx(0.03)
+        approx(0.03)
     )
 
 

@@ -7,6 +7,7 @@ from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning.shrink import shrink
 from keras_tdrop.pruning.unit_removal import remove_units
+from tests.tolerance import assert_close
 
 L = keras.layers
 
@@ -28,7 +29,7 @@ def numpy_weights(model):
 def assert_same_outputs(a, b, x):
     ya = ops.convert_to_numpy(a(x, training=False))
     yb = ops.convert_to_numpy(b(x, training=False))
-    np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5)
+    assert_close(ya, yb, rtol=1e-5, atol=1e-5)
 
 
 def dense_chain():
@@ -66,9 +67,7 @@ def test_remove_units_dense_chain_matches_numpy():
     h = np.maximum(x @ w["ak"][:, [0, 2, 3, 7]] + w["ab"][[0, 2, 3, 7]], 0)
     h = np.tanh(h @ w["bk"][[0, 2, 3, 7]][:, [1, 4]] + w["bb"][[1, 4]])
     expected = h @ w["outk"][[1, 4]] + w["outb"]
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(small(x)), expected, rtol=1e-5, atol=1e-5
-    )
+    assert_close(ops.convert_to_numpy(small(x)), expected, rtol=1e-5, atol=1e-5)
     assert [layer.name for layer in small.layers] == [
         "features",
         "a",
@@ -98,7 +97,7 @@ def test_drop_layers_and_sequential():
     x = np.random.default_rng(2).normal(size=(5, 4)).astype("float32")
     weights = [ops.convert_to_numpy(w) for w in model.weights]
     expected = (x @ weights[0][:, :3] + weights[1][:3]) @ weights[2][:3]
-    np.testing.assert_allclose(
+    assert_close(
         ops.convert_to_numpy(small(x)), expected + weights[3], rtol=1e-5
     )
 

@@ -16,6 +16,7 @@ from keras_tdrop.pruning import prune
 from keras_tdrop.pruning import prune_sweep
 from keras_tdrop.pruning import sweep_models
 from keras_tdrop.pruning import write_csv
+from tests.tolerance import approx
 
 
 @functools.cache
@@ -49,8 +50,8 @@ def test_rows_equal_pruning_from_scratch_and_model_untouched():
         pruned = prune(model, row["fraction"])
         pruned.compile(loss=model.loss, metrics=["accuracy"])
         expected = pruned.evaluate(x, y, verbose=0, return_dict=True)
-        assert row["accuracy"] == pytest.approx(expected["accuracy"])
-        assert row["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+        assert row["accuracy"] == approx(expected["accuracy"])
+        assert row["loss"] == approx(expected["loss"], rel=1e-5)
     for v in model.weights:
         np.testing.assert_array_equal(ops.convert_to_numpy(v), before[v.path])
 
@@ -77,7 +78,7 @@ def test_unit_sweep_and_inplace_restores_weights():
     model, x, y = trained_model()
     kernel = ops.convert_to_numpy(model.get_layer("fc").kernel).copy()
     rows = prune_sweep(model, (x, y), (0.5,), targeting="unit", inplace=True)
-    assert rows[0]["sparsity"] == pytest.approx(0.5)
+    assert rows[0]["sparsity"] == approx(0.5)
     np.testing.assert_array_equal(
         ops.convert_to_numpy(model.get_layer("fc").kernel), kernel
     )
@@ -157,7 +158,7 @@ def test_mask_kinds_equal_pruning_from_scratch(options):
         # fc: 8 inputs x 20 units; every kind removes exactly p of them.
         assert row["sparsity"] == row["fraction"]
         expected = evaluate_with(model, masks, x, y)
-        assert row["accuracy"] == pytest.approx(expected["accuracy"])
+        assert row["accuracy"] == approx(expected["accuracy"])
 
 
 def test_random_sweep_masks_are_nested():
@@ -180,7 +181,7 @@ def test_scores_sweep():
     np.put_along_axis(expected_mask, smallest, 1.0, axis=0)
     np.testing.assert_array_equal(masks["fc/kernel"], expected_mask)
     expected = evaluate_with(model, masks, x, y)
-    assert rows[1]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert rows[1]["accuracy"] == approx(expected["accuracy"])
     with pytest.raises(ValueError, match=r"no entry"):
         prune_sweep(model, (x, y), (0.5,), scores={})
 
@@ -235,9 +236,7 @@ def test_deprecated_reporting_arguments_still_report(tmp_path, capsys):
         "flops,speedup,recalibrated"
     )
     assert table[1]["recalibrated"] == "False"
-    assert float(table[1]["accuracy"]) == pytest.approx(
-        last["accuracy"], abs=1e-6
-    )
+    assert float(table[1]["accuracy"]) == approx(last["accuracy"], abs=1e-6)
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     _, message = legacy_sweep(tmp_path, verbose=0, name="mlp")
     assert (

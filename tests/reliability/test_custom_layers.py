@@ -13,6 +13,7 @@ from keras_tdrop import strip_targeted_dropout
 from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning import shrink
+from tests.tolerance import assert_close
 
 L = keras.layers
 
@@ -94,7 +95,7 @@ def test_apply_fit_strip_masks_shrink_through_custom_layers():
     small, _ = shrink(plain, masks)
     assert small.count_params() < plain.count_params()
     masked = apply_masks(plain, masks)
-    np.testing.assert_allclose(
+    assert_close(
         ops.convert_to_numpy(small(x)),
         ops.convert_to_numpy(masked(x)),
         rtol=1e-5,

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from keras_tdrop.layers.triangular_dropout import triangular_widths
+from tests.tolerance import approx
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 TIMEOUT = 900
@@ -123,8 +124,8 @@ def test_ramp_variables_identical_across_replicas(results, job):
     gamma = 0.5 * (0.95 + 0.05 * (7 - 4) / (12 - 4))
     for name in ("td1", "td2"):
         state = run["ramp"][name]
-        assert state["rate"] == pytest.approx([alpha] * len(state["rate"]))
-        assert state["target_rate"] == pytest.approx(
+        assert state["rate"] == approx([alpha] * len(state["rate"]))
+        assert state["target_rate"] == approx(
             [gamma] * len(state["target_rate"])
         )
         # One noise draw per step: the generator's counter is at 8 on

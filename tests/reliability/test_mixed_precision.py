@@ -11,6 +11,7 @@ from keras_tdrop import TargetedDropout
 from keras_tdrop import TriangularDropout
 from keras_tdrop import apply_targeted_dropout
 from keras_tdrop.pruning import compute_masks
+from tests.tolerance import approx
 
 POLICIES = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
 
@@ -133,8 +134,8 @@ def test_fit_with_ramp_under_the_policy(policy):
     assert np.all(np.isfinite(history.history["loss"]))
     layer = model.get_layer("td_fc1")
     assert layer._current_rate.dtype == "float32"
-    assert layer.current_rate == pytest.approx(0.5)
-    assert layer.current_target_rate == pytest.approx(0.5)
+    assert layer.current_rate == approx(0.5)
+    assert layer.current_target_rate == approx(0.5)
     for weight in model.weights:
         if weight.dtype == "float32":
             assert np.all(np.isfinite(ops.convert_to_numpy(weight)))

@@ -17,6 +17,7 @@ from keras_tdrop.layers.triangular_dropout import triangular_widths
 from keras_tdrop.pruning import apply_masks
 from keras_tdrop.pruning import compute_masks
 from keras_tdrop.pruning.shrink import shrink
+from tests.tolerance import assert_close
 
 FAST = settings(max_examples=25, deadline=None)
 GUARD = np.float32(1.0 + 2.0**-20)
@@ -185,7 +186,7 @@ def test_shrink_of_masked_model_equals_masked_model(arch, rate, mode, seed):
     x = sample(model, seed)
     expected = ops.convert_to_numpy(masked(x, training=False))
     actual = ops.convert_to_numpy(small(x, training=False))
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+    assert_close(actual, expected, rtol=1e-5, atol=1e-5)
     zero_units = sum(
         int(np.sum(~np.any(m.reshape(-1, m.shape[-1]), axis=0)))
         for m in masks.values()

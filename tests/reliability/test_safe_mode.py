@@ -13,6 +13,7 @@ import keras_tdrop
 from keras_tdrop import TargetedDropout
 from keras_tdrop import TriangularDropout
 from keras_tdrop import apply_targeted_dropout
+from tests.tolerance import approx
 
 L = keras.layers
 
@@ -64,8 +65,8 @@ def test_loads_with_safe_mode(tmp_path, build):
     )
     for layer in keras_tdrop.targeted_dropout_layers(loaded):
         assert (layer.current_rate, layer.current_target_rate) == (
-            pytest.approx(0.25),
-            pytest.approx(0.4),
+            approx(0.25),
+            approx(0.4),
         )
     assert [type(layer) for layer in loaded.layers] == [
         type(layer) for layer in model.layers

@@ -11,6 +11,7 @@ from keras_tdrop import strip_targeted_dropout
 from keras_tdrop.export import predict_tflite
 from keras_tdrop.export import to_tflite
 from keras_tdrop.pruning import compute_masks
+from tests.tolerance import assert_close
 
 L = keras.layers
 
@@ -32,9 +33,7 @@ def test_augmentation_inside_the_model_converts(tmp_path):
     path = str(tmp_path / "augment.tflite")
     to_tflite(model, path, sample=x)
     expected = keras.ops.convert_to_numpy(model(x, training=False))
-    np.testing.assert_allclose(
-        predict_tflite(path, x), expected, rtol=1e-5, atol=1e-5
-    )
+    assert_close(predict_tflite(path, x), expected, rtol=1e-5, atol=1e-5)
 
 
 def small_cnn():

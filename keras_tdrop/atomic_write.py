@@ -37,6 +37,12 @@ def atomic_path(path, suffix=None):
     ...     model.save(tmp)
     """
     path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"The folder to write into does not exist: {folder}. "
+            f"Received: path={path!r}"
+        )
     if suffix is None:
         suffix = os.path.splitext(path)[1] or ".part"
     tmp = _sibling(path, suffix)

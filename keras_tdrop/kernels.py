@@ -202,6 +202,11 @@ def _has_graph(model):
 
 def resolve_exclude(model, exclude, exclude_logits=True):
     """A predicate `layer -> bool` from names, a callable or None."""
+    if not isinstance(exclude_logits, (bool, np.bool_)):
+        raise TypeError(
+            "`exclude_logits` must be a bool. "
+            f"Received: exclude_logits={exclude_logits!r}"
+        )
     if exclude is None:
         names, predicate = set(), None
     elif callable(exclude):

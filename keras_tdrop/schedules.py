@@ -40,6 +40,15 @@ def piecewise(step, first_steps=20000, total_steps=40000, first_fraction=0.95):
     """
     _check_steps("first_steps", first_steps)
     _check_steps("total_steps", total_steps)
+    if (
+        isinstance(first_fraction, bool)
+        or not isinstance(first_fraction, (int, float))
+        or not 0.0 <= first_fraction <= 1.0
+    ):
+        raise ValueError(
+            "`first_fraction` must be a float in [0, 1]. "
+            f"Received: first_fraction={first_fraction!r}"
+        )
     if first_steps > total_steps:
         raise ValueError(
             "`first_steps` must not exceed `total_steps`. Received: "

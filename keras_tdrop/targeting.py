@@ -126,6 +126,14 @@ def check_rate(name, value):
         )
 
 
+def _check_number_rates(**rates):
+    """`check_rate` for Python numbers; tensors and variables (ramped
+    knobs) are checked where they are made."""
+    for name, value in rates.items():
+        if not hasattr(value, "shape"):
+            check_rate(name, value)
+
+
 def matrix_shape(shape):
     """`(rows, cols)` of a kernel shape viewed as a matrix."""
     shape = tuple(shape)
@@ -281,6 +289,8 @@ def targeted_mask(
     """
     check_targeting(targeting)
     check_reference(reference)
+    if count is None:
+        _check_number_rates(target_rate=target_rate)
     mask = _targeted(kernel, target_rate, targeting, reference, count)
     return ops.broadcast_to(mask, tuple(kernel.shape))
 
@@ -357,6 +367,7 @@ def targeted_dropout(
     check_reference(reference)
     check_noise(noise, rescale, targeting, reference)
     noise = resolve_noise(noise, targeting, reference)
+    _check_number_rates(rate=rate, target_rate=target_rate)
     matrix_shape(kernel.shape)
     if not training:
         if prune_at_inference is None:

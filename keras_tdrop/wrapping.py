@@ -395,4 +395,9 @@ def strip_targeted_dropout(model, prune_targeted=None):
 
 def targeted_dropout_layers(model):
     """Every TargetedDropout in `model`, nested models included."""
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            "`model` must be a keras.Model (or layer). "
+            f"Received: model={model!r}"
+        )
     return kernel_wrappers(model, TargetedDropout)

@@ -246,6 +246,12 @@ def channel_graph(model, strict=False, graph=None):
         raise TypeError(
             f"`model` must be a keras.Model. Received: model={model!r}"
         )
+    if not isinstance(strict, bool):
+        raise TypeError(f"`strict` must be a bool. Received: strict={strict!r}")
+    if graph is not None and not isinstance(graph, ChannelGraph):
+        raise TypeError(
+            f"`graph` must be None or a ChannelGraph. Received: graph={graph!r}"
+        )
     keras_adapter.functional_of(model)
     graph = ChannelGraph(model) if graph is None else graph
     graph.strict = strict

@@ -170,6 +170,13 @@ def rebuild(graph, removed, deltas=None, drop=()):
     added to biases; operations whose id is in `drop` (identities at
     inference) are taken out. Fresh layers of the same names; the original
     model is not touched."""
+    from keras_tdrop.channels.graph import ChannelGraph
+
+    if not isinstance(graph, ChannelGraph):
+        raise TypeError(
+            "`graph` must be a ChannelGraph (see `channel_graph`). "
+            f"Received: graph={graph!r}"
+        )
     builder = _Builder(graph, removed, deltas or {}, set(drop))
     new_model = builder.model(graph.model)
     builder.set_weights()

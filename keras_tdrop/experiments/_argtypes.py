@@ -18,6 +18,7 @@ __all__ = [
     "int_list",
     "limit_or_all",
     "nonnegative_int",
+    "positive_float",
     "positive_int",
     "run_kwargs",
     "unit_float",
@@ -78,6 +79,13 @@ def add_quiet(parser):
     parser.add_argument(
         "--quiet", action="store_true", help="print nothing but errors"
     )
+
+
+def positive_float(text):
+    value = float(text)
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 def unit_float(text):

@@ -15,6 +15,7 @@ from keras_tdrop.experiments._argtypes import fraction_list
 from keras_tdrop.experiments._argtypes import fractions_kwargs
 from keras_tdrop.experiments._argtypes import int_list
 from keras_tdrop.experiments._argtypes import limit_or_all
+from keras_tdrop.experiments._argtypes import positive_float
 from keras_tdrop.experiments._argtypes import positive_int
 from keras_tdrop.experiments._argtypes import run_kwargs
 from keras_tdrop.experiments._argtypes import unit_float
@@ -82,7 +83,7 @@ def _add_autoencoder(parser):
     )
     parser.add_argument("--epochs", type=positive_int, default=3)
     parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--learning-rate", type=positive_float, default=2e-3)
     parser.add_argument(
         "--train-limit",
         type=limit_or_all,

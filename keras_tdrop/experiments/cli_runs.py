@@ -11,6 +11,7 @@ from keras_tdrop.experiments._argtypes import add_fractions
 from keras_tdrop.experiments._argtypes import add_quiet
 from keras_tdrop.experiments._argtypes import add_recalibrate
 from keras_tdrop.experiments._argtypes import fractions_kwargs
+from keras_tdrop.experiments._argtypes import positive_float
 from keras_tdrop.experiments._argtypes import positive_int
 from keras_tdrop.experiments._argtypes import run_kwargs
 from keras_tdrop.experiments._argtypes import unit_float
@@ -35,7 +36,10 @@ def _add_train(parser):
         "mnist_cnn or mnist_mlp (default: the experiment's, else resnet32)",
     )
     parser.add_argument(
-        "--width", type=float, default=None, help="resnet width (default 1)"
+        "--width",
+        type=positive_float,
+        default=None,
+        help="resnet width (default 1)",
     )
     parser.add_argument(
         "--data", choices=("cifar10", "mnist"), default="cifar10"
@@ -50,7 +54,7 @@ def _add_train(parser):
     parser.set_defaults(batch_size=None)
     parser.add_argument(
         "--learning-rate",
-        type=float,
+        type=positive_float,
         default=None,
         help="initial learning rate (default: the recipe's, 0.4)",
     )

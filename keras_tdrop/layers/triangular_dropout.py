@@ -228,6 +228,11 @@ def set_width(model, width):
     >>> set_width(model, 8)
     >>> model.predict(x)  # as if the masked layers had 8 units
     """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            "`model` must be a keras.Model (or layer). "
+            f"Received: model={model!r}"
+        )
     layers = triangular_dropout_layers(model)
     if not layers:
         raise ValueError(

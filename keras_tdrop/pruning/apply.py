@@ -8,7 +8,7 @@ from keras_tdrop import keras_adapter
 from keras_tdrop.pruning.prunable import _check_model
 from keras_tdrop.wrapping import clone_with_weights
 
-__all__ = ["apply_masks", "copy_model"]
+__all__ = ["apply_masks", "check_inplace", "copy_model"]
 
 
 def apply_masks(model, masks, inplace=False):
@@ -19,6 +19,7 @@ def apply_masks(model, masks, inplace=False):
     with the mask's shape; nothing is changed otherwise.
     """
     _check_model(model)
+    check_inplace(inplace)
     if not isinstance(masks, dict):
         raise TypeError(
             f"`masks` must be a dict of variable path -> array. "
@@ -45,6 +46,13 @@ def apply_masks(model, masks, inplace=False):
         value = ops.convert_to_numpy(variable.value)
         variable.assign(value * np.asarray(mask, dtype=value.dtype))
     return target
+
+
+def check_inplace(inplace):
+    if not isinstance(inplace, bool):
+        raise TypeError(
+            f"`inplace` must be a bool. Received: inplace={inplace!r}"
+        )
 
 
 def copy_model(model):

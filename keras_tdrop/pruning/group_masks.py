@@ -6,6 +6,8 @@ from keras import ops
 from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels.groups import is_kernel_slice as _is_kernel
 from keras_tdrop.channels.groups import prunable_groups
+from keras_tdrop.pruning.mask_options import SCOPES
+from keras_tdrop.targeting import check_rate
 
 __all__ = [
     "IMPORTANCES",
@@ -221,6 +223,15 @@ def group_masks(
     Returns:
         `{kernel variable path: 0/1 array}` (TF-MOT's mask convention).
     """
+    check_rate("fraction", fraction)
+    if not isinstance(keep_stem, bool):
+        raise TypeError(
+            f"`keep_stem` must be a bool. Received: keep_stem={keep_stem!r}"
+        )
+    if scope not in SCOPES:
+        raise ValueError(
+            f"`scope` must be one of {SCOPES}. Received: scope={scope!r}"
+        )
     graph = channel_graph(model)
     if round_to is not None and (
         isinstance(round_to, bool)

@@ -11,6 +11,7 @@ import numpy as np
 from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.pruning.apply import apply_masks
+from keras_tdrop.pruning.apply import check_inplace
 from keras_tdrop.pruning.apply import copy_model
 from keras_tdrop.pruning.mask_options import CRITERIA
 from keras_tdrop.pruning.mask_options import SCOPES
@@ -305,5 +306,6 @@ def prune(
     Example:
     >>> pruned = prune(model, 0.9, targeting="weight")
     """
+    check_inplace(inplace)
     masks = compute_masks(model, fraction, targeting, exclude, exclude_logits)
     return apply_masks(model, masks, inplace=inplace)

@@ -261,13 +261,14 @@ def _accumulate(state, layer, inputs, mask):
     state["count"] = total
 
 
-def read_batches(data, steps=None, batch_size=32):
+def read_batches(data, steps=None, batch_size=32, name="data"):
     """The inputs of each batch of `data` as numpy structures, at most
-    `steps` of them; a ValueError for missing, empty or unreadable data."""
+    `steps` of them; a ValueError for missing, empty or unreadable data
+    (naming the argument `name`)."""
     if data is None:
         raise ValueError(
-            "`data` is required: the batches to recalibrate on. "
-            "Received: data=None"
+            f"`{name}` is required: the batches to recalibrate on. "
+            f"Received: {name}=None"
         )
     if steps is not None and (
         isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
@@ -295,12 +296,15 @@ def read_batches(data, steps=None, batch_size=32):
         items = (data[i] for i in range(len(data)))
     else:
         try:
+            if isinstance(data, (str, bytes, dict)):
+                raise TypeError
             items = iter(data)
         except TypeError:
+            shown = repr(data) if isinstance(data, str) else type(data).__name__
             raise ValueError(
-                "`data` must be arrays, an (x, y) tuple of arrays, a "
+                f"`{name}` must be arrays, an (x, y) tuple of arrays, a "
                 "tf.data.Dataset, a PyDataset or an iterable of batches. "
-                f"Received: data={type(data).__name__}"
+                f"Received: {name}={shown}"
             ) from None
     batches = []
     for item in items:
@@ -312,8 +316,8 @@ def read_batches(data, steps=None, batch_size=32):
             batches.append(x)
     if not batches:
         raise ValueError(
-            "`data` is empty: there are no examples to recalibrate on. "
-            f"Received: data={type(data).__name__} with 0 examples"
+            f"`{name}` is empty: there are no examples to recalibrate on. "
+            f"Received: {name}={type(data).__name__} with 0 examples"
         )
     return batches
 

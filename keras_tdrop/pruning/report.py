@@ -8,6 +8,7 @@ file behind.
 
 import csv
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -77,6 +78,13 @@ def sparsity_report(model, verbose=1, dense=None):
     >>> rows = sparsity_report(shrink(pruned), dense=model)
     >>> rows[-1]["compression"], rows[-1]["speedup"]
     """
+    for name, value in (("model", model), ("dense", dense)):
+        if not isinstance(value, keras.Model) and (
+            name == "model" or value is not None
+        ):
+            raise TypeError(
+                f"`{name}` must be a keras.Model. Received: {name}={value!r}"
+            )
     macs = _macs_by_layer(model)
     rows = []
     for layer in iter_layers(model):
@@ -198,6 +206,11 @@ def print_progress(row, step, steps):
     Example:
     >>> rows = prune_sweep(model, test_ds, progress=print_progress)
     """
+    if not isinstance(row, dict) or not {"fraction", "sparsity"} <= set(row):
+        raise TypeError(
+            "`row` must be a prune_sweep row (a dict with 'fraction' and "
+            f"'sparsity'). Received: row={row!r}"
+        )
     shown = ", ".join(f"{k} {row[k]:.4f}" for k in measured(row))
     print(
         f"[{step}/{steps}] pruned {row['fraction']:.0%} "
@@ -220,7 +233,16 @@ def write_csv(rows, path, columns=None, float_format=".6f"):
     Example:
     >>> write_csv(rows, "sweep.csv")
     """
+    if isinstance(rows, (str, bytes, dict)):
+        raise TypeError(
+            f"`rows` must be a list of dicts. Received: rows={rows!r}"
+        )
     rows = list(rows)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(
+                f"`rows` must be a list of dicts. Received: rows[{i}]={row!r}"
+            )
     if columns is None:
         columns, extra = (list(rows[0]) if rows else []), "raise"
     else:

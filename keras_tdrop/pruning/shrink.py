@@ -53,7 +53,9 @@ def _check(model, masks, strict, approximate):
         )
     for name, value in (("strict", strict), ("approximate", approximate)):
         if not isinstance(value, bool):
-            raise TypeError(f"`{name}` must be a bool. Received: {value!r}")
+            raise TypeError(
+                f"`{name}` must be a bool. Received: {name}={value!r}"
+            )
 
 
 def _zeroed(graph):

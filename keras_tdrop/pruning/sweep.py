@@ -146,9 +146,14 @@ def prune_sweep(
         scores,
     )
     _check_data(data)
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            "`progress` must be None or a callable (row, step, steps). "
+            f"Received: progress={progress!r}"
+        )
     batches = None
     if recalibrate is not None:
-        batches = read_batches(recalibrate)
+        batches = read_batches(recalibrate, name="recalibrate")
         check_batches(model, batches)
     if metrics is None and not model.compiled:
         raise ValueError(

@@ -71,6 +71,23 @@ def _cell(value, missing):
     return str(value)
 
 
+def _check_rows(rows, name, keys):
+    if not isinstance(rows, (list, tuple)) or not all(
+        isinstance(row, dict) for row in rows
+    ):
+        raise TypeError(
+            f"`{name}` must be a list of sweep rows (dicts). "
+            f"Received: {name}={rows!r}"
+        )
+    for row in rows:
+        for key in keys:
+            if key not in row:
+                raise ValueError(
+                    f"Every row of `{name}` needs a {key!r} key. "
+                    f"Received: a row with keys {sorted(row)}"
+                )
+
+
 def check_sweeps(sweeps):
     """Raises a ValueError unless `sweeps` is a non-empty dict."""
     if not isinstance(sweeps, dict) or not sweeps:
@@ -93,6 +110,14 @@ def compare_sweeps(sweeps, metric="accuracy"):
     check_sweeps(sweeps)
     fractions = None
     for name, rows in sweeps.items():
+        _check_rows(rows, f"sweeps[{name!r}]", ("fraction", "sparsity"))
+        for row in rows:
+            if metric not in row:
+                raise ValueError(
+                    f"`metric` must be a key of every sweep row; "
+                    f"{name!r}'s rows have {sorted(row)}. "
+                    f"Received: metric={metric!r}"
+                )
         these = [row["fraction"] for row in rows]
         if fractions is None:
             fractions = these
@@ -136,6 +161,7 @@ def format_sweep(sweeps, metric="accuracy"):
             headers[f"sparsity_{name}"] = f"sp. {name}"
             headers[f"{metric}_{name}"] = name
     else:
+        _check_rows(sweeps, "sweeps", ("fraction",))
         wide = [
             {"prune_fraction": r["fraction"]}
             | {k: v for k, v in r.items() if k != "fraction"}

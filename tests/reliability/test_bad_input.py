@@ -6,6 +6,8 @@ its weights (and its layers, and its TargetedDropout rates), and no output
 file is left behind.
 """
 
+import contextlib
+import io
 import os
 import zipfile
 
@@ -17,13 +19,36 @@ from keras_tdrop import RampingCallback
 from keras_tdrop import TargetedDropout
 from keras_tdrop import TriangularDropout
 from keras_tdrop import apply_targeted_dropout
+from keras_tdrop import baselines
+from keras_tdrop import schedules
 from keras_tdrop import set_width
 from keras_tdrop import strip_targeted_dropout
+from keras_tdrop import targeted_dropout_layers
 from keras_tdrop import targeting
+from keras_tdrop.channels import ChannelRule
+from keras_tdrop.channels import channel_graph
+from keras_tdrop.channels import rebuild
+from keras_tdrop.channels import register_channel_rule
+from keras_tdrop.layers.kernel_mask import FixedMask
+from keras_tdrop.layers.kernel_mask import KernelDropout
+from keras_tdrop.layers.kernel_mask import random_mask
 from keras_tdrop.pruning import apply_masks
+from keras_tdrop.pruning import compare_sweeps
 from keras_tdrop.pruning import compute_masks
+from keras_tdrop.pruning import flops
+from keras_tdrop.pruning import format_sweep
+from keras_tdrop.pruning import group_masks
+from keras_tdrop.pruning import nm_masks
+from keras_tdrop.pruning import print_progress
+from keras_tdrop.pruning import prunable_kernels
 from keras_tdrop.pruning import prune
 from keras_tdrop.pruning import prune_sweep
+from keras_tdrop.pruning import recalibrate_batchnorm
+from keras_tdrop.pruning import register_flops_rule
+from keras_tdrop.pruning import remove_units
+from keras_tdrop.pruning import sparsity_report
+from keras_tdrop.pruning import sweep_models
+from keras_tdrop.pruning import write_csv
 from keras_tdrop.pruning.shrink import shrink
 from keras_tdrop.truncation import truncate
 
@@ -125,6 +150,38 @@ def to_tflite(*args, **kwargs):
     from keras_tdrop.export.tflite import to_tflite
 
     return to_tflite(*args, **kwargs)
+
+
+def tflite_latency(*args, **kwargs):
+    from keras_tdrop.export import tflite_latency
+
+    return tflite_latency(*args, **kwargs)
+
+
+class UsageError(Exception):
+    """What `keras-tdrop` printed on a usage error (argparse exits)."""
+
+
+def cli(*argv):
+    """A case running `keras-tdrop *argv` with no data to train on: a
+    usage error raises UsageError; a run that starts fails on the data."""
+
+    def call(ctx):
+        from keras_tdrop.experiments.cli import main
+
+        args = [*argv, "--data-dir", str(ctx.tmp / "no_data_here")]
+        args += ["--out", str(ctx.tmp / "out")]
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            try:
+                main(args)
+            except SystemExit as error:
+                raise UsageError(stderr.getvalue()) from error
+
+    return call
+
+
+ROWS = [{"fraction": 0.0, "sparsity": 0.0, "accuracy": 0.9}]
 
 
 NAN = float("nan")
@@ -340,6 +397,170 @@ CASES = [
      (ValueError, OSError), r"missing.keras"),
     ("data-offline", _offline, FileNotFoundError,
      r"'mnist' is not prepared in .*no_data_here"),
+    # Channel-group masks and N:M masks
+    ("group-masks-fraction", lambda c: group_masks(c.plain, 1.5),
+     ValueError, r"`fraction`.*Received: fraction=1.5"),
+    ("group-masks-scope", lambda c: group_masks(c.plain, 0.5, scope="all"),
+     ValueError, r"`scope`.*Received: scope='all'"),
+    ("group-masks-keep-stem",
+     lambda c: group_masks(c.plain, 0.5, keep_stem="no"),
+     TypeError, r"`keep_stem`.*Received: keep_stem='no'"),
+    ("group-masks-importance",
+     lambda c: group_masks(c.plain, 0.5, importance="taylor"),
+     ValueError, r"`importance`.*Received: importance='taylor'"),
+    ("group-masks-round-to", lambda c: group_masks(c.plain, 0.5, round_to=0),
+     ValueError, r"`round_to`.*Received: round_to=0"),
+    ("group-masks-not-model", lambda c: group_masks("m", 0.5), TypeError,
+     r"`model`.*Received: model='m'"),
+    ("masks-groups-str",
+     lambda c: compute_masks(c.plain, 0.5, "unit", groups="yes"),
+     TypeError, r"`groups`.*Received: groups='yes'"),
+    ("nm-n>m", lambda c: nm_masks(c.plain, 4, 2), ValueError,
+     r"`n` must be <= `m`.*Received: n=4, m=2"),
+    ("nm-n-str", lambda c: nm_masks(c.plain, "2", 4), ValueError,
+     r"`n`.*Received: n='2'"),
+    ("prunable-exclude-logits",
+     lambda c: prunable_kernels(c.plain, exclude_logits="no"),
+     TypeError, r"`exclude_logits`.*Received: exclude_logits='no'"),
+    ("wrap-exclude-logits",
+     lambda c: apply_targeted_dropout(c.plain, exclude_logits=None),
+     TypeError, r"`exclude_logits`.*Received: exclude_logits=None"),
+    ("prune-inplace", lambda c: prune(c.model, 0.5, inplace="yes"),
+     TypeError, r"`inplace`.*Received: inplace='yes'"),
+    ("apply-masks-inplace", lambda c: apply_masks(c.model, {}, inplace=1),
+     TypeError, r"`inplace`.*Received: inplace=1"),
+    # FLOPs
+    ("flops-not-model", lambda c: flops("m"), TypeError,
+     r"`model`.*Received: model='m'"),
+    ("flops-per-layer", lambda c: flops(c.plain, per_layer="yes"),
+     TypeError, r"`per_layer`.*Received: per_layer='yes'"),
+    ("flops-rule-class", lambda c: register_flops_rule("Dense", max),
+     TypeError, r"`layer_class`.*Received: layer_class='Dense'"),
+    ("flops-rule-fn", lambda c: register_flops_rule(L.Dense, 3), TypeError,
+     r"`fn`.*Received: fn=3"),
+    # Recalibration, sweeps and reports
+    ("recal-steps", lambda c: recalibrate_batchnorm(c.plain, c.x, steps=0),
+     ValueError, r"`steps`.*Received: steps=0"),
+    ("recal-batch-size",
+     lambda c: recalibrate_batchnorm(c.plain, c.x, batch_size=0),
+     ValueError, r"`batch_size`.*Received: batch_size=0"),
+    ("recal-data-str", lambda c: recalibrate_batchnorm(c.plain, "x.npy"),
+     ValueError, r"`data` must be arrays.*Received: data='x.npy'"),
+    ("sweep-progress",
+     lambda c: prune_sweep(c.model, (c.x, c.y), [0.5], progress=True),
+     TypeError, r"`progress`.*Received: progress=True"),
+    ("sweep-recalibrate-str",
+     lambda c: prune_sweep(c.model, (c.x, c.y), [0.5], recalibrate="x"),
+     ValueError, r"`recalibrate` must be arrays.*Received: recalibrate='x'"),
+    ("sweep-models-list", lambda c: sweep_models([c.model], (c.x, c.y)),
+     ValueError, r"`models`.*Received: models=list"),
+    ("compare-sweeps-metric",
+     lambda c: compare_sweeps({"a": ROWS}, metric="f1"),
+     ValueError, r"`metric`.*Received: metric='f1'"),
+    ("format-sweep-str", lambda c: format_sweep("rows"), TypeError,
+     r"`sweeps`.*Received: sweeps='rows'"),
+    ("sparsity-report-not-model", lambda c: sparsity_report("m"),
+     TypeError, r"`model`.*Received: model='m'"),
+    ("sparsity-report-dense",
+     lambda c: sparsity_report(c.plain, verbose=0, dense=[c.plain]),
+     TypeError, r"`dense`.*Received: dense=\[<Sequential"),
+    ("write-csv-str", lambda c: write_csv("rows", c.tmp / "r.csv"),
+     TypeError, r"`rows`.*Received: rows='rows'"),
+    ("write-csv-row", lambda c: write_csv([ROWS[0], 3], c.tmp / "r.csv"),
+     TypeError, r"`rows`.*Received: rows\[1\]=3"),
+    ("write-csv-missing-folder",
+     lambda c: write_csv(ROWS, c.tmp / "nowhere" / "r.csv"),
+     FileNotFoundError, r"folder.*Received: path=.*nowhere"),
+    ("print-progress-row", lambda c: print_progress("row", 1, 2), TypeError,
+     r"`row`.*Received: row='row'"),
+    ("remove-units-index", lambda c: remove_units(c.plain, {"a": [9]}),
+     ValueError, r"`keep\['a'\]`.*\[0, 4\).*Received: \[9\]"),
+    ("remove-units-layer", lambda c: remove_units(c.plain, {"z": [0]}),
+     ValueError, r"`keep` names a layer.*Received: 'z'"),
+    ("shrink-strict", lambda c: shrink(c.plain, strict="yes"), TypeError,
+     r"`strict`.*Received: strict='yes'"),
+    # Channel graph
+    ("graph-not-model", lambda c: channel_graph("m"), TypeError,
+     r"`model`.*Received: model='m'"),
+    ("graph-strict", lambda c: channel_graph(c.plain, strict="yes"),
+     TypeError, r"`strict`.*Received: strict='yes'"),
+    ("rebuild-graph", lambda c: rebuild(c.plain, set()), TypeError,
+     r"`graph`.*ChannelGraph.*Received: graph=<Sequential"),
+    ("channel-rule-type", lambda c: register_channel_rule("Dense",
+                                                          ChannelRule()),
+     TypeError, r"`op_type`.*Received: op_type='Dense'"),
+    ("channel-rule-rule", lambda c: register_channel_rule(L.Dense, 3),
+     TypeError, r"`rule`.*Received: rule=3"),
+    # Finding and setting layers
+    ("td-layers-not-model", lambda c: targeted_dropout_layers("m"),
+     TypeError, r"`model`.*Received: model='m'"),
+    ("set-width-not-model", lambda c: set_width("m", 2), TypeError,
+     r"`model`.*Received: model='m'"),
+    ("set-width-float", lambda c: set_width(c.model, 2.5), ValueError,
+     r"`width`.*Received: width=2.5"),
+    # Schedules and the targeting functions
+    ("piecewise-first-fraction",
+     lambda c: schedules.piecewise(5, first_fraction=1.5),
+     ValueError, r"`first_fraction`.*Received: first_fraction=1.5"),
+    ("piecewise-total-0", lambda c: schedules.piecewise(5, 1, 0),
+     ValueError, r"`total_steps`.*Received: total_steps=0"),
+    ("linear-total-str", lambda c: schedules.linear(5, "10"), TypeError,
+     r"`total_steps`.*Received: total_steps='10'"),
+    ("mask-target>1", lambda c: targeting.targeted_mask(np.ones((3, 2)), 1.5),
+     ValueError, r"`target_rate`.*Received: target_rate=1.5"),
+    ("dropout-rate>1",
+     lambda c: targeting.targeted_dropout(np.ones((3, 2)), 1.5, 0.5),
+     ValueError, r"`rate`.*Received: rate=1.5"),
+    ("dropout-target-str",
+     lambda c: targeting.targeted_dropout(np.ones((3, 2)), 0.5, "0.5"),
+     TypeError, r"`target_rate`.*Received: target_rate='0.5'"),
+    ("td-noise", lambda c: TargetedDropout(L.Dense(2), noise="gauss"),
+     ValueError, r"`noise`.*Received: noise='gauss'"),
+    ("td-rescale", lambda c: TargetedDropout(L.Dense(2), rescale="yes"),
+     TypeError, r"`rescale`.*Received: rescale='yes'"),
+    # Kernel masks and baselines
+    ("fixed-mask-layer", lambda c: FixedMask("dense", fraction=0.5),
+     TypeError, r"`layer`.*Received: layer='dense'"),
+    ("fixed-mask-fraction", lambda c: FixedMask(L.Dense(2), fraction=1.5),
+     ValueError, r"`fraction`.*Received: fraction=1.5"),
+    ("kernel-dropout-rate", lambda c: KernelDropout(L.Dense(2), rate=-0.5),
+     ValueError, r"`rate`.*Received: rate=-0.5"),
+    ("random-mask-targeting",
+     lambda c: random_mask((3, 2), 0.5, targeting="row"),
+     ValueError, r"`targeting`.*Received: targeting='row'"),
+    ("l0-beta", lambda c: baselines.apply_l0(c.plain, beta=-1), ValueError,
+     r"`beta`.*Received: beta=-1"),
+    ("l1-coefficient", lambda c: baselines.apply_l1(c.plain, coefficient=-1),
+     ValueError, r"`coefficient`.*Received: coefficient=-1"),
+    ("smallify-not-model", lambda c: baselines.apply_smallify("m"),
+     TypeError, r"`model`.*Received: model='m'"),
+    # Export
+    ("tflite-tolerance",
+     lambda c: to_tflite(c.plain, c.tmp / "m.tflite", tolerance=-1),
+     ValueError, r"`tolerance`.*Received: tolerance=-1"),
+    ("tflite-not-model", lambda c: to_tflite("m", c.tmp / "m.tflite"),
+     TypeError, r"`model`.*Received: model='m'"),
+    ("tflite-latency-repeats",
+     lambda c: tflite_latency(c.tmp / "m.tflite", c.x, repeats=0),
+     ValueError, r"`repeats`.*Received: repeats=0"),
+    # The keras-tdrop command line
+    ("cli-epochs", cli("demo", "--epochs", "0"), UsageError,
+     r"argument --epochs: must be >= 1, got 0"),
+    ("cli-fractions", cli("demo", "--fractions", "0.5,2"), UsageError,
+     r"argument --fractions: .*got '0.5,2'"),
+    ("cli-rate", cli("demo", "--rate", "1.5"), UsageError,
+     r"argument --rate: must be in \[0, 1\], got 1.5"),
+    ("cli-learning-rate", cli("autoencoder", "--learning-rate", "0"),
+     UsageError, r"argument --learning-rate: must be > 0, got 0.0"),
+    ("cli-fixed-widths", cli("autoencoder", "--fixed-widths", "0,3"),
+     UsageError, r"argument --fixed-widths: .*got '0,3'"),
+    ("cli-train-width", cli("train", "none", "--width", "-1"), UsageError,
+     r"argument --width: must be > 0, got -1.0"),
+    ("cli-train-learning-rate",
+     cli("train", "none", "--learning-rate", "nan"), UsageError,
+     r"argument --learning-rate: must be > 0, got nan"),
+    ("cli-analyze-fraction", cli("analyze", "--fraction", "2"), UsageError,
+     r"argument --fraction: must be in \[0, 1\], got 2.0"),
 ]
 # fmt: on
 
@@ -367,7 +588,7 @@ def _same(a, b):
 
 
 def test_table_is_large_enough():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 100
     assert len({case[0] for case in CASES}) == len(CASES)
 
 

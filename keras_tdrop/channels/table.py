@@ -11,6 +11,7 @@ from keras_tdrop.channels.rules import PassThrough
 from keras_tdrop.channels.rules import register_channel_rule
 
 __all__ = [
+    "AUGMENTATION_LAYERS",
     "CHANNEL_PASS_LAYERS",
     "register_defaults",
 ]
@@ -75,6 +76,18 @@ CHANNEL_PASS_LAYERS = (
     L.UpSampling2D,
     L.UpSampling3D,
 )
+# Augmentation inside the model (keras.io's examples put it there): each
+# moves pixels or shifts every channel alone, and is the identity at
+# inference. Those that mix channels (grayscale, hue) are not listed.
+AUGMENTATION_LAYERS = (
+    L.RandomFlip,
+    L.RandomRotation,
+    L.RandomZoom,
+    L.RandomTranslation,
+    L.RandomCrop,
+    L.RandomContrast,
+    L.RandomBrightness,
+)
 _RAW_UNARY = (
     "Relu",
     "Relu6",
@@ -118,7 +131,7 @@ _RAW_MERGE = (
 
 
 def register_defaults():
-    for cls in CHANNEL_PASS_LAYERS:
+    for cls in CHANNEL_PASS_LAYERS + AUGMENTATION_LAYERS:
         register_channel_rule(cls, PassThrough())
     register_channel_rule(L.Activation, PassThrough(_activation_mixes))
     register_channel_rule(L.Softmax, PassThrough(_softmax_axis))

@@ -167,7 +167,8 @@ def default_sample(specs, examples, sample_size):
         if any(d is None for d in spec.shape[1:]):
             raise ValueError(
                 f"Input '{spec.name}' has an unknown dimension {spec.shape}: "
-                "pass `sample` or `representative_data`."
+                "pass `input_shape` to fix it, or `sample` or "
+                "`representative_data` to check the file on."
             )
         shape = (sample_size,) + spec.shape[1:]
         if np.issubdtype(np.dtype(spec.dtype), np.integer):

@@ -5,6 +5,7 @@ from keras_tdrop import pruning
 from keras_tdrop import schedules
 from keras_tdrop import targeting
 from keras_tdrop.callbacks.ramping import RampingCallback
+from keras_tdrop.layers.model_ordered_dropout import ModelOrderedDropout
 from keras_tdrop.layers.model_targeted_dropout import ModelTargetedDropout
 from keras_tdrop.layers.targeted_dropout import TargetedDropout
 from keras_tdrop.layers.triangular_dropout import TriangularDropout
@@ -16,6 +17,7 @@ from keras_tdrop.wrapping import strip_targeted_dropout
 from keras_tdrop.wrapping import targeted_dropout_layers
 
 __all__ = [
+    "ModelOrderedDropout",
     "ModelTargetedDropout",
     "RampingCallback",
     "TargetedDropout",

@@ -1,16 +1,26 @@
 """Truncating Triangular Dropout models to a narrower, ordinary model."""
 
+import numbers
+
 import keras
 import numpy as np
+
+from keras_tdrop import keras_adapter as adapter
 
 from keras_tdrop.channels import ChannelGraph
 from keras_tdrop.channels import ChannelRule
 from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels import rebuild
 from keras_tdrop.channels import register_channel_rule
+from keras_tdrop.channels.groups import prunable_groups
 from keras_tdrop.channels.rules import block_call
+from keras_tdrop.layers.model_ordered_dropout import ModelOrderedDropout
 from keras_tdrop.layers.triangular_dropout import TriangularDropout
 from keras_tdrop.layers.triangular_dropout import triangular_dropout_layers
+from keras_tdrop.pruning.group_masks import masks_for
+from keras_tdrop.pruning.ordered_masks import group_writers
+from keras_tdrop.pruning.ordered_masks import ordered_roots
+from keras_tdrop.pruning.shrink import shrink
 
 __all__ = [
     "recalibration_batches",
@@ -40,18 +50,6 @@ class _WidthCut(ChannelRule):
 register_channel_rule(TriangularDropout, _WidthCut())
 
 
-def _writers(graph, roots):
-    pieces = graph.root_slices()
-    return sorted(
-        {
-            p.layer.name
-            for r in roots
-            for p, _ in pieces.get(r, [])
-            if p.role == "out"
-        }
-    )
-
-
 def _plan(graph, layer, width):
     """The roots truncation removes at `layer` (a TriangularDropout), or a
     ValueError naming what stands in the way."""
@@ -60,7 +58,7 @@ def _plan(graph, layer, width):
     post = set(graph.roots(after[width:]).tolist())
     blocked = graph.blocked_reasons()
     pieces = graph.root_slices()
-    source = _writers(graph, pre)
+    source = group_writers(graph, pre)
     origin = f" (from {', '.join(map(repr, source))})" if source else ""
     where = (
         f"Cannot truncate at TriangularDropout layer '{layer.name}': its "
@@ -81,7 +79,7 @@ def _plan(graph, layer, width):
                 "passing through it."
             )
     for root in sorted(post):
-        writers = _writers(graph, [root])
+        writers = group_writers(graph, [root])
         if writers:
             raise ValueError(
                 f"{where} are joined with channels written by {writers}."
@@ -137,8 +135,24 @@ def recalibration_batches(model, recalibrate):
     return batches
 
 
-def truncate(model, width=None, recalibrate=None):
+def truncate(
+    model,
+    width=None,
+    recalibrate=None,
+    round_to=1,
+    exclude=None,
+    exclude_logits=True,
+):
     """A plain, narrower copy of a model trained with Triangular Dropout.
+
+    Two kinds of model are truncated. A model with `TriangularDropout`
+    layers is cut at each of them (below). A graph model trained with
+    ordered channel dropout (`ModelOrderedDropout`, or the wrapper itself)
+    is cut through its channel groups: at a fraction `width`, every group
+    keeps its first `kept_channels(n, width, round_to)` channels in every
+    member and loses the others (`ordered_masks`), and `shrink` removes
+    them, so the result computes what the model computes with those
+    channels masked.
 
     For every `TriangularDropout` layer with width w, the Dense or Conv
     layer producing its input keeps only its first w units (`W[..., :w]`,
@@ -167,14 +181,20 @@ def truncate(model, width=None, recalibrate=None):
 
     Args:
         model: a functional or Sequential Keras model with
-            `TriangularDropout` layers (at its top level).
-        width: an int (the same width for every layer), a dict
-            `{layer name: int}` for some layers, or None. Layers not given
-            a width keep the one set on them (`layer.width`), else all
-            their units.
+            `TriangularDropout` layers (at its top level), or one trained
+            with ordered channel dropout.
+        width: with `TriangularDropout` layers, an int (the same width
+            for every layer), a dict `{layer name: int}` for some layers,
+            or None; layers not given a width keep the one set on them
+            (`layer.width`), else all their units. Through the channel
+            groups, a fraction in (0, 1], or a dict `{layer name:
+            fraction or channel count}` naming a layer that writes the
+            group (other groups stay whole).
         recalibrate: optional data, what `recalibrate_batchnorm` takes
             (arrays, an `(x, y)` tuple, a `tf.data.Dataset` of a few
             batches, ...); checked before anything is cut.
+        round_to, exclude, exclude_logits: for channel groups, as in
+            `ordered_masks` (use those the model was trained with).
 
     Returns:
         A new `keras.Model` without `TriangularDropout` layers (with a
@@ -185,6 +205,8 @@ def truncate(model, width=None, recalibrate=None):
     >>> keras_tdrop.set_width(model, 8)
     >>> small = keras_tdrop.truncate(model, 8)  # same outputs, fewer params
     """
+    if isinstance(model, ModelOrderedDropout):
+        model = model.model
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"`model` must be a keras.Model. Received: model={model!r}"
@@ -204,9 +226,16 @@ def truncate(model, width=None, recalibrate=None):
             "or flatten it first."
         )
     if not layers:
+        return _truncate_groups(
+            model, width, recalibrate, round_to, exclude, exclude_logits
+        )
+    if round_to != 1 or exclude is not None or exclude_logits is not True:
         raise ValueError(
-            f"Model '{model.name}' has no TriangularDropout layer to "
-            "truncate at."
+            "`round_to`, `exclude` and `exclude_logits` apply to truncation "
+            f"through channel groups; model '{model.name}' is truncated at "
+            "its TriangularDropout layers. Received: "
+            f"round_to={round_to!r}, exclude={exclude!r}, "
+            f"exclude_logits={exclude_logits!r}"
         )
     widths = _widths(layers, width)
     batches = None
@@ -224,3 +253,47 @@ def truncate(model, width=None, recalibrate=None):
 
         new_model = recalibrate_batchnorm(new_model, batches, inplace=True)
     return new_model
+
+
+def _truncate_groups(
+    model, width, recalibrate, round_to, exclude, exclude_logits
+):
+    """`truncate` through the channel groups (no TriangularDropout)."""
+    if width is None or (
+        isinstance(width, numbers.Integral) and not isinstance(width, bool)
+    ):
+        raise ValueError(
+            f"Model '{model.name}' has no TriangularDropout layer, so it is "
+            "truncated through its channel groups, which takes a fraction "
+            "in (0, 1] (or a dict {layer name: fraction or count}). "
+            f"Received: width={width!r}"
+        )
+    try:
+        adapter.functional_of(model)
+    except adapter.GraphError as error:
+        raise ValueError(
+            f"Cannot truncate model '{model.name}' through its channel "
+            "groups: that needs a functional or Sequential model (a "
+            "subclassed model can be truncated at TriangularDropout layers "
+            f"in a graph model instead). {error}"
+        ) from None
+    graph = channel_graph(model)
+    removed = ordered_roots(
+        graph, model, width, round_to, exclude, exclude_logits
+    )
+    batches = None
+    if recalibrate is not None:
+        batches = recalibration_batches(model, recalibrate)
+    if not prunable_groups(graph, model, exclude, exclude_logits):
+        raise ValueError(
+            f"Model '{model.name}' has no channel group that truncation "
+            "can cut (every group is blocked, the stem, the logits or "
+            f"excluded; exclude={exclude!r}). See "
+            "keras_tdrop.channels.channel_graph(model).blocked_reasons()."
+        )
+    small, _ = shrink(model, masks_for(graph, removed))
+    if batches is not None:
+        from keras_tdrop.pruning.recalibrate import recalibrate_batchnorm
+
+        small = recalibrate_batchnorm(small, batches, inplace=True)
+    return small

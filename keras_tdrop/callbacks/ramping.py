@@ -6,6 +6,7 @@ import numpy as np
 
 from keras_tdrop import schedules
 from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.layers.model_ordered_dropout import model_ordered_dropouts
 from keras_tdrop.layers.model_targeted_dropout import model_targeted_dropouts
 from keras_tdrop.wrapping import targeted_dropout_layers
 
@@ -177,9 +178,11 @@ class RampingCallback(keras.callbacks.Callback):
         return float(rate_fraction), float(target_fraction)
 
     def on_train_begin(self, logs=None):
-        self._layers = model_targeted_dropouts(
-            self.model
-        ) + targeted_dropout_layers(self.model)
+        self._layers = (
+            model_targeted_dropouts(self.model)
+            + model_ordered_dropouts(self.model)
+            + targeted_dropout_layers(self.model)
+        )
         if self.ramp_fraction is not None:
             epochs = self.params.get("epochs")
             steps = self.params.get("steps")

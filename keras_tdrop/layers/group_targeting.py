@@ -7,6 +7,7 @@ from keras import ops
 from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.channels import channel_graph
+from keras_tdrop.channels.ordering import kept_channels
 from keras_tdrop.channels.groups import is_kernel_slice
 from keras_tdrop.channels.groups import prunable_groups
 
@@ -46,7 +47,7 @@ class GroupTargeting:
     statistics a variance of zero.
     """
 
-    def __init__(self, model, kernels, exclude_logits=True):
+    def __init__(self, model, kernels, exclude_logits=True, exclude=None):
         try:
             keras_adapter.functional_of(model)
         except keras_adapter.GraphError as error:
@@ -60,7 +61,7 @@ class GroupTargeting:
         self.held = []
         covered = set()
         for roots in prunable_groups(
-            graph, model, None, exclude_logits
+            graph, model, exclude, exclude_logits
         ).values():
             index = {r: i for i, r in enumerate(roots)}
             members, held = [], []
@@ -129,14 +130,15 @@ class GroupTargeting:
         chosen = self.targeted(values, target_rate)
         return self._spread([(members, mask) for _, members, mask in chosen])
 
-    def _spread(self, per_group):
+    def _spread(self, per_group, readers=False):
         """`{id(variable): boolean mask}` from `[(members, (n,) bool)]`:
-        each group's channel vector laid over its writing kernels."""
+        each group's channel vector laid over its writing kernels (and,
+        with `readers`, over every kernel slice of the group)."""
         masks = {}
         for members, mask in per_group:
             padded = ops.concatenate([mask, ops.zeros((1,), "bool")])
             for m in members:
-                if not m.writes:
+                if not (m.writes or readers):
                     continue
                 along = ops.take(padded, ops.convert_to_tensor(m.segments))
                 shape = [1] * len(m.variable.shape)
@@ -209,6 +211,48 @@ class GroupTargeting:
             id(m.variable): m.variable for group in self.held for m in group
         }
         return out, [(variables[key], mask) for key, mask in held.items()]
+
+
+    def truncated(self, values, width, round_to=1):
+        """`(truncated, held)` at `width` (a float or a scalar tensor).
+
+        Every group keeps its first `kept_channels(n, width, round_to)`
+        channels; the others are zeroed in every kernel slice of the group
+        (writers' columns, readers' rows, depthwise and attention slices),
+        the slices `compute_masks(..., groups=True)` and `ordered_masks`
+        zero, so the step computes what the truncated network computes.
+        `truncated` is `[(variable, value)]` for every kernel holding such
+        a slice (read from `values`, `{id(variable): tensor}`); `held`,
+        `[(variable, boolean mask)]`, the moving statistics of the cut
+        channels, which the step must leave as they were.
+        """
+        beyond = [
+            ops.greater_equal(
+                ops.arange(n, dtype="int32"),
+                kept_channels(n, width, round_to),
+            )
+            for n, _ in self.groups
+        ]
+        masks = self._spread(
+            [(members, cut) for (_, members), cut in zip(self.groups, beyond)],
+            readers=True,
+        )
+        variables = {
+            id(m.variable): m.variable for _, group in self.groups
+            for m in group
+        }
+        out = [
+            (
+                variables[key],
+                ops.where(mask, ops.zeros_like(values[key]), values[key]),
+            )
+            for key, mask in masks.items()
+        ]
+        held = self._spread(list(zip(self.held, beyond)))
+        statistics = {
+            id(m.variable): m.variable for group in self.held for m in group
+        }
+        return out, [(statistics[key], mask) for key, mask in held.items()]
 
 
 def _is_statistic(piece):

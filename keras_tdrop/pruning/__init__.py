@@ -6,6 +6,7 @@ from keras_tdrop.pruning.masks import compute_masks
 from keras_tdrop.pruning.masks import nm_masks
 from keras_tdrop.pruning.masks import prunable_kernels
 from keras_tdrop.pruning.masks import prune
+from keras_tdrop.pruning.ordered_masks import ordered_masks
 from keras_tdrop.pruning.recalibrate import recalibrate_batchnorm
 from keras_tdrop.pruning.report import compare_sweeps
 from keras_tdrop.pruning.report import format_sweep
@@ -29,6 +30,7 @@ __all__ = [
     "from_tfmot",
     "group_masks",
     "nm_masks",
+    "ordered_masks",
     "plot_sweeps",
     "print_progress",
     "prunable_kernels",

@@ -228,32 +228,8 @@ def to_tflite(
             raise
         check = None
     if check is None:
-        warnings.warn(
-            f"The TFLite file keeps TF Select ops ({', '.join(flex)}), which "
-            "this LiteRT interpreter cannot run (it does not link the Flex "
-            f"delegate), so {path!r} is written without the check against "
-            "Keras. Run it where the Flex delegate is linked (Android: "
-            "org.tensorflow:tensorflow-lite-select-tf-ops), or pass "
-            "`input_shape=` instead so that every op is a TFLite builtin.",
-            UserWarning,
-            stacklevel=2,
-        )
-        with atomic_write(path, "wb") as file:
-            file.write(content)
-        nan = math.nan
-        return TFLiteExport(
-            path=path,
-            bytes=len(content),
-            max_abs_diff=nan,
-            tolerance=nan,
-            relative_tolerance=float(relative),
-            output_range=nan,
-            latency_ms=None,
-            batch_size=int(sample[0].shape[0]),
-            sparse=sparse,
-            quantize=quantize,
-            op_resolver="none",
-            verified=False,
+        return _write_unchecked(
+            content, path, flex, relative, sample, sparse, quantize
         )
     if not check.passed:
         raise ValueError(
@@ -280,6 +256,37 @@ def to_tflite(
         sparse=sparse,
         quantize=quantize,
         op_resolver=check.op_resolver,
+    )
+
+
+def _write_unchecked(content, path, flex, relative, sample, sparse, quantize):
+    """Writes a file whose TF Select ops LiteRT cannot run here, with a
+    warning; its `TFLiteExport` says it was not checked."""
+    warnings.warn(
+        f"The TFLite file keeps TF Select ops ({', '.join(flex)}), which "
+        "this LiteRT interpreter cannot run (it does not link the Flex "
+        f"delegate), so {path!r} is written without the check against "
+        "Keras. Run it where the Flex delegate is linked (Android: "
+        "org.tensorflow:tensorflow-lite-select-tf-ops), or pass "
+        "`input_shape=` instead so that every op is a TFLite builtin.",
+        UserWarning,
+        stacklevel=3,
+    )
+    with atomic_write(path, "wb") as file:
+        file.write(content)
+    return TFLiteExport(
+        path=path,
+        bytes=len(content),
+        max_abs_diff=math.nan,
+        tolerance=math.nan,
+        relative_tolerance=float(relative),
+        output_range=math.nan,
+        latency_ms=None,
+        batch_size=int(sample[0].shape[0]),
+        sparse=sparse,
+        quantize=quantize,
+        op_resolver="none",
+        verified=False,
     )
 
 

@@ -281,6 +281,11 @@ def sweep_models(
 
 
 def _check_data(data):
+    if data is None or isinstance(data, (str, bytes, dict, int, float)):
+        raise TypeError(
+            "`data` must be an (x, y) tuple of arrays, a tf.data.Dataset or "
+            f"a PyDataset of (x, y) batches. Received: data={data!r}"
+        )
     if isinstance(data, tuple) and len(data) == 2:
         size = len(data[0]) if hasattr(data[0], "__len__") else None
     else:

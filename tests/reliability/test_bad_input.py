@@ -452,6 +452,8 @@ CASES = [
     ("sweep-recalibrate-str",
      lambda c: prune_sweep(c.model, (c.x, c.y), [0.5], recalibrate="x"),
      ValueError, r"`recalibrate` must be arrays.*Received: recalibrate='x'"),
+    ("sweep-data-str", lambda c: prune_sweep(c.model, "test.npz", [0.5]),
+     TypeError, r"`data`.*Received: data='test.npz'"),
     ("sweep-models-list", lambda c: sweep_models([c.model], (c.x, c.y)),
      ValueError, r"`models`.*Received: models=list"),
     ("compare-sweeps-metric",

@@ -5,9 +5,12 @@ it, and there the last bits depend on the kernel: oneDNN or Eigen, fused
 or not, blocked summation in another order. So every comparison also gets
 an absolute floor of `FLOOR_ULPS` float32 epsilons at the scale of the
 expected values, `max(1, max|desired|)`: 64 * 1.19e-7 = 7.6e-6 at scale
-one. 64 epsilons is the error bound of a float32 sum of a few dozen terms
-(n * eps), well past the sqrt(n) * eps seen in practice for the small
-layers these tests build, and still under the 1e-5 most tests assert.
+one. 64 epsilons is the worst-case rounding error of a float32 sum of 64
+terms (n * eps) and the typical one (sqrt(n) * eps) of a sum of 4096,
+longer than any dot product in the small layers these tests build, and
+still under the 1e-5 most tests assert. The default relative tolerance is
+`pytest.approx`'s, 1e-6; a test passes its own `rtol` and `atol` (kept
+when looser than the floor) where it means something else.
 
 Values computed in float64 (counts, fractions, numpy references that
 never touched a float32 kernel) pass `dtype="float64"` to keep a floor of

@@ -5,6 +5,7 @@ from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
 
 __all__ = [
+    "blocked_summary",
     "is_kernel_slice",
     "prunable_groups",
 ]
@@ -60,6 +61,29 @@ def prunable_groups(
         if free:
             chosen[space] = free
     return chosen
+
+
+def blocked_summary(graph):
+    """Why a model's channels are kept, in words, for a message saying that
+    no group can be cut: the graph's reasons (besides the model's inputs
+    and outputs) and how to teach it a custom layer."""
+    ends = ("a model input", "a model output")
+    reasons = sorted(
+        {w for why in graph.blocked_reasons().values() for w in why} - set(ends)
+    )
+    return (
+        "The stem group (layers reading a model input), the logits and "
+        "excluded layers are left whole"
+        + (
+            f", and channels are kept here because {'; '.join(reasons)}"
+            if reasons
+            else ""
+        )
+        + ". A custom layer without a channel rule keeps every channel it "
+        "reads and writes: teach the graph with "
+        "`keras_tdrop.channels.register_channel_rule` (see the custom "
+        "layers guide)"
+    )
 
 
 def _input_ids(graph, model):

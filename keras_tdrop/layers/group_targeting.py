@@ -1,6 +1,8 @@
 """Group-aware unit targeting: every kernel of a channel group targets the
 same channels, chosen each step from the group's summed norms."""
 
+import warnings
+
 import numpy as np
 from keras import ops
 
@@ -8,6 +10,7 @@ from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels.ordering import kept_channels
+from keras_tdrop.channels.groups import blocked_summary
 from keras_tdrop.channels.groups import is_kernel_slice
 from keras_tdrop.channels.groups import prunable_groups
 
@@ -97,6 +100,15 @@ class GroupTargeting:
             self.groups.append((len(roots), members))
             self.held.append(held)
             covered.update(id(m.variable) for m in writers)
+        if not self.groups:
+            warnings.warn(
+                f"groups=True: no channel group of model '{model.name}' "
+                "can be dropped, so no channel is targeted in training. "
+                f"{blocked_summary(graph)}, or target per layer "
+                "(groups=False).",
+                UserWarning,
+                stacklevel=3,
+            )
         self.grouped = [k for k in kernels if id(k) in covered]
         self.ungrouped = [k for k in kernels if id(k) not in covered]
 
@@ -212,7 +224,6 @@ class GroupTargeting:
         }
         return out, [(variables[key], mask) for key, mask in held.items()]
 
-
     def truncated(self, values, width, round_to=1):
         """`(truncated, held)` at `width` (a float or a scalar tensor).
 
@@ -238,7 +249,8 @@ class GroupTargeting:
             readers=True,
         )
         variables = {
-            id(m.variable): m.variable for _, group in self.groups
+            id(m.variable): m.variable
+            for _, group in self.groups
             for m in group
         }
         out = [

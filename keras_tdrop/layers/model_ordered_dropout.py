@@ -120,8 +120,10 @@ class ModelOrderedDropout(TargetedRates, keras.Model):
             ("num_random", num_random, 0),
             ("chunks", chunks, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or (
-                value < low
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or (value < low)
             ):
                 raise ValueError(
                     f"`{name}` must be an int >= {low}. "
@@ -222,8 +224,7 @@ class ModelOrderedDropout(TargetedRates, keras.Model):
 
     def _pass(self, width, inputs, kwargs, freeze_statistics):
         values = {
-            id(v): adapter.stored_value(v)
-            for v in kernel_variables(self.model)
+            id(v): adapter.stored_value(v) for v in kernel_variables(self.model)
         }
         if isinstance(width, float) and width == 1.0:
             mapping, held = [], []
@@ -251,9 +252,7 @@ class ModelOrderedDropout(TargetedRates, keras.Model):
             parts = [
                 keras.tree.map_structure(
                     lambda x, i=i: x[
-                        i * size // self.chunks : (i + 1)
-                        * size
-                        // self.chunks
+                        i * size // self.chunks : (i + 1) * size // self.chunks
                     ],
                     inputs,
                 )
@@ -262,9 +261,7 @@ class ModelOrderedDropout(TargetedRates, keras.Model):
         else:
             parts = [inputs] * len(widths)
         outputs = [
-            self._pass(
-                width, part, kwargs, self.mode == "sandwich" and i > 0
-            )
+            self._pass(width, part, kwargs, self.mode == "sandwich" and i > 0)
             for i, (width, part) in enumerate(zip(widths, parts))
         ]
         if len(outputs) == 1:

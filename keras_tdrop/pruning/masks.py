@@ -245,29 +245,17 @@ def _warn_if_nothing_prunable(model, exclude, exclude_logits):
     """Warns, with the graph's reasons, where no channel group of `model`
     can be pruned (so that `{}` is never a silent answer)."""
     from keras_tdrop.channels import channel_graph
+    from keras_tdrop.channels.groups import blocked_summary
     from keras_tdrop.channels.groups import prunable_groups
 
     graph = channel_graph(model)
     if prunable_groups(graph, model, exclude, exclude_logits):
         return
-    ends = ("a model input", "a model output")
-    reasons = sorted(
-        {w for why in graph.blocked_reasons().values() for w in why} - set(ends)
-    )
     warnings.warn(
         f"compute_masks(groups=True): no channel group of model "
-        f"'{model.name}' can be pruned, so no mask is returned. The stem "
-        "group (layers reading a model input), the logits and excluded "
-        "layers are left whole"
-        + (
-            f", and channels are kept here because {'; '.join(reasons)}"
-            if reasons
-            else ""
-        )
-        + ". A custom layer without a channel rule keeps every channel it "
-        "reads and writes: teach the graph with "
-        "`keras_tdrop.channels.register_channel_rule` (see the custom "
-        "layers guide), or use per-layer unit masks (groups=False).",
+        f"'{model.name}' can be pruned, so no mask is returned. "
+        f"{blocked_summary(graph)}, or use per-layer unit masks "
+        "(groups=False).",
         UserWarning,
         stacklevel=4,
     )

@@ -63,7 +63,11 @@ def _group_widths(graph, groups, width):
     unknown = sorted(set(width) - named)
     if unknown:
         cuttable = sorted(
-            {n for roots in groups.values() for n in group_writers(graph, roots)}
+            {
+                n
+                for roots in groups.values()
+                for n in group_writers(graph, roots)
+            }
         )
         raise ValueError(
             f"`width` names layers that write no channel group truncation "
@@ -84,13 +88,13 @@ def ordered_roots(
     widths = _group_widths(graph, groups, width)
     removed = set()
     for space, roots in groups.items():
-        removed.update(roots[kept_channels(len(roots), widths[space], round_to) :])
+        removed.update(
+            roots[kept_channels(len(roots), widths[space], round_to) :]
+        )
     return removed
 
 
-def ordered_masks(
-    model, width, round_to=1, exclude=None, exclude_logits=True
-):
+def ordered_masks(model, width, round_to=1, exclude=None, exclude_logits=True):
     """Masks keeping the first channels of every channel group.
 
     Every group of the channel dependency graph that group pruning may

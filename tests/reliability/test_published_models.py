@@ -409,12 +409,6 @@ def test_unet_at_unknown_size_exports_at_a_fixed_size(tmp_path):
     assert result.verified and result.max_abs_diff <= result.tolerance
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="group-targeted training (layers/model_targeted_dropout.py, "
-    "group_targeting.py) does not yet say when no channel group can be "
-    "dropped; compute_masks(groups=True) does",
-)
 def test_group_training_with_no_droppable_group_warns():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 3))

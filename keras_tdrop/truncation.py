@@ -6,7 +6,6 @@ import keras
 import numpy as np
 
 from keras_tdrop import keras_adapter as adapter
-
 from keras_tdrop.channels import ChannelGraph
 from keras_tdrop.channels import ChannelRule
 from keras_tdrop.channels import channel_graph

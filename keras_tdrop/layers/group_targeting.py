@@ -9,10 +9,10 @@ from keras import ops
 from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
 from keras_tdrop.channels import channel_graph
-from keras_tdrop.channels.ordering import kept_channels
 from keras_tdrop.channels.groups import blocked_summary
 from keras_tdrop.channels.groups import is_kernel_slice
 from keras_tdrop.channels.groups import prunable_groups
+from keras_tdrop.channels.ordering import kept_channels
 
 __all__ = [
     "GroupTargeting",

@@ -9,26 +9,44 @@ import numpy as np
 from keras_tdrop.atomic_write import atomic_write
 from keras_tdrop.export.interpreter import predict_tflite
 from keras_tdrop.export.tflite import to_tflite
+from keras_tdrop.layers.model_ordered_dropout import ModelOrderedDropout
+from keras_tdrop.pruning.flops import flops
 from keras_tdrop.pruning.recalibrate import batchnorm_layers
 from keras_tdrop.truncation import recalibration_batches
 from keras_tdrop.truncation import truncate
 
 __all__ = ["export_widths", "format_width_table", "write_width_csv"]
 
-BASE_COLUMNS = ("width", "params", "bytes", "latency_ms", "max_abs_diff")
+BASE_COLUMNS = (
+    "width",
+    "params",
+    "macs",
+    "bytes",
+    "latency_ms",
+    "max_abs_diff",
+)
 
 
 def _check_widths(widths):
-    widths = list(widths) if not isinstance(widths, int) else [widths]
-    if not widths or any(
-        isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1
+    """Ints >= 1 (units of TriangularDropout layers) or fractions in
+    (0, 1] (of every channel group), not mixed."""
+    single = isinstance(widths, (int, float, np.integer, np.floating))
+    widths = [widths] if single else list(widths)
+    ints = all(
+        isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1
         for w in widths
-    ):
+    )
+    fractions = all(
+        isinstance(w, (float, np.floating)) and 0.0 < w <= 1.0 for w in widths
+    )
+    if not widths or not (ints or fractions):
         raise ValueError(
-            "`widths` must be a non-empty list of ints >= 1. "
+            "`widths` must be a non-empty list of ints >= 1 (the units of "
+            "TriangularDropout layers) or of fractions in (0, 1] (of every "
+            "channel group of a model trained with ModelOrderedDropout). "
             f"Received: widths={widths!r}"
         )
-    return [int(w) for w in widths]
+    return [int(w) if ints else float(w) for w in widths]
 
 
 def _metric(metric, model):
@@ -94,8 +112,8 @@ def export_widths(
     verbose=1,
     **tflite_options,
 ):
-    """Exports a Triangular Dropout model at several widths, one `.tflite`
-    file each, and returns their table.
+    """Exports a model trained for any width at several widths, one
+    `.tflite` file each, and returns their table.
 
     For each width w, `keras_tdrop.truncate(model, w)` builds the plain
     narrower model and `keras_tdrop.export.to_tflite` converts it, checks
@@ -106,9 +124,12 @@ def export_widths(
     printed per width.
 
     Args:
-        model: a Keras model with `TriangularDropout` layers (not modified).
+        model: a Keras model with `TriangularDropout` layers, or a graph
+            model trained with ordered channel dropout (`ModelOrderedDropout`
+            or its `.model`); not modified.
         widths: ints, the widths to export (each TriangularDropout layer is
-            truncated to the same width).
+            truncated to the same width), or fractions in (0, 1] of every
+            channel group (see `truncate`).
         out_dir: folder for the files (created if missing).
         data: optional `(x, y)` arrays to evaluate each file on.
         metric: what to compute on `data`: a Keras metric or loss, by name
@@ -128,8 +149,9 @@ def export_widths(
             `num_threads`, ...).
 
     Returns:
-        A list of dicts, one per width: `width`, `params` (of the truncated
-        Keras model), `bytes`, `latency_ms` (median ms per batch when
+        A list of dicts, one per width: `width`, `params` and `macs` (per
+        example; `keras_tdrop.pruning.flops`) of the truncated Keras model,
+        `bytes`, `latency_ms` (median ms per batch when
         `repeats` is given, see `to_tflite`; else None), `max_abs_diff`
         (LiteRT vs Keras), the metric under its name when `data` is
         given, `recalibrated` (whether BatchNormalization statistics were
@@ -146,13 +168,24 @@ def export_widths(
         raise TypeError(
             f"`model` must be a keras.Model. Received: model={model!r}"
         )
+    truncate_options = {}
+    if isinstance(model, ModelOrderedDropout):
+        truncate_options = {
+            "round_to": model.round_to,
+            "exclude": model.exclude,
+            "exclude_logits": model.exclude_logits,
+        }
+        model = model.model
     if data is not None:
         x, y = _unpack(data)
         metric_name, evaluate = _metric(metric, model)
     if recalibrate is not None:
         recalibrate = recalibration_batches(model, recalibrate)
     # Truncate every width before writing anything: bad widths fail first.
-    small = {w: truncate(model, w, recalibrate=recalibrate) for w in widths}
+    small = {
+        w: truncate(model, w, recalibrate=recalibrate, **truncate_options)
+        for w in widths
+    }
     name = name or model.name
     os.makedirs(out_dir, exist_ok=True)
     rows = []
@@ -162,6 +195,7 @@ def export_widths(
         row = {
             "width": w,
             "params": small[w].count_params(),
+            "macs": flops(small[w]),
             "bytes": result.bytes,
             "latency_ms": result.latency_ms,
             "max_abs_diff": result.max_abs_diff,
@@ -191,6 +225,8 @@ def _extra_columns(rows):
 
 def _format_row(row):
     text = f"width {row['width']}: {row['params']:,} params, "
+    if row.get("macs") is not None:
+        text += f"{row['macs']:,} MACs, "
     text += f"{row['bytes']:,} bytes, "
     if row["latency_ms"] is not None:
         text += f"{row['latency_ms']:.3f} ms, "
@@ -207,19 +243,21 @@ def format_width_table(rows):
     latencies not timed)."""
     extra = {k: max(8, len(k)) for k in _extra_columns(rows)}
     header = (
-        f"{'width':>6}  {'params':>12}  {'bytes':>12}  {'ms':>8}  "
-        f"{'max|diff|':>9}"
+        f"{'width':>6}  {'params':>12}  {'MACs':>12}  {'bytes':>12}  "
+        f"{'ms':>8}  {'max|diff|':>9}"
     ) + "".join(f"  {k:>{n}}" for k, n in extra.items())
     lines = [
         header,
-        "  ".join("-" * n for n in (6, 12, 12, 8, 9, *extra.values())),
+        "  ".join("-" * n for n in (6, 12, 12, 12, 8, 9, *extra.values())),
     ]
     for row in rows:
         ms = row["latency_ms"]
         ms = "-" if ms is None else f"{ms:.3f}"
+        macs = row.get("macs")
+        macs = "-" if macs is None else f"{macs:,}"
         lines.append(
-            f"{row['width']:>6}  {row['params']:>12,}  {row['bytes']:>12,}  "
-            f"{ms:>8}  {row['max_abs_diff']:>9.2g}"
+            f"{row['width']:>6}  {row['params']:>12,}  {macs:>12}  "
+            f"{row['bytes']:>12,}  {ms:>8}  {row['max_abs_diff']:>9.2g}"
             + "".join(f"  {row[k]:>{n}.4f}" for k, n in extra.items())
         )
     return "\n".join(lines)

@@ -126,6 +126,7 @@ def test_csv_and_table(exported):
     assert list(table[0]) == [
         "width",
         "params",
+        "macs",
         "bytes",
         "latency_ms",
         "max_abs_diff",
@@ -135,21 +136,25 @@ def test_csv_and_table(exported):
     ]
     for written, row in zip(table, rows):
         assert int(written["params"]) == row["params"]
+        w = row["width"]
+        assert row["macs"] == INPUTS * w + w * w + w * CLASSES
         assert float(written["accuracy"]) == row["accuracy"]
     text = format_width_table(rows)
     lines = text.splitlines()
     assert lines[0].split() == [
         "width",
         "params",
+        "MACs",
         "bytes",
         "ms",
         "max|diff|",
         "accuracy",
     ]
     assert len(lines) == 2 + len(WIDTHS)
-    assert lines[2].split()[:3] == [
+    assert lines[2].split()[:4] == [
         "2",
         f"{head_params(2):,}",
+        f"{rows[0]['macs']:,}",
         f"{rows[0]['bytes']:,}",
     ]
 
@@ -165,7 +170,7 @@ def test_callable_metric_and_compiled_loss(tmp_path):
     assert rows[0]["mse"] == approx(expected, rel=1e-4)
     # Not timed unless `repeats` is given: no latency, a dash in the table.
     assert rows[0]["latency_ms"] is None
-    assert format_width_table(rows).splitlines()[2].split()[3] == "-"
+    assert format_width_table(rows).splitlines()[2].split()[4] == "-"
     with open(tmp_path / f"{model.name}_widths.csv", newline="") as f:
         assert next(csv.DictReader(f))["latency_ms"] == ""
 

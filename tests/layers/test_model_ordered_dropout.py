@@ -253,6 +253,39 @@ def test_fit_ramp_save_load_and_truncate(mode, tmp_path):
     )
 
 
+def test_export_widths_of_an_ordered_model(tmp_path):
+    pytest.importorskip("tensorflow")
+    from keras_tdrop.export.widths import export_widths
+    from keras_tdrop.export.widths import format_width_table
+
+    model = mobile_block_net()
+    od = ModelOrderedDropout(model, round_to=4)
+    x = x_of(model, batch=8)
+    y = np.arange(8) % 5
+    rows = export_widths(
+        od,
+        [0.25, 0.5, 1.0],
+        tmp_path,
+        data=(x, y),
+        metric="sparse_categorical_accuracy",
+        verbose=0,
+    )
+    assert [r["width"] for r in rows] == [0.25, 0.5, 1.0]
+    assert rows[-1]["params"] == model.count_params()
+    for row in rows:
+        small_model = truncate(model, row["width"], round_to=4)
+        assert row["params"] == small_model.count_params()
+        assert row["max_abs_diff"] <= 1e-4
+        expected = np.mean(np.argmax(out(small_model, x), axis=-1) == y)
+        assert row["sparse_categorical_accuracy"] == approx(expected)
+    assert rows[0]["macs"] < rows[1]["macs"] < rows[2]["macs"]
+    assert len(format_width_table(rows).splitlines()) == 5
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [f"{model.name}_w{w}.tflite" for w in (0.25, 0.5, 1.0)]
+        + [f"{model.name}_widths.csv"]
+    )
+
+
 def test_recalibrated_truncation():
     model = mobile_block_net()
     x = x_of(model, batch=32)
@@ -296,8 +329,9 @@ def test_bad_input_is_refused_before_any_work():
     tiny = keras.Model(inputs, L.Dense(2, name="logits")(h))
     with pytest.raises(ValueError, match="no channel group"):
         truncate(tiny, 0.5)
-    with pytest.raises(ValueError, match="no channel group"), pytest.warns(
-        UserWarning
+    with (
+        pytest.raises(ValueError, match="no channel group"),
+        pytest.warns(UserWarning),
     ):
         ModelOrderedDropout(tiny)
 

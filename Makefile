@@ -19,6 +19,7 @@ CORE_TESTS := $(wildcard tests/test_targeting.py tests/test_targeting_noise.py \
 	tests/layers/test_triangular_dropout.py \
 	tests/layers/test_model_targeted_dropout.py tests/callbacks/test_ramping.py \
 	tests/layers/test_group_targeting.py tests/layers/test_group_statistics.py \
+	tests/layers/test_model_ordered_dropout.py \
 	tests/channels/test_graph.py \
 	tests/test_wrapping.py tests/pruning/test_masks.py \
 	tests/pruning/test_shrink.py tests/pruning/test_recalibrate.py \

@@ -177,7 +177,7 @@ def _add_mobile(parser):
         type=_method_list,
         default=["none", "targeted"],
         help="comma-separated methods: none, targeted, slimming, narrow, "
-        "finetune (default none,targeted)",
+        "finetune, triangular (default none,targeted)",
     )
     parser.add_argument(
         "--seeds",
@@ -210,7 +210,20 @@ def _add_mobile(parser):
         "--target-rate", type=unit_float, help="targeted: gamma"
     )
     parser.add_argument(
-        "--ramp", type=_ramp, help="targeted: FIRST,TOTAL fractions of the ramp"
+        "--ramp",
+        type=_ramp,
+        help="targeted, triangular: FIRST,TOTAL fractions of the ramp",
+    )
+    parser.add_argument(
+        "--min-width",
+        type=unit_float,
+        help="triangular: the narrowest width trained (default 0.25)",
+    )
+    parser.add_argument(
+        "--ordered-mode",
+        choices=("sandwich", "uniform", "triangular"),
+        help="triangular: how each step's widths are drawn (default "
+        "sandwich: full, narrowest and one random width per step)",
     )
     parser.add_argument(
         "--clean-steps",
@@ -240,6 +253,15 @@ def _run_mobile(args):
             if v is not None
         },
         "slimming": {} if args.l1 is None else {"l1": args.l1},
+        "triangular": {
+            k: v
+            for k, v in (
+                ("min_width", args.min_width),
+                ("mode", args.ordered_mode),
+                ("ramp", args.ramp),
+            )
+            if v is not None
+        },
     }
     kwargs = {"widths": args.widths} if args.widths else {}
     run_mobile(

@@ -14,6 +14,7 @@ from keras_tdrop.experiments.mobile_methods import check_methods
 from keras_tdrop.experiments.mobile_runs import SCALES
 from keras_tdrop.experiments.mobile_runs import evaluate_run
 from keras_tdrop.experiments.mobile_runs import train_run
+from keras_tdrop.layers.model_ordered_dropout import MODES
 from keras_tdrop.pruning.sweep import check_fractions
 
 __all__ = ["FRACTIONS", "WIDTHS", "run_mobile"]
@@ -71,6 +72,14 @@ def _check_params(params, methods):
 
 def _in_range(key, value):
     """Whether a method setting's value is valid (see DEFAULT_PARAMS)."""
+    if key == "mode":
+        return value in MODES
+    if key in ("num_random", "round_to"):
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and value >= (1 if key == "round_to" else 0)
+        )
     if key == "ramp":
         return (
             isinstance(value, (list, tuple))
@@ -81,6 +90,8 @@ def _in_range(key, value):
         return False
     if key in ("rate", "target_rate", "epochs_fraction"):
         return 0.0 <= value <= 1.0
+    if key == "min_width":
+        return 0.0 < value <= 1.0
     if key == "clean_steps":
         return 0.0 <= value < 1.0
     return value >= 0.0  # l1, learning_rate

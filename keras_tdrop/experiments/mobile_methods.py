@@ -11,19 +11,25 @@ import collections
 import keras
 
 from keras_tdrop.callbacks.ramping import RampingCallback
+from keras_tdrop.layers.model_ordered_dropout import ModelOrderedDropout
 from keras_tdrop.layers.model_targeted_dropout import ModelTargetedDropout
+from keras_tdrop.pruning.ordered_masks import ordered_masks
 from keras_tdrop.pruning.recalibrate import batchnorm_layers
 
 __all__ = ["METHODS", "MobileMethod", "check_methods"]
 
 MobileMethod = collections.namedtuple(
-    "MobileMethod", ["prepare", "strip", "importance", "description"]
+    "MobileMethod",
+    ["prepare", "strip", "importance", "description", "masks"],
+    defaults=(None,),
 )
 MobileMethod.__doc__ = """One training method of `keras-tdrop mobile`.
 
 `prepare(model, params, seed)` returns `(training model, callbacks)`;
 `strip(training model)` the plain trained network; `importance` the
-`compute_masks(..., groups=True, importance=...)` it is pruned by.
+`compute_masks(..., groups=True, importance=...)` it is pruned by, unless
+`masks(model, fraction, params)` gives its masks at each prune fraction
+(a network trained for any width is cut to its first channels).
 `params` are the run's method settings (`DEFAULT_PARAMS`).
 """
 
@@ -36,6 +42,13 @@ DEFAULT_PARAMS = {
         "clean_steps": 0.0,
     },
     "slimming": {"l1": 1e-4},
+    "triangular": {
+        "min_width": 0.25,
+        "mode": "sandwich",
+        "num_random": 1,
+        "round_to": 1,
+        "ramp": (0.1, 0.2),
+    },
     "finetune": {"epochs_fraction": 0.1, "learning_rate": 0.01},
 }
 
@@ -62,6 +75,27 @@ def _targeted(model, params, seed):
     )
     ramp = RampingCallback(ramp_fraction=tuple(params["ramp"]))
     return training, [ramp]
+
+
+def _ordered(model, params, seed):
+    """Ordered channel dropout (`ModelOrderedDropout`), its deepest cut
+    ramped in over the `ramp` fractions of training."""
+    training = ModelOrderedDropout(
+        model,
+        min_width=params["min_width"],
+        mode=params["mode"],
+        num_random=params["num_random"],
+        round_to=params["round_to"],
+        seed=seed,
+    )
+    ramp = RampingCallback(ramp_fraction=tuple(params["ramp"]))
+    return training, [ramp]
+
+
+def _first_channels(model, fraction, params):
+    """The masks of `truncate(model, 1 - fraction)`: each group keeps its
+    first channels, as many as pruning `fraction` by importance keeps."""
+    return ordered_masks(model, 1.0 - fraction, round_to=params["round_to"])
 
 
 def _unwrap(training):
@@ -108,6 +142,13 @@ METHODS = {
         _same,
         "magnitude",
         "the pruned width, trained from scratch",
+    ),
+    "triangular": MobileMethod(
+        _ordered,
+        _unwrap,
+        None,
+        "ordered (triangular) channel dropout, truncated to each width",
+        _first_channels,
     ),
     "finetune": MobileMethod(
         _plain,

@@ -377,19 +377,31 @@ def evaluate_run(
     model = keras.saving.load_model(
         os.path.join(run_dir, "model.keras"), compile=False
     )
-    importance = METHODS[method].importance
-    as_trained = _accuracy(_predict(model, x_test), y_test)
+    spec = METHODS[method]
     rows, files = [], []
     for fraction in _fractions(method, fractions, width):
         prune = 0.0 if method == "narrow" else fraction
-        masks = compute_masks(
-            model, prune, targeting="unit", groups=True, importance=importance
-        )
+        if spec.masks is not None:
+            masks = spec.masks(model, prune, params)
+        else:
+            masks = compute_masks(
+                model,
+                prune,
+                targeting="unit",
+                groups=True,
+                importance=spec.importance,
+            )
         masked = apply_masks(model, masks) if masks else model
         small, _ = shrink(model, masks)
         seconds = None
         if method == "finetune" and prune > 0:
             seconds = round(_finetune(small, scale, params, seed, data_dir), 1)
+        if prune == 0 or spec.masks is not None:
+            # Before recalibration: the dense network, or (trained for any
+            # width) the cut one with the statistics it was trained with.
+            before = _accuracy(_predict(small, x_test), y_test)
+        else:
+            before = None
         masked = recalibrate_batchnorm(masked, arrays["calib"])
         small = recalibrate_batchnorm(small, arrays["calib"], inplace=True)
         file = os.path.join(run_dir, f"{method}_{round(fraction * 100)}.tflite")
@@ -404,7 +416,7 @@ def evaluate_run(
                 "macs": flops(small),
                 "tflite_bytes": export.bytes,
                 "latency_ms": None,
-                "accuracy_as_trained": as_trained if prune == 0 else None,
+                "accuracy_as_trained": before,
                 "accuracy_masked": _accuracy(_predict(masked, x_test), y_test),
                 "accuracy_shrunk": _accuracy(_predict(small, x_test), y_test),
                 "accuracy_tflite": _accuracy(

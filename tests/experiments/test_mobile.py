@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(
     REPO.parent / "shared" / "tensorflow_datasets"
 )
-METHODS = ["none", "targeted", "slimming", "narrow", "finetune"]
+METHODS = ["none", "targeted", "slimming", "narrow", "finetune", "triangular"]
 TEST_LIMIT = SCALES["smoke"]["test_limit"]
 
 
@@ -104,6 +104,7 @@ def test_every_method_has_the_same_architecture_at_a_fraction(smoke):
         for folder, name in (
             ("none_s0", "results.json"),
             ("targeted_s0", "results.json"),
+            ("triangular_s0", "results.json"),
             ("narrow_w50_s0", "results.json"),
             ("none_s0", "results_finetune.json"),
         )
@@ -116,7 +117,7 @@ def test_every_method_has_the_same_architecture_at_a_fraction(smoke):
 
 def test_shrunk_and_litert_match_masked(smoke):
     out, _, _ = smoke
-    for folder in ("none_s0", "targeted_s0", "slimming_s0"):
+    for folder in ("none_s0", "targeted_s0", "slimming_s0", "triangular_s0"):
         for row in _rows(out, folder):
             for key in ("accuracy_shrunk", "accuracy_tflite"):
                 gap = abs(row[key] - row["accuracy_masked"]) * TEST_LIMIT
@@ -140,6 +141,24 @@ def test_the_dense_row_is_measured_as_trained(smoke):
         )
         accuracy = np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y)
         assert dense["accuracy_as_trained"] == approx(accuracy)
+
+
+def test_triangular_is_cut_to_its_first_channels(smoke):
+    """A network trained for any width is truncated (its first channels),
+    not pruned by importance; every width is also measured before its
+    statistics are recalibrated."""
+    from keras_tdrop import truncate
+
+    out, _, _ = smoke
+    model = keras.saving.load_model(out / "triangular_s0" / "model.keras")
+    x, y = datasets.load_numpy(
+        "cifar10", "test", data_dir=DATA_DIR, limit=TEST_LIMIT
+    )
+    for row in _rows(out, "triangular_s0"):
+        small = truncate(model, 1.0 - row["fraction"])
+        assert small.count_params() == row["params"]
+        accuracy = np.mean(np.argmax(small.predict(x, verbose=0), axis=-1) == y)
+        assert row["accuracy_as_trained"] == approx(accuracy)
 
 
 def test_a_second_run_resumes_without_training(smoke):
@@ -193,6 +212,8 @@ def test_other_method_settings_get_their_own_folder_and_label():
         ({"params": {"targeted": {"clean_steps": 1.0}}}, "clean_steps=1.0"),
         ({"params": {"targeted": {"rate": 1.5}}}, "rate=1.5"),
         ({"params": {"slimming": {"l1": -1.0}}}, "l1=-1.0"),
+        ({"params": {"triangular": {"min_width": 0.0}}}, "min_width=0.0"),
+        ({"params": {"triangular": {"mode": "wide"}}}, "mode='wide'"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(tmp_path, kwargs, match):

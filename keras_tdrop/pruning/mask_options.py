@@ -4,7 +4,7 @@ block size and importance scores."""
 import numpy as np
 from keras import ops
 
-__all__ = ["CRITERIA", "SCOPES", "check_options"]
+__all__ = ["CRITERIA", "SCOPES", "check_finite", "check_options"]
 
 SCOPES = ("local", "global")
 CRITERIA = ("magnitude", "random")
@@ -55,7 +55,7 @@ def check_options(kernels, targeting, scope, block_size, criterion, scores):
                 f"`scores` names a variable that is not a prunable kernel. "
                 f"Received: path={path!r}"
             )
-    _check_finite(scores, "scores for")
+    check_finite(scores, "scores for")
     for path, shape in paths.items():
         if path not in scores:
             raise ValueError(
@@ -71,7 +71,14 @@ def check_options(kernels, targeting, scope, block_size, criterion, scores):
             )
 
 
-def _check_finite(arrays, what):
+def check_finite(arrays, what):
+    """Raises a ValueError naming the first array of `arrays` that is not
+    finite.
+
+    Args:
+        arrays: dict, `{path: array}`.
+        what: str, what the arrays are, for the message ("kernel").
+    """
     for path, value in arrays.items():
         if not np.all(np.isfinite(ops.convert_to_numpy(value))):
             raise ValueError(

@@ -11,10 +11,10 @@ from keras import ops
 
 from keras_tdrop import targeting as targeting_lib
 
-__all__ = []
+__all__ = ["block_masks", "kernel_importances", "keep_mask", "lowest_entries"]
 
 
-def _importances(kernels, targeting, criterion, scores, seed):
+def kernel_importances(kernels, targeting, criterion, scores, seed):
     """Per kernel, non-negative importances (lowest pruned first): a matrix
     `[rows, cols]` for weight targeting, `[cols, 1]` for unit targeting."""
     rng = np.random.default_rng(seed)
@@ -44,7 +44,7 @@ def _importances(kernels, targeting, criterion, scores, seed):
     return values
 
 
-def _lowest(values, fraction):
+def lowest_entries(values, fraction):
     """Boolean mask of the floor(fraction * rows) lowest entries of each
     column of a non-negative matrix, by the targeting functions."""
     pruned = targeting_lib.targeted_mask(
@@ -53,7 +53,9 @@ def _lowest(values, fraction):
     return ops.convert_to_numpy(pruned)
 
 
-def _block_masks(kernels, count, block_size, criterion, scores, seed):
+def block_masks(kernels, count, block_size, criterion, scores, seed):
+    """`{path: mask}`: the `count` lowest of every `block_size` consecutive
+    entries along each kernel's input axis pruned (N:M sparsity)."""
     rng = np.random.default_rng(seed)
     masks = {}
     for kernel in kernels:
@@ -65,7 +67,7 @@ def _block_masks(kernels, count, block_size, criterion, scores, seed):
             value = value - value.min()
         else:
             value = np.abs(ops.convert_to_numpy(kernel.value))
-        masks[kernel.path] = _keep(
+        masks[kernel.path] = keep_mask(
             _block_lowest(value, count, block_size), kernel.dtype
         )
     return masks
@@ -103,5 +105,6 @@ def _block_lowest(value, count, block_size):
     return np.moveaxis(pruned, 0, -1)
 
 
-def _keep(pruned, dtype):
+def keep_mask(pruned, dtype):
+    """The mask (1 = keep, 0 = pruned) of `dtype` of a boolean `pruned`."""
     return 1 - np.asarray(ops.convert_to_numpy(pruned)).astype(dtype)

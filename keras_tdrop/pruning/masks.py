@@ -17,12 +17,12 @@ from keras_tdrop.pruning.apply import check_inplace
 from keras_tdrop.pruning.apply import copy_model
 from keras_tdrop.pruning.mask_options import CRITERIA
 from keras_tdrop.pruning.mask_options import SCOPES
-from keras_tdrop.pruning.mask_options import _check_finite
+from keras_tdrop.pruning.mask_options import check_finite
 from keras_tdrop.pruning.mask_options import check_options
-from keras_tdrop.pruning.mask_ranking import _block_masks
-from keras_tdrop.pruning.mask_ranking import _importances
-from keras_tdrop.pruning.mask_ranking import _keep
-from keras_tdrop.pruning.mask_ranking import _lowest
+from keras_tdrop.pruning.mask_ranking import block_masks
+from keras_tdrop.pruning.mask_ranking import keep_mask
+from keras_tdrop.pruning.mask_ranking import kernel_importances
+from keras_tdrop.pruning.mask_ranking import lowest_entries
 from keras_tdrop.pruning.prunable import _check_model
 from keras_tdrop.pruning.prunable import prunable_kernels
 
@@ -148,34 +148,36 @@ def compute_masks(
     if not kernels:
         return {}
     if criterion == "magnitude" and scores is None:
-        _check_finite({k.path: k.value for k in kernels}, "kernel")
+        check_finite({k.path: k.value for k in kernels}, "kernel")
     if block_size is not None:
         count = int(np.floor(fraction * block_size * (1.0 + 2.0**-20)))
-        return _block_masks(kernels, count, block_size, criterion, scores, seed)
+        return block_masks(kernels, count, block_size, criterion, scores, seed)
     if criterion == "magnitude" and scores is None and scope == "local":
         masks = {}
         for kernel in kernels:
             pruned = targeting_lib.targeted_mask(
                 kernel.value, fraction, targeting
             )
-            masks[kernel.path] = _keep(pruned, kernel.dtype)
+            masks[kernel.path] = keep_mask(pruned, kernel.dtype)
         return masks
-    values = _importances(kernels, targeting, criterion, scores, seed)
+    values = kernel_importances(kernels, targeting, criterion, scores, seed)
     if scope == "global":
         flat = np.concatenate([v.reshape(-1) for v in values])
-        pruned = _lowest(flat.reshape(-1, 1), fraction).reshape(-1)
+        pruned = lowest_entries(flat.reshape(-1, 1), fraction).reshape(-1)
         sizes = np.cumsum([v.size for v in values])[:-1]
         chosen = [
             p.reshape(v.shape) for p, v in zip(np.split(pruned, sizes), values)
         ]
     else:
-        chosen = [_lowest(v, fraction) for v in values]
+        chosen = [lowest_entries(v, fraction) for v in values]
     masks = {}
     for kernel, pruned in zip(kernels, chosen):
         rows, cols = targeting_lib.matrix_shape(kernel.shape)
         if targeting == "unit":
             pruned = np.broadcast_to(pruned.reshape(1, cols), (rows, cols))
-        masks[kernel.path] = _keep(pruned.reshape(kernel.shape), kernel.dtype)
+        masks[kernel.path] = keep_mask(
+            pruned.reshape(kernel.shape), kernel.dtype
+        )
     return masks
 
 
@@ -314,8 +316,8 @@ def nm_masks(
     kernels = prunable_kernels(model, exclude, exclude_logits)
     check_options(kernels, "weight", "local", m, criterion, scores)
     if criterion == "magnitude" and scores is None:
-        _check_finite({k.path: k.value for k in kernels}, "kernel")
-    return _block_masks(kernels, m - n, m, criterion, scores, seed)
+        check_finite({k.path: k.value for k in kernels}, "kernel")
+    return block_masks(kernels, m - n, m, criterion, scores, seed)
 
 
 def prune(

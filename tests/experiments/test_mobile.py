@@ -86,6 +86,8 @@ def test_rows_per_method(smoke):
         ("slimming", 0.5),
         ("narrow", 0.5),
         ("finetune", 0.5),
+        ("triangular", 0.0),
+        ("triangular", 0.5),
     }
     assert all(r["seeds"] == 1 for r in table)
     assert list(table[0]) == list(TABLE_COLUMNS)

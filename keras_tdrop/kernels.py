@@ -1,5 +1,6 @@
-"""Which variables of a layer are kernels, which layers of a model, and
-running a layer on substituted kernel values."""
+"""Which variables of a layer are kernels, which layers of a model,
+running a layer on substituted kernel values, and the check that a
+`model` argument is a Keras model."""
 
 import itertools
 
@@ -10,6 +11,7 @@ from keras_tdrop import keras_adapter as adapter
 
 __all__ = [
     "call_with_values",
+    "check_model",
     "iter_layers",
     "kernel_variables",
     "logits_kernels",
@@ -74,6 +76,26 @@ def call_with_values(
     if scope.losses:
         add_loss(scope.losses)
     return outputs
+
+
+def check_model(model, name="model", built_for=None):
+    """Raises unless `model` is a `keras.Model`, built if `built_for` is set.
+
+    Args:
+        model: the object to check.
+        name: str, the argument's name in the messages.
+        built_for: str or None; if given, `model` must also be built, and
+            the `ValueError` says what for (`"pruning"`, `"export"`).
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`{name}` must be a keras.Model. Received: {name}={model!r}"
+        )
+    if built_for is not None and not model.built:
+        raise ValueError(
+            f"`{name}` must be built before {built_for}. Received: unbuilt "
+            f"model '{model.name}'"
+        )
 
 
 def iter_layers(model):

@@ -2,7 +2,6 @@
 
 import numbers
 
-import keras
 import numpy as np
 
 from keras_tdrop import keras_adapter as adapter
@@ -13,6 +12,7 @@ from keras_tdrop.channels import rebuild
 from keras_tdrop.channels import register_channel_rule
 from keras_tdrop.channels.groups import prunable_groups
 from keras_tdrop.channels.rules import block_call
+from keras_tdrop.kernels import check_model
 from keras_tdrop.layers.model_ordered_dropout import ModelOrderedDropout
 from keras_tdrop.layers.triangular_dropout import TriangularDropout
 from keras_tdrop.layers.triangular_dropout import triangular_dropout_layers
@@ -206,10 +206,7 @@ def truncate(
     """
     if isinstance(model, ModelOrderedDropout):
         model = model.model
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r}"
-        )
+    check_model(model)
     layers = [
         layer for layer in model.layers if isinstance(layer, TriangularDropout)
     ]

@@ -4,6 +4,7 @@ wrapper (TargetedDropout, the kernel masks, the baselines) and unwrap."""
 import keras
 
 from keras_tdrop import keras_adapter as adapter
+from keras_tdrop.kernels import check_model
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
 from keras_tdrop.layers.kernel_wrapper import KernelWrapper
@@ -23,10 +24,7 @@ __all__ = [
 
 
 def check_graph_model(model, name="model"):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`{name}` must be a keras.Model. Received: {name}={model!r}"
-        )
+    check_model(model, name)
     if not isinstance(model, keras.Sequential) and not adapter.is_graph_model(
         model
     ):

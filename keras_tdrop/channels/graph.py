@@ -15,10 +15,10 @@ space). A space is what Torch-Pruning calls a dependency group: pruning
 removes `floor(p * channels)` of its roots.
 """
 
-import keras
 import numpy as np
 
 from keras_tdrop import keras_adapter
+from keras_tdrop.kernels import check_model
 
 __all__ = [
     "ChannelGraph",
@@ -242,10 +242,7 @@ def channel_graph(model, strict=False, graph=None):
     """
     from keras_tdrop.channels.rules import trace_model
 
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r}"
-        )
+    check_model(model)
     if not isinstance(strict, bool):
         raise TypeError(f"`strict` must be a bool. Received: strict={strict!r}")
     if graph is not None and not isinstance(graph, ChannelGraph):

@@ -25,6 +25,7 @@ from keras_tdrop.export.interpreter import import_litert
 from keras_tdrop.export.interpreter import time_invocations
 from keras_tdrop.export.verification import TOLERANCES
 from keras_tdrop.export.verification import verify
+from keras_tdrop.kernels import check_model
 
 __all__ = ["TFLiteExport", "to_tflite"]
 
@@ -297,15 +298,7 @@ def _check_model(model):
             "KERAS_BACKEND=tensorflow). Received: backend="
             f"{keras.backend.backend()!r}"
         )
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r}"
-        )
-    if not model.built:
-        raise ValueError(
-            f"`model` must be built before export. Received: unbuilt model "
-            f"'{model.name}'"
-        )
+    check_model(model, built_for="export")
 
 
 def _check_path(path):

@@ -9,6 +9,7 @@ import numpy as np
 from keras_tdrop.atomic_write import atomic_write
 from keras_tdrop.export.interpreter import predict_tflite
 from keras_tdrop.export.tflite import to_tflite
+from keras_tdrop.kernels import check_model
 from keras_tdrop.layers.model_ordered_dropout import ModelOrderedDropout
 from keras_tdrop.pruning.flops import flops
 from keras_tdrop.pruning.recalibrate import batchnorm_layers
@@ -164,10 +165,7 @@ def export_widths(
     >>> print(format_width_table(rows))
     """
     widths = _check_widths(widths)
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r}"
-        )
+    check_model(model)
     truncate_options = {}
     if isinstance(model, ModelOrderedDropout):
         truncate_options = {

@@ -6,6 +6,7 @@ import keras
 from keras_tdrop import batched_targeting
 from keras_tdrop import keras_adapter as adapter
 from keras_tdrop.kernels import call_with_values
+from keras_tdrop.kernels import check_model
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import logits_kernels
 from keras_tdrop.layers.group_targeting import GroupTargeting
@@ -133,10 +134,7 @@ class ModelTargetedDropout(TargetedRates, keras.Model):
         clean_steps=0.0,
         **kwargs,
     ):
-        if not isinstance(model, keras.Model):
-            raise TypeError(
-                f"`model` must be a keras.Model. Received: model={model!r}"
-            )
+        check_model(model)
         super().__init__(**kwargs)
         self._set_targeted_arguments(
             rate,

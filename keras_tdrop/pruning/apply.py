@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_tdrop import keras_adapter
-from keras_tdrop.pruning.prunable import _check_model
+from keras_tdrop.kernels import check_model
 from keras_tdrop.wrapping import clone_with_weights
 
 __all__ = ["apply_masks", "check_inplace", "copy_model"]
@@ -18,7 +18,7 @@ def apply_masks(model, masks, inplace=False):
     `inplace=True`. Every path in `masks` must name a variable of the model
     with the mask's shape; nothing is changed otherwise.
     """
-    _check_model(model)
+    check_model(model, built_for="pruning")
     check_inplace(inplace)
     if not isinstance(masks, dict):
         raise TypeError(

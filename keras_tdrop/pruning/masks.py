@@ -12,6 +12,7 @@ import numpy as np
 
 from keras_tdrop import keras_adapter
 from keras_tdrop import targeting as targeting_lib
+from keras_tdrop.kernels import check_model
 from keras_tdrop.pruning.apply import apply_masks
 from keras_tdrop.pruning.apply import check_inplace
 from keras_tdrop.pruning.apply import copy_model
@@ -23,7 +24,6 @@ from keras_tdrop.pruning.mask_ranking import block_masks
 from keras_tdrop.pruning.mask_ranking import keep_mask
 from keras_tdrop.pruning.mask_ranking import kernel_importances
 from keras_tdrop.pruning.mask_ranking import lowest_entries
-from keras_tdrop.pruning.prunable import _check_model
 from keras_tdrop.pruning.prunable import prunable_kernels
 
 __all__ = [
@@ -197,7 +197,7 @@ def _group_masks(
 ):
     from keras_tdrop.pruning.group_masks import group_masks
 
-    _check_model(model)
+    check_model(model, built_for="pruning")
     if groups is not True:
         raise TypeError(f"`groups` must be a bool. Received: groups={groups!r}")
     _check_unwrapped(model)

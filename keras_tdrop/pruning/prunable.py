@@ -1,12 +1,11 @@
 """The kernels that pruning acts on.
 
 `prunable_kernels` lists every kernel of every layer not excluded, the
-logits layer left out by default; `_check_model` is the check every pruning
-entry point makes first.
+logits layer left out by default. Every pruning entry point first makes
+`check_model(model, built_for="pruning")`.
 """
 
-import keras
-
+from keras_tdrop.kernels import check_model
 from keras_tdrop.kernels import iter_layers
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import logits_kernels
@@ -15,25 +14,13 @@ from keras_tdrop.kernels import resolve_exclude
 __all__ = ["prunable_kernels"]
 
 
-def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r}"
-        )
-    if not model.built:
-        raise ValueError(
-            f"`model` must be built before pruning. Received: unbuilt model "
-            f"'{model.name}'"
-        )
-
-
 def prunable_kernels(model, exclude=None, exclude_logits=True):
     """The kernels pruning acts on: every kernel of every layer not excluded.
 
     The logits layer is excluded by default, as in the references; biases,
     normalization parameters and other non-kernel weights never are pruned.
     """
-    _check_model(model)
+    check_model(model, built_for="pruning")
     excluded = resolve_exclude(model, exclude, exclude_logits)
     kernels = []
     for layer in iter_layers(model):

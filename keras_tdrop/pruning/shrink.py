@@ -9,6 +9,7 @@ from keras import ops
 from keras_tdrop import keras_adapter
 from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels import rebuild
+from keras_tdrop.kernels import check_model
 from keras_tdrop.pruning.apply import apply_masks
 from keras_tdrop.pruning.constants import fold_constants
 
@@ -34,10 +35,7 @@ class ShrinkReport(list):
 
 
 def _check(model, masks, strict, approximate):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r}"
-        )
+    check_model(model)
     try:
         keras_adapter.functional_of(model)
     except keras_adapter.GraphError as error:

@@ -7,7 +7,7 @@ the Keras 3 model, or into the Keras 3 architecture rebuilt from tf_keras.
 import keras
 
 from keras_tdrop import keras_adapter
-from keras_tdrop.pruning.prunable import _check_model
+from keras_tdrop.kernels import check_model
 from keras_tdrop.pruning.tfmot_layers import SUPPORTED_LAYERS
 from keras_tdrop.pruning.tfmot_layers import _import_tfmot
 from keras_tdrop.pruning.tfmot_layers import _set_weights
@@ -35,7 +35,7 @@ def from_tfmot(tf_model, model=None):
         `PruneLowMagnitude` wrappers (empty for a stripped model).
     """
     if model is not None:
-        _check_model(model)
+        check_model(model, built_for="pruning")
     tf_keras, _ = _import_tfmot()
     if not isinstance(tf_model, tf_keras.Model):
         raise TypeError(

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 
 from keras_tdrop import keras_adapter
+from keras_tdrop.kernels import check_model
 from keras_tdrop.kernels import kernel_variables
-from keras_tdrop.pruning.prunable import _check_model
 from keras_tdrop.pruning.prunable import prunable_kernels
 from keras_tdrop.pruning.tfmot_layers import SUPPORTED_LAYERS
 from keras_tdrop.pruning.tfmot_layers import _import_tfmot
@@ -71,7 +71,7 @@ def to_tfmot(
     ...     tfmot.sparsity.keras.UpdatePruningStep()])
     >>> model2, masks2 = from_tfmot(tf_model, model)  # masks2 == masks
     """
-    _check_model(model)
+    check_model(model, built_for="pruning")
     _check_architecture(model)
     if isinstance(schedule, str) and schedule != "fixed":
         raise ValueError(

@@ -10,10 +10,10 @@ channels. It is the older per-layer engine, kept as public API;
 (`keras_tdrop.channels`).
 """
 
-import keras
 import numpy as np
 
 from keras_tdrop import keras_adapter
+from keras_tdrop.kernels import check_model
 from keras_tdrop.pruning.unit_propagation import CHANNELWISE
 from keras_tdrop.pruning.unit_propagation import MERGES
 from keras_tdrop.pruning.unit_propagation import PRODUCERS
@@ -140,10 +140,7 @@ def remove_units(
     Example:
     >>> small, rows = remove_units(model, {"fc1": np.arange(64)})
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r}"
-        )
+    check_model(model)
     keep, drop = _check_keep(model, keep, drop_layers)
     functional, nodes = _graph(model)
     widths = {n: model.get_layer(n).kernel.shape[-1] for n in keep}

@@ -11,9 +11,17 @@ import numpy as np
 from keras import ops
 
 from keras_tdrop import keras_adapter
+from keras_tdrop.channels.layer_rules import mixing_activation
 from keras_tdrop.channels.table import CHANNEL_PASS_LAYERS
 
-__all__ = ["CHANNELWISE", "MERGES", "PRODUCERS"]
+__all__ = [
+    "CHANNELWISE",
+    "MERGES",
+    "PRODUCERS",
+    "is_producer",
+    "probe_inputs",
+    "propagate_removal",
+]
 
 L = keras.layers
 PRODUCERS = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)
@@ -23,7 +31,6 @@ CHANNELWISE = (
     L.BatchNormalization,
 ) + CHANNEL_PASS_LAYERS
 MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
-_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
 
 class _Refusal(Exception):
@@ -43,13 +50,9 @@ def _channels_last(layer):
     return True
 
 
-def _mixes_channels(layer):
-    activation = getattr(layer, "activation", None)
-    name = getattr(activation, "__name__", str(activation))
-    return name in _MIXING_ACTIVATIONS
-
-
-def _is_producer(layer):
+def is_producer(layer):
+    """Whether `remove_units` can remove output units of `layer`: a Dense
+    or Conv1D/2D/3D layer, channels_last, with `groups=1`."""
     return (
         isinstance(layer, PRODUCERS)
         and getattr(layer, "groups", 1) == 1
@@ -57,7 +60,7 @@ def _is_producer(layer):
     )
 
 
-def _probe(functional, removed):
+def probe_inputs(functional, removed):
     """The input of every Dense/Conv layer on a zero input, with the removed
     units replaced by what a zero-kernel unit outputs, activation(bias).
 
@@ -75,7 +78,7 @@ def _probe(functional, removed):
 
     def call(node, args, kwargs):
         op = node.operation
-        if _is_producer(op):
+        if is_producer(op):
             seen[op.name] = ops.convert_to_numpy(args[0])
         out = op(*args, **kwargs)
         units = removed.get(op.name)
@@ -128,7 +131,7 @@ def _union(states):
     return merged
 
 
-def _propagate(functional, nodes, removed, drop, fold, probe, strict):
+def propagate_removal(functional, nodes, removed, drop, fold, probe, strict):
     """Carries the removed units to their consumers.
 
     Returns `(states, folds, refusals)`: per tensor id `{index: set of
@@ -162,7 +165,7 @@ def _propagate(functional, nodes, removed, drop, fold, probe, strict):
         state = in_states[0] if len(in_states) == 1 else None
         if layer.name in drop:
             states[id(outputs[0])] = state
-        elif _is_producer(layer) and state is not None:
+        elif is_producer(layer) and state is not None:
             if state and fold:
                 if probe is None:
                     refuse(layer, "the model's input shape is not known", state)
@@ -177,14 +180,14 @@ def _propagate(functional, nodes, removed, drop, fold, probe, strict):
                             "the positions it reads",
                             {i: state[i] for i in bad},
                         )
-            if units and _mixes_channels(layer):
+            if units and mixing_activation(layer):
                 refuse(layer, "its activation mixes units", fresh)
             elif units:
                 states[id(outputs[0])] = fresh
         elif isinstance(layer, CHANNELWISE) and state is not None:
             if (
                 not _channels_last(layer)
-                or _mixes_channels(layer)
+                or mixing_activation(layer)
                 or outputs[0].shape[-1] != inputs[0].shape[-1]
             ):
                 refuse(layer, "it does not act on each channel alone", state)

@@ -6,9 +6,9 @@ import numpy as np
 from keras import ops
 
 from keras_tdrop import keras_adapter
-from keras_tdrop.pruning.unit_propagation import _is_producer
+from keras_tdrop.pruning.unit_propagation import is_producer
 
-__all__ = []
+__all__ = ["rebuild_without_units"]
 
 L = keras.layers
 
@@ -24,7 +24,7 @@ def _new_layer(layer, out_removed, delta):
 
 
 def _set_weights(old, new, out_removed, in_removed, delta):
-    if _is_producer(old):
+    if is_producer(old):
         kernel = ops.convert_to_numpy(old.kernel)
         width = kernel.shape[-1]
         bias = ops.convert_to_numpy(old.bias) if old.use_bias else None
@@ -48,7 +48,15 @@ def _set_weights(old, new, out_removed, in_removed, delta):
         variable.assign(value)
 
 
-def _rebuild(model, functional, nodes, removed, drop, states, folds):
+def rebuild_without_units(
+    model, functional, nodes, removed, drop, states, folds
+):
+    """A new functional model of fresh layers of the same names, without
+    the `removed` units and with the `folds` added to the consumers' biases.
+
+    `states` and `folds` are what `propagate_removal` returns for `removed`;
+    the layers named in `drop` are left out of the graph.
+    """
     in_removed = {}
     for layer, inputs, _ in nodes:
         if len(inputs) == 1 and states.get(id(inputs[0])):

@@ -17,10 +17,10 @@ from keras_tdrop.kernels import check_model
 from keras_tdrop.pruning.unit_propagation import CHANNELWISE
 from keras_tdrop.pruning.unit_propagation import MERGES
 from keras_tdrop.pruning.unit_propagation import PRODUCERS
-from keras_tdrop.pruning.unit_propagation import _is_producer
-from keras_tdrop.pruning.unit_propagation import _probe
-from keras_tdrop.pruning.unit_propagation import _propagate
-from keras_tdrop.pruning.unit_rebuild import _rebuild
+from keras_tdrop.pruning.unit_propagation import is_producer
+from keras_tdrop.pruning.unit_propagation import probe_inputs
+from keras_tdrop.pruning.unit_propagation import propagate_removal
+from keras_tdrop.pruning.unit_rebuild import rebuild_without_units
 
 __all__ = ["CHANNELWISE", "MERGES", "PRODUCERS", "remove_units"]
 
@@ -59,7 +59,7 @@ def _check_keep(model, keep, drop_layers):
                 f"`keep` names a layer the model does not have. "
                 f"Received: {name!r}"
             )
-        if not _is_producer(layer):
+        if not is_producer(layer):
             raise ValueError(
                 "`keep` may only name Dense and Conv1D/2D/3D layers "
                 "(channels_last, groups=1). Received: "
@@ -146,10 +146,10 @@ def remove_units(
     widths = {n: model.get_layer(n).kernel.shape[-1] for n in keep}
     removed = {n: set(range(widths[n])) - set(keep[n].tolist()) for n in keep}
     requested = {n: len(units) for n, units in removed.items()}
-    probe = _probe(functional, removed) if fold_constants else None
+    probe = probe_inputs(functional, removed) if fold_constants else None
     reasons = {n: [] for n in keep}
     while True:
-        states, folds, refusals = _propagate(
+        states, folds, refusals = propagate_removal(
             functional, nodes, removed, drop, fold_constants, probe, strict
         )
         restored = False
@@ -168,7 +168,9 @@ def remove_units(
                 f"remove_units could not settle: {refusals[0][1]} at "
                 f"'{refusals[0][0].name}'."
             )
-    new_model = _rebuild(model, functional, nodes, removed, drop, states, folds)
+    new_model = rebuild_without_units(
+        model, functional, nodes, removed, drop, states, folds
+    )
     rows = [
         {
             "layer": name,

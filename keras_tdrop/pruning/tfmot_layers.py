@@ -11,7 +11,12 @@ import numpy as np
 
 from keras_tdrop.optional_imports import require
 
-__all__ = ["SUPPORTED_LAYERS"]
+__all__ = [
+    "SUPPORTED_LAYERS",
+    "copy_layer_weights",
+    "import_tfmot",
+    "translate_layer",
+]
 
 SUPPORTED_LAYERS = (
     "Activation",
@@ -45,13 +50,15 @@ SUPPORTED_LAYERS = (
 _BASE_ARGUMENTS = ("name", "trainable", "dtype")
 
 
-def _import_tfmot():
+def import_tfmot():
+    """`(tf_keras, tensorflow_model_optimization)`, or an ImportError
+    naming the `tfmot` extra."""
     what = "The TF-MOT bridge"
     tfmot = require("tensorflow_model_optimization", "tfmot", what)
     return require("tf_keras", "tfmot", what), tfmot
 
 
-def _translate_layer(layer, lib):
+def translate_layer(layer, lib):
     """The layer of the same class, configuration and name in `lib`.
 
     `lib` is tf_keras or keras: both name their layers, initializers,
@@ -110,7 +117,9 @@ def _translate_object(key, value, lib):
     )
 
 
-def _set_weights(target, source):
+def copy_layer_weights(target, source):
+    """Sets `target`'s weights to `source`'s (a layer of the other Keras),
+    or raises a ValueError if their shapes differ."""
     values = [np.asarray(w) for w in source.get_weights()]
     shapes = [tuple(w.shape) for w in target.weights]
     if [v.shape for v in values] != shapes:

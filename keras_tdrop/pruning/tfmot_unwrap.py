@@ -9,9 +9,9 @@ import keras
 from keras_tdrop import keras_adapter
 from keras_tdrop.kernels import check_model
 from keras_tdrop.pruning.tfmot_layers import SUPPORTED_LAYERS
-from keras_tdrop.pruning.tfmot_layers import _import_tfmot
-from keras_tdrop.pruning.tfmot_layers import _set_weights
-from keras_tdrop.pruning.tfmot_layers import _translate_layer
+from keras_tdrop.pruning.tfmot_layers import copy_layer_weights
+from keras_tdrop.pruning.tfmot_layers import import_tfmot
+from keras_tdrop.pruning.tfmot_layers import translate_layer
 from keras_tdrop.wrapping import clone_with_weights
 
 __all__ = ["from_tfmot"]
@@ -36,7 +36,7 @@ def from_tfmot(tf_model, model=None):
     """
     if model is not None:
         check_model(model, built_for="pruning")
-    tf_keras, _ = _import_tfmot()
+    tf_keras, _ = import_tfmot()
     if not isinstance(tf_model, tf_keras.Model):
         raise TypeError(
             "`tf_model` must be a tf_keras model (what to_tfmot returns). "
@@ -63,7 +63,7 @@ def from_tfmot(tf_model, model=None):
                 f"{sorted(sources)}"
             )
         source, wrapper = sources[layer.name]
-        _set_weights(layer, source)
+        copy_layer_weights(layer, source)
         if wrapper is None:
             continue
         for weight, mask, _ in wrapper.pruning_vars:
@@ -93,7 +93,7 @@ def _rebuild_in_keras(tf_model, tf_keras):
                 f"type {type(inner).__name__}. Supported: "
                 f"{', '.join(SUPPORTED_LAYERS)}"
             )
-        layers[layer.name] = _translate_layer(inner, keras)
+        layers[layer.name] = translate_layer(inner, keras)
     tensors = {}
 
     def resolve(tf_tensor):

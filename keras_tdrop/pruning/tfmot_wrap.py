@@ -14,9 +14,9 @@ from keras_tdrop.kernels import check_model
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.pruning.prunable import prunable_kernels
 from keras_tdrop.pruning.tfmot_layers import SUPPORTED_LAYERS
-from keras_tdrop.pruning.tfmot_layers import _import_tfmot
-from keras_tdrop.pruning.tfmot_layers import _set_weights
-from keras_tdrop.pruning.tfmot_layers import _translate_layer
+from keras_tdrop.pruning.tfmot_layers import copy_layer_weights
+from keras_tdrop.pruning.tfmot_layers import import_tfmot
+from keras_tdrop.pruning.tfmot_layers import translate_layer
 
 __all__ = ["to_tfmot"]
 
@@ -94,7 +94,7 @@ def to_tfmot(
     else:
         _check_masks(model, masks)
         paths = set(masks)
-    tf_keras, tfmot = _import_tfmot()
+    tf_keras, tfmot = import_tfmot()
     schedule = _resolve_schedule(schedule, tfmot)
 
     owners = _variable_owners(model)
@@ -103,7 +103,7 @@ def to_tfmot(
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        target = _translate_layer(layer, tf_keras)
+        target = translate_layer(layer, tf_keras)
         if layer.name in wrapped:
             target = tfmot.sparsity.keras.prune_low_magnitude(
                 target, pruning_schedule=schedule, **prune_kwargs
@@ -116,7 +116,7 @@ def to_tfmot(
             continue
         target = layers[layer.name]
         inner = getattr(target, "layer", target)
-        _set_weights(inner, layer)
+        copy_layer_weights(inner, layer)
     for path in paths:
         layer, index = owners[path]
         wrapper = layers[layer.name]

@@ -12,9 +12,9 @@ import keras
 import numpy as np
 
 from keras_tdrop.atomic_write import atomic_path
-from keras_tdrop.experiments import _plots
 from keras_tdrop.experiments import datasets
 from keras_tdrop.experiments import models
+from keras_tdrop.experiments._plots import can_plot
 from keras_tdrop.layers.triangular_dropout import set_width
 from keras_tdrop.pruning.plots import figure
 from keras_tdrop.pruning.plots import save_png
@@ -260,7 +260,7 @@ def run_autoencoder(
         raise ValueError(
             f"`mode` must be 'triangular' or 'random'. Received: mode={mode!r}"
         )
-    can_plot = _plots.can_plot("the PNG files")
+    plotting = can_plot("the PNG files")
     say = print if verbose else (lambda *args, **kwargs: None)
     start = time.perf_counter()
     x_train, _ = datasets.load_numpy(
@@ -351,7 +351,7 @@ def run_autoencoder(
     for model, name in ((triangular, "triangular"), (plain, "standard")):
         with atomic_path(os.path.join(out_dir, f"{name}.keras")) as tmp:
             model.save(tmp)
-    if can_plot:
+    if plotting:
         plot_losses(rows, os.path.join(out_dir, "autoencoder.png"))
         plot_reconstructions(
             {
@@ -382,7 +382,7 @@ def run_autoencoder(
         )
     say(
         f"\nWrote {os.path.join(out_dir, 'autoencoder.csv')}"
-        + (", autoencoder.png and reconstructions.png" if can_plot else "")
+        + (", autoencoder.png and reconstructions.png" if plotting else "")
         + f" ({time.perf_counter() - start:.0f} s)."
     )
     return rows

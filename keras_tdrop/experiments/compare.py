@@ -19,18 +19,18 @@ import os
 
 from keras_tdrop.atomic_write import atomic_write
 from keras_tdrop.experiments import seeds as seeds_lib
-from keras_tdrop.experiments.compare_tables import _row_at
-from keras_tdrop.experiments.compare_tables import _swept
 from keras_tdrop.experiments.compare_tables import format_overlap
 from keras_tdrop.experiments.compare_tables import format_random_prune_table
 from keras_tdrop.experiments.compare_tables import format_runs
 from keras_tdrop.experiments.compare_tables import pruned_as_saved
+from keras_tdrop.experiments.compare_tables import row_at
+from keras_tdrop.experiments.compare_tables import swept_fractions
 from keras_tdrop.experiments.run_folders import SIZE_COLUMNS
 from keras_tdrop.experiments.run_folders import SWEEP_COLUMNS
 from keras_tdrop.experiments.run_folders import TARGETINGS
-from keras_tdrop.experiments.run_folders import _config
 from keras_tdrop.experiments.run_folders import find_runs
 from keras_tdrop.experiments.run_folders import load_run
+from keras_tdrop.experiments.run_folders import read_run_json
 from keras_tdrop.experiments.run_folders import read_sweep_csv
 from keras_tdrop.experiments.run_folders import sweep_files
 from keras_tdrop.experiments.run_folders import write_sweep_csv
@@ -125,7 +125,7 @@ def compare(run_dirs, out=None, fractions=None, recalibrated=False, verbose=1):
                 t: [r for r in rows if round(r["fraction"], 6) in keep]
                 for t, rows in sweeps.items()
             }
-        loaded.append((run_dir, label, sweeps, _config(run_dir)))
+        loaded.append((run_dir, label, sweeps, read_run_json(run_dir)))
     groups = seeds_lib.group_runs(loaded)
     labels = _unique_labels(
         [experiment for experiment, _ in groups],
@@ -139,7 +139,7 @@ def compare(run_dirs, out=None, fractions=None, recalibrated=False, verbose=1):
             if any(t in m[2] for m in members)
         }
         configs[label] = members[0][3]
-        saved = [_config(m[0], "dense.json") for m in members]
+        saved = [read_run_json(m[0], "dense.json") for m in members]
         mean = seeds_lib.mean_sd(s.get("dense_test_accuracy") for s in saved)
         if mean[0] is not None:
             dense[label] = mean[0]
@@ -181,12 +181,12 @@ def compare(run_dirs, out=None, fractions=None, recalibrated=False, verbose=1):
 
 
 def _write_csvs(runs, targeting, out, suffix=""):
-    labels, fractions = _swept(runs, targeting)
+    labels, fractions = swept_fractions(runs, targeting)
     wide, summary = [], []
     for fraction in fractions:
         line = {"fraction": fraction}
         for label in labels:
-            row = _row_at(runs[label][targeting], fraction)
+            row = row_at(runs[label][targeting], fraction)
             line[label] = None if row is None else row["accuracy"]
             if row is not None:
                 summary.append({"run": label} | row)

@@ -14,6 +14,8 @@ __all__ = [
     "format_random_prune_table",
     "format_runs",
     "pruned_as_saved",
+    "row_at",
+    "swept_fractions",
 ]
 
 
@@ -30,7 +32,7 @@ def _ramped_to(config):
     return params.get("targeting", "weight"), round(params["target_rate"], 6)
 
 
-def _swept(runs, targeting):
+def swept_fractions(runs, targeting):
     """`(labels, fractions)`: the runs swept with `targeting`, and every
     fraction any of them was swept at, sorted."""
     labels = [label for label, s in runs.items() if targeting in s]
@@ -44,7 +46,8 @@ def _swept(runs, targeting):
     return labels, fractions
 
 
-def _row_at(rows, fraction):
+def row_at(rows, fraction):
+    """The row of `rows` at `fraction` (rounded to 6 digits), or None."""
     found = [r for r in rows if round(r["fraction"], 6) == fraction]
     return found[0] if found else None
 
@@ -96,7 +99,7 @@ def format_random_prune_table(runs, configs, metric="accuracy"):
             fraction = 0.0
         elif label in matched and matched[label] != (targeting, fraction):
             return None
-        return _row_at(rows, fraction)
+        return row_at(rows, fraction)
 
     groups = [("random-prune", list(random))]
     if matched:
@@ -124,7 +127,7 @@ def pruned_as_saved(runs, targeting="weight"):
     saved with their targeted set pruned (`prune_at_inference`)."""
     found = {}
     for label, sweeps in runs.items():
-        zero = _row_at(sweeps.get(targeting, []), 0.0)
+        zero = row_at(sweeps.get(targeting, []), 0.0)
         if zero and zero["sparsity"] > 0.0:
             found[label] = zero["sparsity"]
     return found
@@ -142,11 +145,11 @@ def format_runs(runs, targeting="weight", metric="accuracy", dense=None):
     the table, with their dense weights' accuracy when `dense`
     (`{label: accuracy}`) has it.
     """
-    labels, fractions = _swept(runs, targeting)
+    labels, fractions = swept_fractions(runs, targeting)
     table = []
     for fraction in fractions:
         for label in labels:
-            row = _row_at(runs[label][targeting], fraction)
+            row = row_at(runs[label][targeting], fraction)
             if row is None:
                 continue
             table.append(

@@ -19,6 +19,7 @@ __all__ = [
     "DATASETS",
     "DataUnavailableError",
     "augment_image",
+    "check_limit",
     "has_network",
     "load",
     "load_numpy",
@@ -72,7 +73,8 @@ def _check_name(name):
         )
 
 
-def _check_limit(limit):
+def check_limit(limit):
+    """Raises a ValueError unless `limit` is None or an int >= 1."""
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
     ):
@@ -169,7 +171,7 @@ def load(
     >>> model.fit(train, epochs=2)
     """
     _check_name(name)
-    _check_limit(limit)
+    check_limit(limit)
     if (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, int)

@@ -6,9 +6,9 @@ import time
 import keras
 
 from keras_tdrop.callbacks.ramping import RampingCallback
-from keras_tdrop.experiments import _plots
 from keras_tdrop.experiments import datasets
 from keras_tdrop.experiments import models
+from keras_tdrop.experiments._plots import can_plot
 from keras_tdrop.pruning.report import compare_sweeps
 from keras_tdrop.pruning.report import format_sweep
 from keras_tdrop.pruning.report import plot_sweeps
@@ -87,7 +87,7 @@ def run_demo(
     >>> rows[-1]["accuracy_targeted"] > rows[-1]["accuracy_plain"]
     """
     fractions = check_fractions(fractions)
-    can_plot = _plots.can_plot("demo.png")
+    plotting = can_plot("demo.png")
     say = print if verbose else (lambda *args, **kwargs: None)
     start = time.perf_counter()
 
@@ -153,7 +153,7 @@ def run_demo(
     rows = compare_sweeps(swept)
 
     write_csv(rows, os.path.join(out_dir, "demo.csv"))
-    if can_plot:
+    if plotting:
         plot_sweeps(
             {"plain": swept["plain"], "targeted dropout": swept["targeted"]},
             os.path.join(out_dir, "demo.png"),
@@ -164,7 +164,7 @@ def run_demo(
     say(format_sweep(swept))
     say(
         f"\nWrote {os.path.join(out_dir, 'demo.csv')}"
-        + (" and demo.png" if can_plot else "")
+        + (" and demo.png" if plotting else "")
         + f" ({time.perf_counter() - start:.0f} s)."
     )
     return rows

@@ -110,7 +110,7 @@ def resolve_config(
         ("train_limit", train_limit),
         ("test_limit", test_limit),
     ):
-        datasets._check_limit(value)
+        datasets.check_limit(value)
     resolved = dict(spec["recipe"])
     resolved.update({k: v for k, v in recipe.items() if v is not None})
     if epochs is not None:

@@ -15,6 +15,7 @@ __all__ = [
     "TARGETINGS",
     "find_runs",
     "load_run",
+    "read_run_json",
     "read_sweep_csv",
     "sweep_files",
     "write_sweep_csv",
@@ -76,7 +77,7 @@ def load_run(run_dir, recalibrated=False):
             f"Received: run_dir={run_dir!r}"
         )
     label = os.path.basename(os.path.normpath(run_dir))
-    config = _config(run_dir)
+    config = read_run_json(run_dir)
     return config.get("experiment", label), sweeps
 
 
@@ -98,7 +99,7 @@ def find_runs(folder, recalibrated=False):
     ]
 
 
-def _config(run_dir, name="config.json"):
+def read_run_json(run_dir, name="config.json"):
     """The JSON file `name` of a run folder as a dict, {} if it is absent."""
     import json
 

@@ -10,7 +10,12 @@ import os
 
 from keras_tdrop.experiments import datasets
 
-__all__ = ["RECALIBRATED_FILES", "recalibration_data", "sweep"]
+__all__ = [
+    "RECALIBRATED_FILES",
+    "recalibration_data",
+    "remove_recalibrated",
+    "sweep",
+]
 
 RECALIBRATED_FILES = (
     "sweep_weight_recalibrated.csv",
@@ -32,7 +37,7 @@ def recalibration_data(config, data_dir, examples):
     )
 
 
-def _remove_recalibrated(run_dir):
+def remove_recalibrated(run_dir):
     """Recalibrated sweeps of an earlier sweep: stale once swept again."""
     for name in RECALIBRATED_FILES:
         path = os.path.join(run_dir, name)

@@ -2,7 +2,6 @@
 
 import os
 
-from keras_tdrop.experiments import _plots
 from keras_tdrop.experiments._argtypes import add_data_dir
 from keras_tdrop.experiments._argtypes import add_fractions
 from keras_tdrop.experiments._argtypes import add_limit
@@ -10,6 +9,7 @@ from keras_tdrop.experiments._argtypes import add_quiet
 from keras_tdrop.experiments._argtypes import add_recalibrate
 from keras_tdrop.experiments._argtypes import positive_int
 from keras_tdrop.experiments._argtypes import verbosity
+from keras_tdrop.experiments._plots import can_plot
 from keras_tdrop.pruning.masks import CRITERIA
 from keras_tdrop.pruning.masks import SCOPES
 
@@ -176,7 +176,7 @@ def sweep_files(
             )
         models[name] = model
     os.makedirs(out_dir, exist_ok=True)
-    can_plot = _plots.can_plot("sweep.png")
+    plotting = can_plot("sweep.png")
     say = print if verbose else (lambda *args, **kwargs: None)
     sweeps = {}
     for name, model in models.items():
@@ -193,7 +193,7 @@ def sweep_files(
         say(format_sweep(sweeps[name]), flush=True)
     say("\n" + format_sweep(sweeps), flush=True)
     write_csv(compare_sweeps(sweeps), os.path.join(out_dir, "sweep.csv"))
-    if can_plot:
+    if plotting:
         what = f"{targeting} pruning"
         if kwargs.get("block_size"):
             what = f"N:M pruning, blocks of {kwargs['block_size']}"
@@ -205,6 +205,6 @@ def sweep_files(
             title=f"{data}, {what}",
             xlabel=XLABELS[targeting],
         )
-    wrote = "sweep.csv" + (" and sweep.png" if can_plot else "")
+    wrote = "sweep.csv" + (" and sweep.png" if plotting else "")
     say(f"Wrote {wrote} in {out_dir}.", flush=True)
     return sweeps

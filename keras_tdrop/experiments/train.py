@@ -45,8 +45,8 @@ from keras_tdrop.experiments.run_config import compile_model
 from keras_tdrop.experiments.run_config import learning_rate
 from keras_tdrop.experiments.run_config import resolve_config
 from keras_tdrop.experiments.run_sweep import RECALIBRATED_FILES
-from keras_tdrop.experiments.run_sweep import _remove_recalibrated
 from keras_tdrop.experiments.run_sweep import recalibration_data
+from keras_tdrop.experiments.run_sweep import remove_recalibrated
 from keras_tdrop.experiments.run_sweep import sweep
 from keras_tdrop.pruning.recalibrate import batchnorm_layers
 from keras_tdrop.pruning.sweep import FRACTIONS
@@ -290,7 +290,7 @@ def train(
         or sweep(plain, test_ds, run_dir, config, verbose=verbose),
         "recalibrate": recalibrate,
     }
-    _remove_recalibrated(run_dir)
+    remove_recalibrated(run_dir)
     if recalibrate and batchnorm_layers(plain):
         results["sweeps_recalibrated"] = sweep(
             plain,

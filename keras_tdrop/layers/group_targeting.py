@@ -130,8 +130,8 @@ class GroupTargeting:
                 )
                 scores = scores + ops.sqrt(per_channel)
             k = targeting_lib.target_count(target_rate, n)
-            mask = targeting_lib._lowest(
-                ops.reshape(scores[:n], (1, n)), k, None
+            mask = targeting_lib.targeted_rows(
+                ops.reshape(scores[:n], (1, n)), k
             )
             chosen.append((n, members, ops.reshape(mask, (n,))))
         return chosen

@@ -1,9 +1,11 @@
 """Argument checks shared by the reference models."""
 
-__all__ = ["_check_positive"]
+__all__ = ["check_positive"]
 
 
-def _check_positive(name, value, kind=int):
+def check_positive(name, value, kind=int):
+    """Raises a ValueError unless `value` is a positive `kind` (int or
+    float; never a bool)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float) if kind is float else int)

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_tdrop.experiments.models._checks import _check_positive
+from keras_tdrop.experiments.models._checks import check_positive
 
 __all__ = ["mobile_cnn"]
 
@@ -47,7 +47,7 @@ def mobile_cnn(
     >>> model = mobile_cnn()
     >>> model.get_layer("b2_depthwise").kernel.shape  # (3, 3, 64, 1)
     """
-    _check_positive("num_classes", num_classes)
+    check_positive("num_classes", num_classes)
 
     def bn_act(x, prefix, activation=True):
         x = keras.layers.BatchNormalization(

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_tdrop.experiments.models._checks import _check_positive
+from keras_tdrop.experiments.models._checks import check_positive
 
 __all__ = ["resnet"]
 
@@ -59,14 +59,14 @@ def resnet(
     >>> model = resnet(depth=8, width=0.5)
     >>> model.get_layer("s1b1_conv1").kernel.shape  # (3, 3, 8, 16)
     """
-    _check_positive("depth", depth)
+    check_positive("depth", depth)
     if (depth - 2) % 6:
         raise ValueError(
             "`depth` must be 6n + 2 (8, 14, 20, 32, ...). "
             f"Received: depth={depth!r}"
         )
-    _check_positive("width", width, float)
-    _check_positive("num_classes", num_classes)
+    check_positive("width", width, float)
+    check_positive("num_classes", num_classes)
     blocks = (depth - 2) // 6
     reg = _kernel_regularizer(weight_decay)
 

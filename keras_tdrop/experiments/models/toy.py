@@ -3,7 +3,7 @@ analysis."""
 
 import keras
 
-from keras_tdrop.experiments.models._checks import _check_positive
+from keras_tdrop.experiments.models._checks import check_positive
 
 __all__ = ["toy_mlp"]
 
@@ -30,8 +30,8 @@ def toy_mlp(
     >>> model = toy_mlp()
     >>> model.count_params()  # 30840
     """
-    _check_positive("units", units)
-    _check_positive("num_classes", num_classes)
+    check_positive("units", units)
+    check_positive("num_classes", num_classes)
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Flatten(name="flatten")(inputs)
     x = keras.layers.Dense(units, activation="relu", name="hidden")(x)

@@ -3,7 +3,7 @@ autoencoder and the VGG19-style classification head."""
 
 import keras
 
-from keras_tdrop.experiments.models._checks import _check_positive
+from keras_tdrop.experiments.models._checks import check_positive
 
 __all__ = ["conv_autoencoder", "mlp_head"]
 
@@ -49,8 +49,8 @@ def conv_autoencoder(
 
     from keras_tdrop.layers.triangular_dropout import TriangularDropout
 
-    _check_positive("latent_dim", latent_dim)
-    _check_positive("filters", filters)
+    check_positive("latent_dim", latent_dim)
+    check_positive("filters", filters)
     if name is None:
         prefix = "tri_autoencoder" if triangular else "autoencoder"
         name = f"{prefix}_{latent_dim}"
@@ -121,12 +121,12 @@ def mlp_head(
     """
     from keras_tdrop.layers.triangular_dropout import TriangularDropout
 
-    _check_positive("input_dim", input_dim)
-    _check_positive("num_classes", num_classes)
+    check_positive("input_dim", input_dim)
+    check_positive("num_classes", num_classes)
     inputs = keras.Input(shape=(input_dim,), name="features")
     x = inputs
     for i, width in enumerate(units, start=1):
-        _check_positive(f"units[{i - 1}]", width)
+        check_positive(f"units[{i - 1}]", width)
         x = keras.layers.Dense(width, activation="relu", name=f"fc{i}")(x)
         if triangular:
             seed_i = None if seed is None else seed + i

@@ -4,6 +4,7 @@ wrapper (TargetedDropout, the kernel masks, the baselines) and unwrap."""
 import keras
 
 from keras_tdrop import keras_adapter as adapter
+from keras_tdrop.channels.rebuild import named_input
 from keras_tdrop.kernels import check_model
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.kernels import resolve_exclude
@@ -155,18 +156,8 @@ def _named_inputs(model):
     """New inputs with the original names (clone_model renames them)."""
     if isinstance(model, keras.Sequential):
         return None
-
-    def fresh_input(tensor):
-        layer = adapter.producer(tensor)
-        return keras.Input(
-            batch_shape=tensor.shape,
-            dtype=tensor.dtype,
-            sparse=tensor.sparse,
-            name=layer.name,
-        )
-
     return keras.tree.map_structure(
-        fresh_input, adapter.inputs_structure(model)
+        named_input, adapter.inputs_structure(model)
     )
 
 

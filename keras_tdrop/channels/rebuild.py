@@ -8,9 +8,26 @@ from keras_tdrop import keras_adapter
 from keras_tdrop.channels.rules import rule_for
 
 __all__ = [
+    "named_input",
     "rebuild",
     "sliced_weights",
 ]
+
+
+def named_input(tensor, batch_shape=None):
+    """A new `keras.Input` like the model input `tensor`, of the same name.
+
+    Args:
+        tensor: a KerasTensor made by a model's `InputLayer`.
+        batch_shape: tuple or None, the new input's shape (with the batch
+            axis); `tensor.shape` if None.
+    """
+    return keras.Input(
+        batch_shape=tensor.shape if batch_shape is None else batch_shape,
+        dtype=tensor.dtype,
+        sparse=tensor.sparse,
+        name=keras_adapter.producer(tensor).name,
+    )
 
 
 def _relative(variable):
@@ -116,14 +133,7 @@ class _Builder:
 
     def model(self, model):
         functional = keras_adapter.functional_of(model)
-        inputs = [
-            keras.Input(
-                batch_shape=self._shape(t),
-                dtype=t.dtype,
-                name=keras_adapter.producer(t).name,
-            )
-            for t in functional.inputs
-        ]
+        inputs = [named_input(t, self._shape(t)) for t in functional.inputs]
         outputs = keras_adapter.run_graph(functional, inputs, self.call)
         structure = keras_adapter.inputs_structure(functional)
         return keras.Model(

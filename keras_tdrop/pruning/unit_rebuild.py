@@ -6,6 +6,7 @@ import numpy as np
 from keras import ops
 
 from keras_tdrop import keras_adapter
+from keras_tdrop.channels.rebuild import named_input
 from keras_tdrop.pruning.unit_propagation import is_producer
 
 __all__ = ["rebuild_without_units"]
@@ -72,14 +73,7 @@ def rebuild_without_units(
         built.append((op, new, out_removed))
         return new(*args, **kwargs)
 
-    inputs = [
-        keras.Input(
-            batch_shape=t.shape,
-            dtype=t.dtype,
-            name=keras_adapter.producer(t).name,
-        )
-        for t in functional.inputs
-    ]
+    inputs = [named_input(t) for t in functional.inputs]
     outputs = keras_adapter.run_graph(functional, inputs, call)
     inputs = keras.tree.pack_sequence_as(
         keras_adapter.inputs_structure(functional), inputs

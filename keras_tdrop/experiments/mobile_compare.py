@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from keras_tdrop.atomic_write import atomic_write
-from keras_tdrop.experiments import _plots
+from keras_tdrop.experiments._plots import can_plot
 from keras_tdrop.pruning.plots import figure
 from keras_tdrop.pruning.plots import save_png
 from keras_tdrop.pruning.report import write_csv
@@ -127,7 +127,7 @@ def compare_mobile(folder, out=None, verbose=1, metric=METRIC):
     with atomic_write(os.path.join(out, "compare.txt")) as f:
         f.write(text + "\n\n" + note + "\n")
     write_csv(table, os.path.join(out, "compare.csv"), TABLE_COLUMNS)
-    if _plots.can_plot("compare.png"):
+    if can_plot("compare.png"):
         plot(table, os.path.join(out, "compare.png"))
     if verbose:
         print(text + "\n\n" + note)

@@ -4,7 +4,7 @@ import numpy as np
 from keras import ops
 
 from keras_tdrop.channels import channel_graph
-from keras_tdrop.channels.groups import is_kernel_slice as _is_kernel
+from keras_tdrop.channels.groups import is_kernel_slice
 from keras_tdrop.channels.groups import prunable_groups
 from keras_tdrop.pruning.mask_options import SCOPES
 from keras_tdrop.targeting import check_rate
@@ -47,7 +47,7 @@ def channel_importance(graph):
     for root, pieces in graph.root_slices().items():
         total = 0.0
         for piece, positions in pieces:
-            if piece.role != "param" and _is_kernel(piece):
+            if piece.role != "param" and is_kernel_slice(piece):
                 taken = np.take(value(piece), positions, axis=piece.axis)
                 total += float(np.sqrt(np.sum(taken**2)))
         scores[root] = total
@@ -171,7 +171,7 @@ def masks_for(graph, removed):
     masks = {}
     removed = list(removed)
     for piece in graph.slices.values():
-        if piece.role == "param" or not _is_kernel(piece):
+        if piece.role == "param" or not is_kernel_slice(piece):
             continue
         positions = np.flatnonzero(np.isin(graph.roots(piece.ids), removed))
         if not len(positions):

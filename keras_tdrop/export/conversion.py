@@ -15,6 +15,7 @@ import warnings
 import keras
 
 from keras_tdrop import keras_adapter
+from keras_tdrop.optional_imports import require
 
 __all__ = ["QUANTIZE", "convert", "flex_ops"]
 
@@ -184,8 +185,11 @@ def _not_builtin(model, error, input_shapes):
 def flex_ops(content):
     """The TensorFlow ops a `.tflite` file keeps as TF Select ("Flex")
     ops, sorted (e.g. `("FlexConv2D",)`); empty for a builtin-only file."""
-    from ai_edge_litert import schema_py_generated as schema
-
+    schema = require(
+        "ai_edge_litert.schema_py_generated",
+        "litert",
+        "Reading a .tflite file's TF Select ops",
+    )
     model = schema.Model.GetRootAs(content, 0)
     names = set()
     for i in range(model.OperatorCodesLength()):

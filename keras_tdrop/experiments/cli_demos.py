@@ -269,7 +269,8 @@ def _run_mobile(args):
         methods=args.method,
         seeds=args.seeds,
         scale=args.scale,
-        params={k: v for k, v in params.items() if v},
+        # --ramp serves targeted and triangular: only the methods run.
+        params={k: v for k, v in params.items() if v and k in args.method},
         data_dir=args.data_dir,
         verbose=verbosity(args),
         **fractions_kwargs(args),

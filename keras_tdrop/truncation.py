@@ -10,7 +10,6 @@ from keras_tdrop.channels import ChannelRule
 from keras_tdrop.channels import channel_graph
 from keras_tdrop.channels import rebuild
 from keras_tdrop.channels import register_channel_rule
-from keras_tdrop.channels.groups import prunable_groups
 from keras_tdrop.channels.rules import block_call
 from keras_tdrop.kernels import check_model
 from keras_tdrop.layers.model_ordered_dropout import ModelOrderedDropout
@@ -280,13 +279,6 @@ def _truncate_groups(
     batches = None
     if recalibrate is not None:
         batches = recalibration_batches(model, recalibrate)
-    if not prunable_groups(graph, model, exclude, exclude_logits):
-        raise ValueError(
-            f"Model '{model.name}' has no channel group that truncation "
-            "can cut (every group is blocked, the stem, the logits or "
-            f"excluded; exclude={exclude!r}). See "
-            "keras_tdrop.channels.channel_graph(model).blocked_reasons()."
-        )
     small, _ = shrink(model, masks_for(graph, removed))
     if batches is not None:
         from keras_tdrop.pruning.recalibrate import recalibrate_batchnorm

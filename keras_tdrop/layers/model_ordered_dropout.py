@@ -8,6 +8,7 @@ from keras_tdrop import keras_adapter as adapter
 from keras_tdrop.channels.ordering import check_round_to
 from keras_tdrop.channels.ordering import check_width
 from keras_tdrop.kernels import call_with_values
+from keras_tdrop.kernels import check_model
 from keras_tdrop.kernels import kernel_variables
 from keras_tdrop.layers.group_targeting import GroupTargeting
 from keras_tdrop.layers.targeted_rates import TargetedRates
@@ -107,10 +108,7 @@ class ModelOrderedDropout(TargetedRates, keras.Model):
         seed=None,
         **kwargs,
     ):
-        if not isinstance(model, keras.Model):
-            raise TypeError(
-                f"`model` must be a keras.Model. Received: model={model!r}"
-            )
+        check_model(model)
         min_width = check_width(min_width, "min_width")
         if mode not in MODES:
             raise ValueError(
@@ -222,10 +220,7 @@ class ModelOrderedDropout(TargetedRates, keras.Model):
         count = self.chunks if self.mode == "triangular" else 1
         return [self._draw() for _ in range(count)]
 
-    def _pass(self, width, inputs, kwargs, freeze_statistics):
-        values = {
-            id(v): adapter.stored_value(v) for v in kernel_variables(self.model)
-        }
+    def _pass(self, values, width, inputs, kwargs, freeze_statistics):
         if isinstance(width, float) and width == 1.0:
             mapping, held = [], []
         else:
@@ -260,8 +255,14 @@ class ModelOrderedDropout(TargetedRates, keras.Model):
             ]
         else:
             parts = [inputs] * len(widths)
+        # The stored kernels, read once for every pass of the step.
+        values = {
+            id(v): adapter.stored_value(v) for v in kernel_variables(self.model)
+        }
         outputs = [
-            self._pass(width, part, kwargs, self.mode == "sandwich" and i > 0)
+            self._pass(
+                values, width, part, kwargs, self.mode == "sandwich" and i > 0
+            )
             for i, (width, part) in enumerate(zip(widths, parts))
         ]
         if len(outputs) == 1:

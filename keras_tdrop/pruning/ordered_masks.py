@@ -4,6 +4,7 @@ ordered channel dropout trains for, and what `truncate` cuts."""
 import numbers
 
 from keras_tdrop.channels import channel_graph
+from keras_tdrop.channels.groups import blocked_summary
 from keras_tdrop.channels.groups import prunable_groups
 from keras_tdrop.channels.ordering import check_round_to
 from keras_tdrop.channels.ordering import check_width
@@ -82,9 +83,16 @@ def ordered_roots(
 ):
     """The channels (graph roots) truncation at `width` removes: in every
     group `prunable_groups` lists, all but the first
-    `kept_channels(n, width, round_to)`."""
+    `kept_channels(n, width, round_to)`. Raises a ValueError, with the
+    graph's reasons, where no group can be cut."""
     round_to = check_round_to(round_to)
     groups = prunable_groups(graph, model, exclude, exclude_logits)
+    if not groups:
+        raise ValueError(
+            f"Model '{model.name}' has no channel group that truncation "
+            f"can cut (exclude={exclude!r}, exclude_logits="
+            f"{exclude_logits}). {blocked_summary(graph)}."
+        )
     widths = _group_widths(graph, groups, width)
     removed = set()
     for space, roots in groups.items():

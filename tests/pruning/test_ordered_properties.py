@@ -4,6 +4,7 @@ squeeze-excite, concatenation, grouped and attention blocks)."""
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -48,9 +49,11 @@ def test_truncation_commutes_with_masking(
     model = build(blocks, width, multiplier, seed)
     graph = channel_graph(model)
     groups = prunable_groups(graph, model)
-    masks = ordered_masks(model, fraction, round_to=round_to)
     if not groups:
+        with pytest.raises(ValueError, match="no channel group"):
+            ordered_masks(model, fraction, round_to=round_to)
         return
+    masks = ordered_masks(model, fraction, round_to=round_to)
     small = truncate(model, fraction, round_to=round_to)
     x = np.random.default_rng(seed).normal(size=(2, 6, 6, 3))
     x = x.astype("float32")
